@@ -1,0 +1,112 @@
+"""MNIST, loaded once per process into tensors (on the training device), with a fixed split.
+
+The search sees 55,000 training and 5,000 validation images carved out of the 60,000 training
+images by a fixed seed; the 10,000 test images are loaded only by `load_train_test`, which the
+final retrain and evaluation use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, the usual normalisation
+VAL_SIZE = 5_000
+SPLIT_SEED = 0  # fixed, so every trial and every study validates on the same 5,000 images
+DEFAULT_DATA_DIR = "./data"
+
+# file name -> (IDX magic number, item count, item shape)
+_FILES = {
+    "train-images-idx3-ubyte": (2051, 60_000, (28, 28)),
+    "train-labels-idx1-ubyte": (2049, 60_000, ()),
+    "t10k-images-idx3-ubyte": (2051, 10_000, (28, 28)),
+    "t10k-labels-idx1-ubyte": (2049, 10_000, ()),
+}
+
+
+class DataError(RuntimeError):
+    """Missing or corrupt data, with a message fit for one line on stderr."""
+
+
+@dataclass(frozen=True)
+class Split:
+    x: torch.Tensor  # (N, 1, 28, 28) float32, normalised
+    y: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class Splits:
+    """What the trainer needs: images to train on and held-out images to measure each epoch."""
+
+    train: Split
+    held_out: Split
+
+
+def resolve_data_dir(flag: str | None) -> Path:
+    """--data-dir, else $NAS_DATA_DIR, else ./data."""
+    return Path(flag or os.environ.get("NAS_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def check_raw_files(data_dir: Path) -> None:
+    """Check that the four IDX files exist with the right magic number, shape and size."""
+    raw = data_dir / "MNIST" / "raw"
+    for name, (magic, count, shape) in _FILES.items():
+        path = raw / name
+        if not path.is_file():
+            raise DataError(f"MNIST file {path} is missing (pass --download to fetch MNIST into {data_dir})")
+        expected = 4 + 4 * (1 + len(shape)) + count * (shape[0] * shape[1] if shape else 1)
+        with path.open("rb") as f:
+            header = f.read(4 + 4 * (1 + len(shape)))
+        words = [int.from_bytes(header[i:i + 4], "big") for i in range(0, len(header), 4)]
+        if len(header) < 8 or words[0] != magic or words[1:] != [count, *shape]:
+            raise DataError(f"MNIST file {path} is corrupt: bad IDX header")
+        if path.stat().st_size != expected:
+            raise DataError(f"MNIST file {path} is corrupt: {path.stat().st_size} bytes, expected {expected}")
+
+
+def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision.datasets import MNIST
+
+    if not data_dir.is_dir() and not download:
+        raise DataError(f"data directory {data_dir} does not exist (use --data-dir or NAS_DATA_DIR, or --download)")
+    if download and not (data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
+        MNIST(root=str(data_dir), train=train, download=True)
+    check_raw_files(data_dir)
+    dataset = MNIST(root=str(data_dir), train=train, download=False)
+    images, labels = dataset.data, dataset.targets
+    if labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"MNIST labels in {data_dir} are corrupt: values outside 0-9")
+    return images, labels
+
+
+def _to_split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> Split:
+    x = ((images.to(device=device, dtype=torch.float32) / 255.0 - MEAN) / STD).unsqueeze(1)
+    return Split(x.contiguous(), labels.to(device=device, dtype=torch.int64))
+
+
+def load_search_data(data_dir: Path, device: torch.device, subset: int | None = None,
+                     download: bool = False) -> Splits:
+    """55,000 train / 5,000 validation images from the training set (`subset` trims the train part)."""
+    images, labels = _load_raw(data_dir, train=True, download=download)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
+    if subset is not None:
+        train_idx = train_idx[:subset]
+    return Splits(_to_split(images[train_idx], labels[train_idx], device),
+                  _to_split(images[val_idx], labels[val_idx], device))
+
+
+def load_train_test(data_dir: Path, device: torch.device, subset: int | None = None,
+                    download: bool = False) -> Splits:
+    """All 60,000 training images (or the first `subset`) and the 10,000 test images."""
+    train_images, train_labels = _load_raw(data_dir, train=True, download=download)
+    test_images, test_labels = _load_raw(data_dir, train=False, download=False)
+    if subset is not None:
+        train_images, train_labels = train_images[:subset], train_labels[:subset]
+    return Splits(_to_split(train_images, train_labels, device), _to_split(test_images, test_labels, device))

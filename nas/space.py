@@ -1,0 +1,173 @@
+"""Search spaces: a declarative YAML file -> a validated `Space`; `Space.sample(trial)` -> `Spec`.
+
+This is the only module that calls `trial.suggest_*`. Every key of a space file is a
+*domain*: a list of choices, a range `{low, high[, step][, log]}`, or a single fixed value.
+`train.lr` may instead map each optimizer to its own domain.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import optuna
+import yaml
+
+from .spec import HEADS, OPTIMIZERS, PADDINGS, SCHEDULES, TRANSITIONS, Arch, Spec, Train, feature_sizes
+
+
+class SpaceError(ValueError):
+    """A search-space file that is missing or malformed; the message names file and key."""
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    integer: bool = False
+
+
+Domain = Union[Range, tuple]  # a Range, or a tuple of choices (one choice = a fixed value)
+
+# key -> (kind, check on every value the domain can take, what is expected)
+_KEYS: dict[str, tuple[str, Any, str]] = {
+    "arch.stages": ("int", lambda v: 1 <= v <= 4, "an integer from 1 to 4"),
+    "arch.blocks_per_stage": ("int", lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
+    "arch.width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.padding": ("str", PADDINGS.__contains__, f"one of {', '.join(PADDINGS)}"),
+    "arch.transition": ("str", TRANSITIONS.__contains__, f"one of {', '.join(TRANSITIONS)}"),
+    "arch.transition_width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.head": ("str", HEADS.__contains__, f"one of {', '.join(HEADS)}"),
+    "arch.batch_norm": ("bool", lambda v: True, "true or false"),
+    "arch.dropout": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.optimizer": ("str", OPTIMIZERS.__contains__, f"one of {', '.join(OPTIMIZERS)}"),
+    "train.lr": ("float", lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    "train.schedule": ("str", SCHEDULES.__contains__, f"one of {', '.join(SCHEDULES)}"),
+    "train.batch_size": ("int", lambda v: 1 <= v <= 65536, "an integer from 1 to 65536"),
+    "train.label_smoothing": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.weight_decay": ("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "train.augment": ("float", lambda v: 0 <= v <= 2, "a number in [0, 2]"),
+}
+
+
+def _of_kind(value: Any, kind: str) -> bool:
+    if kind == "bool" or isinstance(value, bool):
+        return kind == "bool" and isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if kind == "int":
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _parse_domain(raw: Any, key: str, where: str) -> Domain:
+    kind, ok, expected = _KEYS[key]
+
+    def fail(what: str) -> SpaceError:
+        return SpaceError(f"{where}: {key}: expected {what}, got {raw!r}")
+
+    if isinstance(raw, dict):
+        if kind not in ("int", "float") or not {"low", "high"} <= set(raw) or set(raw) - {"low", "high", "step", "log"}:
+            raise fail(f"choices [..] or a range {{low, high[, step][, log]}} of {expected}")
+        low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
+        if not all(_of_kind(v, kind) and ok(v) for v in (low, high)) or low > high:
+            raise fail(f"a range with low <= high, each {expected}")
+        if step is not None and not (_of_kind(step, kind) and step > 0):
+            raise fail(f"a positive step of the key's type")
+        if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
+            raise fail("log: true only with low > 0 and no step")
+        return Range(low, high, step, log, integer=kind == "int")
+    choices = tuple(raw) if isinstance(raw, list) else (raw,)
+    if not choices or not all(_of_kind(v, kind) and ok(v) for v in choices):
+        raise fail(f"{expected}, a list of them, or a range" if kind in ("int", "float") else f"{expected} or a list of them")
+    return choices
+
+
+@dataclass(frozen=True)
+class Space:
+    name: str
+    path: str
+    domains: dict[str, Domain]  # "arch.width" -> domain; "train.lr.sgd" for per-optimizer LRs
+
+    def sample(self, trial: optuna.trial.BaseTrial) -> Spec:
+        """Draw one candidate. Parameter names are stable, so studies can be resumed and compared."""
+        d = lambda key, name=None: _suggest(trial, name or key.split(".")[-1], self.domains[key])  # noqa: E731
+        n_stages = d("arch.stages")
+        blocks = [d("arch.blocks_per_stage", f"blocks_s{s + 1}") for s in range(n_stages)]
+        stages = tuple(tuple(d("arch.width", f"width_s{s + 1}_b{b + 1}") for b in range(n)) for s, n in enumerate(blocks))
+        transition = d("arch.transition") if n_stages > 1 else "pool"
+        transition_width = d("arch.transition_width") if transition != "pool" else 0
+        # 'valid' padding is only offered where the feature map stays at least 3 pixels wide
+        paddings = tuple(p for p in self.domains["arch.padding"] if p == "same" or _fits_valid(stages))
+        padding = _suggest(trial, "padding", paddings or ("same",))
+        arch = Arch(stages, transition, transition_width, padding, d("arch.head"), d("arch.batch_norm"),
+                    float(d("arch.dropout")))
+        optimizer = d("train.optimizer")
+        lr_key = f"train.lr.{optimizer}" if f"train.lr.{optimizer}" in self.domains else "train.lr"
+        lr = _suggest(trial, f"lr_{optimizer}" if lr_key != "train.lr" else "lr", self.domains[lr_key])
+        train = Train(optimizer, float(lr), d("train.schedule"), d("train.batch_size"),
+                      float(d("train.label_smoothing")), float(d("train.weight_decay")), float(d("train.augment")))
+        return Spec(arch, train)
+
+
+def _fits_valid(stages: tuple[tuple[int, ...], ...]) -> bool:
+    probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0)
+    return min(feature_sizes(probe)) >= 3
+
+
+def _suggest(trial: optuna.trial.BaseTrial, name: str, domain: Domain) -> Any:
+    if isinstance(domain, tuple):
+        return domain[0] if len(domain) == 1 else trial.suggest_categorical(name, list(domain))
+    if domain.integer:
+        return trial.suggest_int(name, domain.low, domain.high, step=domain.step or 1, log=domain.log)
+    return trial.suggest_float(name, domain.low, domain.high, step=domain.step, log=domain.log)
+
+
+def load_space(path: str | Path) -> Space:
+    """Read and validate a search-space file; raises SpaceError naming the file and key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such search-space file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SpaceError(f"{path}: not a readable YAML file ({reason})") from None
+    where = str(path)
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{where}: expected a mapping with keys 'name', 'arch' and 'train'")
+    unknown = set(raw) - {"name", "description", "arch", "train"}
+    if unknown:
+        raise SpaceError(f"{where}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise SpaceError(f"{where}: name: expected letters, digits, '-' or '_', got {name!r}")
+    domains: dict[str, Domain] = {}
+    for section in ("arch", "train"):
+        block = raw.get(section)
+        if not isinstance(block, dict):
+            raise SpaceError(f"{where}: {section}: expected a mapping of keys to domains, got {block!r}")
+        for key, value in block.items():
+            full = f"{section}.{key}"
+            if full not in _KEYS:
+                allowed = ", ".join(k.split(".")[1] for k in _KEYS if k.startswith(section))
+                raise SpaceError(f"{where}: {full}: unknown key (expected one of {allowed})")
+            if full == "train.lr" and isinstance(value, dict) and not {"low", "high"} & set(value):
+                for opt, sub in value.items():  # one LR domain per optimizer
+                    if opt not in OPTIMIZERS:
+                        raise SpaceError(f"{where}: train.lr.{opt}: unknown optimizer (expected {', '.join(OPTIMIZERS)})")
+                    domains[f"train.lr.{opt}"] = _parse_domain(sub, "train.lr", where)
+                continue
+            domains[full] = _parse_domain(value, full, where)
+    missing = [k for k in _KEYS if k not in domains and k != "train.lr"]
+    if "train.lr" not in domains:
+        optimizers = domains.get("train.optimizer", ())
+        missing += [f"train.lr.{o}" for o in (optimizers if isinstance(optimizers, tuple) else ())
+                    if f"train.lr.{o}" not in domains]
+    if missing:
+        raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
+    return Space(name, str(path), domains)
