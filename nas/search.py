@@ -20,6 +20,7 @@ from .cli import Parser, UsageError, add_device_args, positive_float, positive_i
 from .cost import count_macs, count_params
 from .data import Splits, load_search_data, resolve_data_dir
 from .model import build
+from .sampler import BudgetAwareTPESampler
 from .space import Space, load_space
 from .spec import write_json
 from .study import default_storage, open_storage, study_dir, trial_record
@@ -134,6 +135,14 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
     return objective
 
 
+def budget_screen(space: Space, budget: int):
+    """For the sampler: does this parameter set fit the budget? (None: cannot tell)."""
+    def fits(params: dict) -> bool | None:
+        spec = space.spec_from_params(params)
+        return None if spec is None else count_params(build(spec)) < budget
+    return fits
+
+
 def summary(study: optuna.Study, top: int = 10) -> str:
     trials = study.get_trials(deepcopy=False)
     outcomes = [t.user_attrs.get("outcome", t.state.name.lower()) for t in trials]
@@ -189,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     study = optuna.create_study(
         study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
         # a resumed study gets a fresh random stream, so its startup proposals do not repeat
-        sampler=optuna.samplers.TPESampler(seed=args.seed + n_before, multivariate=True, group=True,
-                                           n_startup_trials=10, constant_liar=True),
+        sampler=BudgetAwareTPESampler(budget_screen(space, args.budget), seed=args.seed + n_before,
+                                      multivariate=True, group=True, n_startup_trials=10, constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=PRUNER_WARMUP_EPOCHS))
     study.set_user_attr("budget", args.budget)

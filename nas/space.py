@@ -114,6 +114,14 @@ class Space:
         return Spec(arch, train)
 
 
+    def spec_from_params(self, params: dict[str, Any]) -> Spec | None:
+        """The spec a set of sampled parameters stands for, or None if some parameter is missing."""
+        try:
+            return self.sample(optuna.trial.FixedTrial(params))
+        except ValueError:  # FixedTrial: a parameter it was not given
+            return None
+
+
 def _fits_valid(stages: tuple[tuple[int, ...], ...]) -> bool:
     probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0)
     return min(feature_sizes(probe)) >= 3
