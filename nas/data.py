@@ -90,14 +90,22 @@ def _to_split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) 
     return Split(x.contiguous(), labels.to(device=device, dtype=torch.int64))
 
 
+def search_split(n: int = 60_000, subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, validation) of the fixed search split of the n training images.
+
+    Public so that a pipeline that does not use these tensors (the benchmark's torchvision
+    baseline) can validate on exactly the same 5,000 images.
+    """
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
+    val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
+    return (train_idx if subset is None else train_idx[:subset]), val_idx
+
+
 def load_search_data(data_dir: Path, device: torch.device, subset: int | None = None,
                      download: bool = False) -> Splits:
     """55,000 train / 5,000 validation images from the training set (`subset` trims the train part)."""
     images, labels = _load_raw(data_dir, train=True, download=download)
-    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
-    val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
-    if subset is not None:
-        train_idx = train_idx[:subset]
+    train_idx, val_idx = search_split(len(labels), subset)
     return Splits(_to_split(images[train_idx], labels[train_idx], device),
                   _to_split(images[val_idx], labels[val_idx], device))
 

@@ -7,19 +7,22 @@ validation accuracy, pruning) -> trial value = final-epoch validation accuracy.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 
-from .cli import Parser, UsageError, add_device_args, positive_float, positive_int, resolve_device, run_main
+from .cli import (Parser, UsageError, add_device_args, format_duration, positive_float, positive_int, resolve_device,
+                  run_main)
 from .cost import count_macs, count_params
 from .data import Splits, load_search_data, resolve_data_dir
 from .model import build
+from .report import write_report
 from .sampler import BudgetAwareTPESampler
 from .space import Space, load_space
 from .spec import write_json
@@ -45,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the trials' training")
     p.add_argument("--subset", type=positive_int, help="train on only this many training images (smoke runs)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live progress, only the summary")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="trials trained at once, in threads sharing the data (default: 1; see README)")
+    p.add_argument("--no-report", action="store_true", help="do not write studies/<study>/report.html at the end")
     add_device_args(p)
     args = p.parse_args(argv)
     if args.trials is None and args.timeout is None:
@@ -64,6 +70,8 @@ class Progress:
     rejected: int = 0
     best: str = "-"
     _width: int = 0
+    # concurrent trials (--jobs) update the counters and share the terminal line
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def eta(self) -> str:
         elapsed = time.perf_counter() - self.start
@@ -72,23 +80,22 @@ class Progress:
             left.append(elapsed / self.done * (self.trials - self.done))
         if self.timeout is not None:
             left.append(max(0.0, self.timeout - elapsed))
-        return _duration(min(left)) if left else "?"
+        return format_duration(min(left)) if left else "?"
 
     def show(self, text: str, final: bool = False) -> None:
         if self.quiet:
             return
-        line = (f"[{_duration(time.perf_counter() - self.start)}] {self.done}/{self.trials or '?'} done, "
+        with self.lock:
+            self._show(text, final)
+
+    def _show(self, text: str, final: bool) -> None:
+        line = (f"[{format_duration(time.perf_counter() - self.start)}] {self.done}/{self.trials or '?'} done, "
                 f"{self.rejected} rejected, best {self.best} | {text} | ETA {self.eta()}")
         if sys.stderr.isatty():
             print("\r" + line.ljust(self._width), end="\n" if final else "", file=sys.stderr, flush=True)
             self._width = 0 if final else len(line)
         else:
             print(line, file=sys.stderr, flush=True)
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m{secs:02d}s"
 
 
 def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress):
@@ -104,7 +111,8 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
         trial.set_constraint("params", params - budget + 1)
         if params >= budget:
             trial.set_user_attr("outcome", "rejected")
-            progress.rejected += 1
+            with progress.lock:
+                progress.rejected += 1
             progress.show(f"trial {trial.number} rejected: {params:,} params >= {budget:,}", final=True)
             raise optuna.TrialPruned(f"{params} parameters >= budget {budget}")
 
@@ -211,26 +219,31 @@ def main(argv: list[str] | None = None) -> int:
     best_path = study_dir(study_name) / "best.json"
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        progress.done += 1
-        if trial.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == trial.number:
-            write_json(trial_record(trial, study), best_path)
-            progress.best = f"{trial.value:.2f}% (#{trial.number})"
-            progress.show(f"trial {trial.number} is the new best, wrote {best_path}", final=True)
+        with progress.lock:  # with --jobs, two trials may finish at once: one writer of best.json at a time
+            progress.done += 1
+            if trial.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == trial.number:
+                write_json(trial_record(trial, study), best_path)
+                progress.best = f"{trial.value:.2f}% (#{trial.number})"
+                progress.show(f"trial {trial.number} is the new best, wrote {best_path}", final=True)
 
     if n_before and not args.quiet:
         print(f"continuing study {study_name!r} ({n_before} trials so far) in {storage_url}", file=sys.stderr)
     progress.rejected = sum(t.user_attrs.get("outcome") == "rejected" for t in study.trials)
     if study.best_trials:  # empty until a trial completes
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
+    if args.jobs > 1 and device.type == "cpu":  # split the cores between the trials (small convs scale poorly)
+        torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
     start = time.perf_counter()
     study.optimize(make_objective(space, data, args.budget, args.epochs, args.seed, progress),
                    n_trials=args.trials, timeout=args.timeout, callbacks=[after_trial],
-                   catch=(RuntimeError,), gc_after_trial=False)
+                   catch=(RuntimeError,), gc_after_trial=False, n_jobs=args.jobs)
     print(summary(study))
     print(rejection_report(study))
-    print(f"this run: {progress.done} trials in {_duration(time.perf_counter() - start)} on {device}")
+    print(f"this run: {progress.done} trials in {format_duration(time.perf_counter() - start)} on {device}")
     if best_path.exists():
         print(f"best architecture: {best_path}")
+    if not args.no_report:
+        print(f"report: {write_report(study, study_dir(study_name))}")
     return 0
 
 

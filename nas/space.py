@@ -77,7 +77,7 @@ def _parse_domain(raw: Any, key: str, where: str) -> Domain:
         if not all(_of_kind(v, kind) and ok(v) for v in (low, high)) or low > high:
             raise fail(f"a range with low <= high, each {expected}")
         if step is not None and not (_of_kind(step, kind) and step > 0):
-            raise fail(f"a positive step of the key's type")
+            raise fail("a positive step of the key's type")
         if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
             raise fail("log: true only with low > 0 and no step")
         return Range(low, high, step, log, integer=kind == "int")

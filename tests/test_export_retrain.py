@@ -1,0 +1,260 @@
+"""study -> spec file (nas.export) -> checkpoints, ONNX and torch.export programs (nas.retrain) -> nas.evaluate;
+and the hand-made reference ladder in search_spaces/reference/."""
+
+import hashlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import optuna
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from nas import build, count_macs, count_params, load_spec
+from nas.cli import run_main
+from nas.data import load_train_test
+from nas.retrain import CHECKPOINT_FORMAT
+from nas.spec import Spec
+from nas.study import trial_record
+
+TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
+REFERENCE = sorted((ROOT / "search_spaces" / "reference").glob("*.json"))
+FINAL = ROOT / "search_spaces" / "reference" / "4_final.json"
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run a command's main() in this process, as `python -m nas.<name>` would (a subprocess costs seconds
+    of imports): returns an object like subprocess.CompletedProcess. An unexpected exception fails the test."""
+    def run(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
+        module = importlib.import_module(f"nas.{name}")
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit:
+            run_main(f"nas.{name}", module.main, list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, exit.value.code, out, err)
+    return run
+
+
+def _tree(root) -> dict:
+    """Every file under root with a hash of its bytes: to show a command changed nothing."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """A real two-trial study on disk (tiny space, 128 images, 1 epoch)."""
+    root = tmp_path_factory.mktemp("study")
+    result = run_cli("nas.search", "--budget", "10000", "--space", TINY, "--subset", "128", "--epochs", "1",
+                     "--trials", "2", "--study", "tiny", "--device", "cpu", "-q", cwd=root)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/studies/tiny.db")
+    assert study.best_trials, "the tiny study should have a completed trial"
+    return root, study
+
+
+def test_export_writes_the_best_trial_and_trial_n(tiny_study, cli):
+    root, study = tiny_study
+    best = root / "studies" / "tiny" / "best.json"
+    best.unlink()  # the search wrote one already: show that export writes it
+    result = run_cli("nas.export", "--study", "tiny", cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(best.read_text()) == json.loads(json.dumps(trial_record(study.best_trial, study)))
+    spec = load_spec(best)
+    assert count_params(build(spec)) == json.loads(best.read_text())["params"]
+
+    other = study.trials[0]
+    result = cli("export", "--study", "tiny", "--trial", "0", "--out", "picked/zero.json", cwd=root)
+    assert result.returncode == 0, result.stderr
+    record = json.loads((root / "picked" / "zero.json").read_text())
+    assert record["trial"] == 0 and record["spec"] == other.user_attrs["spec"] and record["val_acc"] == other.value
+
+
+def test_export_refuses_what_it_cannot_export(tmp_path, cli):
+    storage = f"sqlite:///{tmp_path}/api.db"
+    study = optuna.create_study(study_name="api", storage=storage, direction="maximize")
+    spec = load_spec(FINAL).to_dict()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 50.0},
+                                              user_attrs={"spec": spec, "params": 7416, "macs": 1, "outcome": "pruned"}))
+    (tmp_path / "keep.json").write_text("precious\n")
+    before = _tree(tmp_path)
+    cases = [
+        (["--study", "api", "--storage", storage], "no completed trial"),
+        (["--study", "api", "--storage", storage, "--trial", "0"], "did not complete (pruned)"),
+        (["--study", "api", "--storage", storage, "--trial", "7"], "has no trial 7"),
+        (["--study", "nothere"], "no study 'nothere'"),
+        (["--study", "api", "--storage", storage, "--trial", "x"], "invalid int"),
+    ]
+    for args, message in cases:
+        assert message in _one_line_error(cli("export", *args, "--out", "keep.json", cwd=tmp_path))
+    assert _tree(tmp_path) == before
+
+
+@pytest.fixture(scope="module")
+def retrained(tiny_study):
+    """The tiny study's winner retrained: 256 images, 1 epoch, 2 seeds (default --out, next to the spec)."""
+    root, _ = tiny_study
+    spec_file = root / "studies" / "tiny" / "best.json"
+    result = run_cli("nas.retrain", str(spec_file), "--subset", "256", "--epochs", "1", "--seeds", "2",
+                     "--device", "cpu", cwd=root)
+    assert result.returncode == 0, result.stderr
+    out = root / "studies" / "tiny" / "best_retrain"
+    return spec_file, out, result
+
+
+def test_retrain_writes_checkpoints_and_metrics(retrained):
+    spec_file, out, result = retrained
+    spec = load_spec(spec_file)
+    params, macs = count_params(build(spec)), count_macs(build(spec))
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt", "seed1.pt"]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["params"] == params and metrics["macs"] == macs
+    assert metrics["seeds"] == [0, 1] and metrics["epochs"] == 1 and len(metrics["test_acc"]) == 2
+    assert metrics["mean"] == pytest.approx(np.mean(metrics["test_acc"]))
+    assert metrics["std"] == pytest.approx(np.std(metrics["test_acc"], ddof=1))
+    assert metrics["min"] == min(metrics["test_acc"])
+    assert metrics["train_images"] == 256 and metrics["test_images"] == 10_000
+    assert "CPU" in metrics["device"] and metrics["wall_seconds"] > 0
+
+    for k in (0, 1):
+        ckpt = torch.load(out / f"seed{k}.pt", weights_only=True)
+        assert ckpt["format"] == CHECKPOINT_FORMAT and ckpt["version"] and ckpt["spec"] == spec.to_dict()
+        assert ckpt["metrics"]["test_acc"] == metrics["test_acc"][k] and ckpt["metrics"]["seed"] == k
+        build(Spec.from_dict(ckpt["spec"])).load_state_dict(ckpt["state_dict"])  # the weights fit the spec
+
+    # the printed report: a row per seed, mean ± std and min, params and MACs
+    assert "± " in result.stdout and "min" in result.stdout and f"{params:,} params" in result.stdout
+    assert f"{macs:,} MACs" in result.stdout
+    # progress on stderr: seed, epoch, loss, running accuracy, time left
+    assert "seed 1 (2/2) epoch 1/1 loss" in result.stderr and "train acc" in result.stderr and "left" in result.stderr
+
+
+def _best_model(out):
+    metrics = json.loads((out / "metrics.json").read_text())
+    ckpt = torch.load(out / f"seed{metrics['best_seed']}.pt", weights_only=True)
+    model = build(Spec.from_dict(ckpt["spec"]))
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval()
+
+
+def test_onnx_model_matches_pytorch(retrained, data_dir):
+    _, out, _ = retrained
+    images = load_train_test(data_dir, torch.device("cpu"), subset=1).held_out.x[-100:]  # not the export's check batch
+    with torch.no_grad():
+        expected = _best_model(out)(images).numpy()
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_export_program_runs_without_this_package(retrained, tmp_path):
+    _, out, _ = retrained
+    images = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        torch.save({"x": images, "y": _best_model(out)(images)}, tmp_path / "io.pt")
+    code = ("import sys, torch\n"
+            f"program = torch.export.load({str(out / 'model.pt2')!r})\n"
+            f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+            "got = program.module()(io['x'])\n"
+            "assert torch.allclose(got, io['y'], atol=1e-5), (got - io['y']).abs().max()\n"
+            "assert not any(m == 'nas' or m.startswith('nas.') for m in sys.modules), 'nas was imported'\n"
+            "print('ok', tuple(got.shape))\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "ok (5, 10)" in result.stdout
+
+
+def test_evaluate_reports_per_class_accuracy_and_writes_the_figure(retrained):
+    _, out, _ = retrained
+    result = run_cli("nas.evaluate", str(out / "seed0.pt"), "--device", "cpu", cwd=out)
+    assert result.returncode == 0, result.stderr
+    recorded = torch.load(out / "seed0.pt", weights_only=True)["metrics"]["test_acc"]
+    assert f"test accuracy: {recorded:.2f} %" in result.stdout  # the same model, the same test set
+    class_rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert [int(row[0]) for row in class_rows] == list(range(10))
+    assert sum(int(row[1]) for row in class_rows) == 10_000
+    figure = out / "seed0_confusion.html"
+    assert figure.is_file() and "plotly" in figure.read_text()[:100_000].lower()
+
+
+def test_evaluate_refuses_a_foreign_checkpoint(tmp_path, cli):
+    torch.save({"model": torch.zeros(3)}, tmp_path / "foreign.pt")
+    (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    (tmp_path / "spec.json").write_text(FINAL.read_text())
+    before = _tree(tmp_path)
+    for name, message in (("foreign.pt", "not a nas-budget-checkpoint"), ("corrupt.pt", "cannot read it"),
+                          ("spec.json", "cannot read it"), ("missing.pt", "no such checkpoint")):
+        assert message in _one_line_error(cli("evaluate", name, cwd=tmp_path))
+    assert _tree(tmp_path) == before  # no figure written
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such spec file"),
+    ("malformed", "not a readable JSON spec file"),
+    ("unknown_layer", "arch.head must be one of"),
+    ("over_budget", "7,416 parameters >= budget 7,000"),
+    ("results_exist", "already holds results"),
+])
+def test_retrain_bad_input_is_one_line_and_overwrites_nothing(tmp_path, cli, case, message):
+    spec = json.loads(FINAL.read_text())
+    (tmp_path / "malformed.json").write_text('{"spec": {"arch": ')
+    spec["spec"]["arch"]["head"] = "transformer"
+    (tmp_path / "unknown_layer.json").write_text(json.dumps(spec))
+    (tmp_path / "over_budget.json").write_text(FINAL.read_text())
+    (tmp_path / "results_exist.json").write_text(FINAL.read_text())
+    # earlier results, in the default --out of every case and in an explicit one
+    for folder in [f"{name}_retrain" for name in ("missing", "malformed", "unknown_layer", "over_budget",
+                                                   "results_exist")] + ["explicit"]:
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "metrics.json").write_text('{"mean": 99.5}\n')
+        (tmp_path / folder / "seed0.pt").write_bytes(b"earlier weights")
+    before = _tree(tmp_path)
+    args = [f"{case}.json", "--budget", "7000"] if case == "over_budget" else [f"{case}.json"]
+    assert message in _one_line_error(cli("retrain", *args, "--subset", "64", "--epochs", "1", cwd=tmp_path))
+    if case != "results_exist":  # --overwrite does not let bad input through either
+        extra = ["--out", "explicit", "--overwrite", "--subset", "64", "--epochs", "1"]
+        assert message in _one_line_error(cli("retrain", *args, *extra, cwd=tmp_path))
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("path", REFERENCE, ids=[p.stem for p in REFERENCE])
+def test_reference_spec_builds_and_declares_its_fvcore_count(path):
+    record = json.loads(path.read_text())
+    assert {"name", "spec", "params", "macs", "published"} <= set(record)
+    model = build(load_spec(path))
+    assert count_params(model) == record["params"]
+    assert count_macs(model) == record["macs"]
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_reference_ladder_is_the_classic_one():
+    ladder = {p.stem: (load_spec(p), json.loads(p.read_text())) for p in REFERENCE}
+    assert list(ladder) == ["1_basic", "2_bn_dropout", "3_gap", "4_final"]
+    basic, basic_record = ladder["1_basic"]
+    assert 190_000 <= basic_record["params"] <= 200_000
+    assert not basic.arch.batch_norm and basic.arch.dropout == 0 and basic.train.augment == 0
+    lighter, lighter_record = ladder["2_bn_dropout"]
+    assert lighter.arch.batch_norm and lighter.arch.dropout > 0 and lighter_record["params"] < basic_record["params"]
+    gap, gap_record = ladder["3_gap"]
+    assert gap.arch.head.startswith("gap") and 5_000 <= gap_record["params"] <= 6_000
+    final, final_record = ladder["4_final"]
+    assert 7_300 <= final_record["params"] <= 7_600 < 8_000
+    assert final.train.augment > 0 and final.train.schedule != "constant"
+    assert [r["published"] for _, r in ladder.values()] == ["99.05 %", None, "98.79 %", "99.42–99.50 %"]
