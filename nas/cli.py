@@ -1,38 +1,111 @@
-"""What every command shares: one-line errors, device choice, thread settings."""
+"""The `nas` command and what every subcommand shares: one parser per command, one error prefix.
+
+`nas search ...` and `python -m nas.search ...` are the same command: the same parser (built by the
+command module's `add_arguments`), the same flags and the same `nas search: error: ...` line for
+bad input, with exit status 2.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
+import importlib
 import sys
-from typing import Callable, NoReturn
+from types import ModuleType
+from typing import NoReturn
 
-import torch
+from .errors import EXPECTED_ERRORS
 
-from .data import DataError
-from .space import SpaceError
-from .spec import SpecError
+# command -> module: each has `add_arguments(parser)` and `run(args) -> int`, and its docstring's
+# first paragraph is the command's description
+COMMANDS = {
+    "search": "nas.search",
+    "export": "nas.export",
+    "retrain": "nas.retrain",
+    "evaluate": "nas.evaluate",
+    "report": "nas.report",
+    "bench": "nas.bench",
+}
 
 
-class UsageError(ValueError):
-    """Bad input from the user: reported as one line on stderr, exit status 2."""
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none worth saying or says it already."""
 
-
-EXPECTED_ERRORS = (UsageError, SpaceError, SpecError, DataError)
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        quiet = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or quiet or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`prog: error: ...`), not a usage dump."""
+    """argparse, but a usage error is one line (`nas search: error: ...`), not a usage dump."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def format_duration(seconds: float) -> str:
-    """1m05s, 2h03m: short enough for a progress line."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+def description(module: ModuleType) -> str:
+    """The first paragraph of a module's docstring, as one line."""
+    paragraph = (module.__doc__ or "").strip().split("\n\n")[0]
+    return " ".join(line.strip() for line in paragraph.splitlines())
+
+
+def _summary(module: ModuleType) -> str:
+    """The command's description without its `python -m ...` synopsis, for the list of commands."""
+    text = description(module)
+    return text.split(": ", 1)[1] if text.startswith("`") and ": " in text else text
+
+
+def command_parser(name: str, parser: Parser | None = None) -> tuple[ModuleType, Parser]:
+    module = importlib.import_module(COMMANDS[name])
+    parser = parser or Parser(prog=f"nas {name}", description=description(module))
+    module.add_arguments(parser)
+    return module, parser
+
+
+def _run(prog: str, module: ModuleType, args: argparse.Namespace) -> NoReturn:
+    """Run a command; expected errors become one line on stderr and exit status 2."""
+    try:
+        code = module.run(args)
+    except EXPECTED_ERRORS as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        code = 2
+    except FloatingPointError as exc:  # a training that diverged: the run failed, the input was fine
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code)
+
+
+def run_command(name: str, argv: list[str] | None = None) -> NoReturn:
+    """`python -m nas.<name> ...`: the command's own parser."""
+    module, parser = command_parser(name)
+    _run(parser.prog, module, parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """`nas COMMAND ...`: every command behind one program."""
+    top = Parser(prog="nas", description="Neural architecture search for the most accurate CNN under a hard "
+                                         "parameter budget (MNIST). Each command has its own --help.")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
+    modules = {}
+    for name in COMMANDS:
+        module = importlib.import_module(COMMANDS[name])
+        child = sub.add_parser(name, help=_summary(module), description=description(module),
+                               formatter_class=HelpFormatter)
+        modules[name], _ = command_parser(name, child)
+    args = top.parse_args(argv)
+    _run(f"nas {args.command}", modules[args.command], args)
+
+
+# ------------------------------------------------------------------ argument types and shared flags
 
 
 def positive_int(text: str) -> int:
@@ -50,38 +123,28 @@ def positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not value > 0:
+    if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
-def add_device_args(parser: argparse.ArgumentParser) -> None:
+def add_device_args(parser: argparse.ArgumentParser, doing: str = "train") -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to train (auto: CUDA if available)")
+                        help=f"where to {doing} (auto: CUDA if available)")
     parser.add_argument("--data-dir", help="directory holding MNIST/raw (default: $NAS_DATA_DIR, else ./data)")
     parser.add_argument("--download", action="store_true", help="download MNIST into the data dir if it is missing")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but no CUDA device is available")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
-        # every core this process may use; torch's default can count cores the process is not allowed on
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    return device
+def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--study", required=required,
+                        help="study name" + ("" if required else " (default: <space>-b<budget>)"))
+    parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<studies dir>/<study>.db)")
+    parser.add_argument("--studies-dir",
+                        help="where studies and their outputs live (default: $NAS_STUDIES_DIR, else ./studies)")
 
 
-def run_main(prog: str, main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> NoReturn:
-    """Run a command's main(); expected errors become one line on stderr and exit status 2."""
-    try:
-        code = main(argv)
-    except EXPECTED_ERRORS as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        code = 130
-    sys.exit(code)
+def format_duration(seconds: float) -> str:
+    """1m05s, 2h03m: short enough for a progress line."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

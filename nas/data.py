@@ -8,27 +8,31 @@ final retrain and evaluation use.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .errors import DataError, SpecError
+from .spec import Spec
+
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, the usual normalisation
+CHANNELS, SIZE, CLASSES = 1, 28, 10  # MNIST: grey 28x28 images of 10 digits
 VAL_SIZE = 5_000
 SPLIT_SEED = 0  # fixed, so every trial and every study validates on the same 5,000 images
 DEFAULT_DATA_DIR = "./data"
+# seconds a download waits for a connection or for the next bytes: torchvision's urllib calls set no
+# timeout, so a network that drops packets (or a server that never answers) would hang it for good
+DOWNLOAD_TIMEOUT = 20.0
 
 # file name -> (IDX magic number, item count, item shape)
 _FILES = {
-    "train-images-idx3-ubyte": (2051, 60_000, (28, 28)),
+    "train-images-idx3-ubyte": (2051, 60_000, (SIZE, SIZE)),
     "train-labels-idx1-ubyte": (2049, 60_000, ()),
-    "t10k-images-idx3-ubyte": (2051, 10_000, (28, 28)),
+    "t10k-images-idx3-ubyte": (2051, 10_000, (SIZE, SIZE)),
     "t10k-labels-idx1-ubyte": (2049, 10_000, ()),
 }
-
-
-class DataError(RuntimeError):
-    """Missing or corrupt data, with a message fit for one line on stderr."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +80,47 @@ def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor
     if not data_dir.is_dir() and not download:
         raise DataError(f"data directory {data_dir} does not exist (use --data-dir or NAS_DATA_DIR, or --download)")
     if download and not (data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
-        MNIST(root=str(data_dir), train=train, download=True)
+        _download(data_dir, train)
     check_raw_files(data_dir)
     dataset = MNIST(root=str(data_dir), train=train, download=False)
     images, labels = dataset.data, dataset.targets
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"MNIST labels in {data_dir} are corrupt: values outside 0-9")
     return images, labels
+
+
+def _download(data_dir: Path, train: bool) -> None:
+    """torchvision's download, bounded in time; a failure is one DataError line and leaves no empty folders."""
+    from torchvision.datasets import MNIST
+
+    made = [p for p in (data_dir, data_dir / "MNIST", data_dir / "MNIST" / "raw") if not p.exists()]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # process-wide, so only for the download, before any training
+    try:
+        MNIST(root=str(data_dir), train=train, download=True)
+    except Exception as exc:  # no network, a mirror down or silent, a checksum that does not match
+        for folder in reversed(made):  # deepest first; a folder the download put files into stays
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # torchvision's message spans lines
+        raise DataError(f"cannot download MNIST into {data_dir}: {reason[:300]}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def check_fits(spec: Spec, where: str = "spec") -> None:
+    """Refuse, before any training, a spec made for other images or classes than MNIST's (SpecError, one line).
+
+    Such a spec builds and counts fine, but would fail inside the first batch with a shape error (in_channels),
+    train on labels it cannot predict (num_classes) or on feature maps it was not sized for (input_size).
+    """
+    a = spec.arch
+    wrong = [f"arch.{name} is {got}, not {want}" for name, got, want in
+             (("in_channels", a.in_channels, CHANNELS), ("input_size", a.input_size, SIZE),
+              ("num_classes", a.num_classes, CLASSES)) if got != want]
+    if wrong:
+        raise SpecError(f"{where}: does not fit MNIST ({CHANNELS}-channel {SIZE}x{SIZE} images, {CLASSES} classes): "
+                        + "; ".join(wrong))
 
 
 def _to_split(images: torch.Tensor, labels: torch.Tensor, device: torch.device) -> Split:
@@ -99,6 +137,17 @@ def search_split(n: int = 60_000, subset: int | None = None) -> tuple[torch.Tens
     order = torch.randperm(n, generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = order[:VAL_SIZE], order[VAL_SIZE:]
     return (train_idx if subset is None else train_idx[:subset]), val_idx
+
+
+def search_sizes(subset: int | None = None) -> tuple[int, int]:
+    """(training, validation) images of the search split, without loading them."""
+    train = 60_000 - VAL_SIZE
+    return (train if subset is None else min(subset, train)), VAL_SIZE
+
+
+def check_data(data_dir: Path, download: bool = False) -> None:
+    """Check (or with `download`, fetch) the training files, so that a bad data dir is one line up front."""
+    _load_raw(data_dir, train=True, download=download)
 
 
 def load_search_data(data_dir: Path, device: torch.device, subset: int | None = None,

@@ -1,7 +1,7 @@
-"""`python -m nas.export --study NAME`: write the spec file of a study's best trial (or of trial N).
+"""`nas export --study NAME`: write the spec file of a study's best trial, or of trial N.
 
-study -> spec file. The file is a best.json-style record (spec, params, MACs, validation accuracy,
-trial number), the format `nas.retrain` reads and `search_spaces/reference/` holds.
+study -> spec file. The file is a best.json-style record (spec, params, MACs, final-epoch validation
+accuracy, fidelity, trial number), the format `nas retrain` reads and `search_spaces/reference/` holds.
 """
 
 from __future__ import annotations
@@ -11,47 +11,44 @@ from pathlib import Path
 
 import optuna
 
-from .cli import Parser, UsageError, run_main
-from .spec import write_json
-from .study import load_study, study_dir, trial_record
+from .cli import add_study_args, run_command
+from .errors import UsageError
+from .files import check_replaceable, write_json
+from .record import Outcome, TrialRecord, best_record, read_trial
+from .study import default_storage, load_study, output_dir, studies_dir
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(prog="python -m nas.export", description=__doc__.splitlines()[0])
-    p.add_argument("--study", required=True, help="study name")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<study>.db)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_study_args(p)
     p.add_argument("--trial", type=int, help="trial number to export (default: the best trial)")
-    p.add_argument("--out", help="spec file to write (default: studies/<study>/best.json)")
-    return p.parse_args(argv)
+    p.add_argument("--out", help="spec file to write (default: the study's best.json, in <studies dir>/<study>/ "
+                                 "for a study in the default storage)")
 
 
-def pick_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+def pick_trial(study: optuna.Study, number: int | None) -> TrialRecord:
     """The best completed trial, or trial `number` if it completed; UsageError otherwise."""
     complete = optuna.trial.TrialState.COMPLETE
     if number is None:
         if not study.get_trials(deepcopy=False, states=(complete,)):
             raise UsageError(f"study {study.study_name!r} has no completed trial yet")
-        return study.best_trial
+        return read_trial(study.best_trial)
     trials = study.get_trials(deepcopy=False)
-    match = [t for t in trials if t.number == number]
+    match = [read_trial(t) for t in trials if t.number == number]
     if not match:
         raise UsageError(f"study {study.study_name!r} has no trial {number} (it has {len(trials)} trials)")
-    trial = match[0]
-    if trial.state != complete:
-        outcome = trial.user_attrs.get("outcome", trial.state.name.lower())
-        raise UsageError(f"trial {number} of study {study.study_name!r} did not complete ({outcome}): "
+    if match[0].outcome != Outcome.COMPLETE:
+        raise UsageError(f"trial {number} of study {study.study_name!r} did not complete ({match[0].outcome.value}): "
                          "only a completed trial has a validation accuracy to export")
-    return trial
+    return match[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    study = load_study(args.study, args.storage)
-    trial = pick_trial(study, args.trial)
-    record = trial_record(trial, study)
-    out = Path(args.out) if args.out else study_dir(args.study) / "best.json"
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; name a file")
+def run(args: argparse.Namespace) -> int:
+    root = studies_dir(args.studies_dir)
+    study = load_study(args.study, args.storage, root)
+    record = best_record(pick_trial(study, args.trial), study)
+    url = args.storage or default_storage(root, args.study)
+    out = Path(args.out) if args.out else output_dir(root, args.study, url) / "best.json"
+    check_replaceable(out, "json")  # never a storage file, a checkpoint or anything else that is not JSON
     try:
         write_json(record, out)
     except OSError as exc:
@@ -63,4 +60,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_main("nas.export", main)
+    run_command("export")

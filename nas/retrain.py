@@ -1,5 +1,4 @@
-"""`python -m nas.retrain SPEC.json`: train a spec on all 60,000 training images, over several seeds,
-and measure its final-epoch test accuracy.
+"""`nas retrain SPEC.json`: train a spec on all 60,000 training images with several seeds and report its final-epoch test accuracy (mean ± std, min).
 
 spec file -> module -> train (the spec's schedule, once per seed) -> final-epoch test accuracy ->
 a checkpoint per seed, metrics.json, and the best seed as ONNX and as a torch.export program.
@@ -9,49 +8,41 @@ The test set is measured once per seed, after the last epoch; no epoch is ever p
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import platform
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from . import __version__
-from .cli import Parser, UsageError, add_device_args, format_duration, positive_int, resolve_device, run_main
+from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
+from .cli import add_device_args, format_duration, positive_int, run_command
 from .cost import count_macs, count_params
-from .data import load_train_test, resolve_data_dir
+from .data import check_fits, load_train_test, resolve_data_dir
+from .device import describe, resolve_device
+from .errors import ExportCheckError, UsageError
+from .files import write_json
 from .model import build
-from .spec import Spec, load_spec, write_json
+from .spec import load_spec
 from .train import EpochResult, train
 
-CHECKPOINT_FORMAT = "nas-budget-checkpoint/1"  # what nas.evaluate accepts
-ONNX_FILE, EXPORT_FILE, METRICS_FILE = "model.onnx", "model.pt2", "metrics.json"
+METRICS_FILE = "metrics.json"
 CHECK_BATCH = 256  # test images the exported models are checked on
-CHECK_ATOL = CHECK_RTOL = 1e-4  # float32 kernels differ between torch and onnxruntime, but not by more
 
 
-class ExportCheckError(RuntimeError):
-    """An exported model that does not reproduce the PyTorch logits: never ship it."""
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(prog="python -m nas.retrain", description=__doc__.splitlines()[0])
-    p.add_argument("spec", help="spec file: a best.json-style record (nas.export, search_spaces/reference/) or a bare spec")
-    p.add_argument("--epochs", type=positive_int, default=15, help="epochs per seed (default: 15)")
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds to train, 0..K-1 (default: 5)")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="spec file: a best.json-style record (nas export, search_spaces/reference/) or a bare spec")
+    p.add_argument("--epochs", type=positive_int, default=15, help="epochs per seed")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds to train, 0..K-1")
     p.add_argument("--subset", type=positive_int, help="train on only the first N training images (smoke runs)")
     p.add_argument("--out", help="output folder (default: <spec folder>/<spec name>_retrain)")
     p.add_argument("--budget", type=positive_int, help="refuse a spec with this many parameters or more")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_device_args(p)
-    return p.parse_args(argv)
 
 
 def default_out(spec_path: Path) -> Path:
@@ -70,21 +61,6 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
         raise UsageError(f"--out {out}: {parent} is not writable")
-
-
-def hardware(device: torch.device) -> str:
-    """The hardware in words, for every timing this command reports."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model}, {torch.get_num_threads()} threads"
 
 
 class Progress:
@@ -106,69 +82,6 @@ class Progress:
               file=sys.stderr, flush=True)
 
 
-def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str, Any]) -> None:
-    """A checkpoint carries the spec it was built from, so `build(spec)` + the weights is the model."""
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "version": __version__,
-        "code": spec.code,
-        "spec": spec.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "metrics": metrics,
-    }
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-
-
-def export_models(model: nn.Module, batch: torch.Tensor, out: Path) -> dict[str, float]:
-    """Write model.pt2 and model.onnx for `model` (on CPU, eval mode), each checked against PyTorch on `batch`.
-
-    Each is written under a temporary name and renamed only once it reproduces the logits.
-    """
-    model = model.cpu().eval()
-    batch = batch.cpu().clone()  # its own storage: torch.export saves the example's, not a view of the test set
-    with torch.no_grad():
-        expected = model(batch)
-    dims = ({0: torch.export.Dim("batch", min=1)},)  # any batch size
-    example = (batch[:2].clone(),)
-
-    def write_pt2(tmp: Path) -> torch.Tensor:
-        torch.export.save(torch.export.export(model, example, dynamic_shapes=dims), tmp)
-        with torch.no_grad():
-            return torch.export.load(tmp).module()(batch)
-
-    def write_onnx(tmp: Path) -> torch.Tensor:
-        import onnxruntime
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # one self-contained file (no external .data file), batch dimension left dynamic
-            torch.onnx.export(model, example, str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        return torch.from_numpy(session.run(["logits"], {"images": batch.numpy()})[0])
-
-    diffs = {}
-    for name, what, write in ((EXPORT_FILE, "torch.export", write_pt2), (ONNX_FILE, "ONNX (onnxruntime)", write_onnx)):
-        tmp = out / f".tmp.{name}"  # keeps the suffix, which torch.export insists on
-        try:
-            diffs[f"{Path(name).suffix[1:]}_max_abs_diff"] = _check_close(what, write(tmp), expected)
-            os.replace(tmp, out / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return diffs
-
-
-def _check_close(what: str, got: torch.Tensor, expected: torch.Tensor) -> float:
-    same_shape = got.shape == expected.shape
-    diff = (got - expected).abs().max().item() if same_shape else math.inf
-    if not same_shape or not torch.allclose(got, expected, atol=CHECK_ATOL, rtol=CHECK_RTOL):
-        raise ExportCheckError(f"{what} logits differ from PyTorch's on {len(expected)} test images "
-                               f"(max |diff| {diff:.3g}, shape {tuple(got.shape)} vs {tuple(expected.shape)}): not written")
-    return diff
-
-
 def summarise(accs: list[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for one seed) and min of the per-seed test accuracies."""
     return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
@@ -183,10 +96,10 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(args: argparse.Namespace) -> int:
     spec_path = Path(args.spec)
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
+    check_fits(spec, where=str(spec_path))  # so does one made for other images or classes than MNIST's
     model = build(spec)
     params, macs = count_params(model), count_macs(model)
     if args.budget is not None and params >= args.budget:
@@ -195,8 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     check_out_dir(out, args.overwrite)
     device = resolve_device(args.device)
     data = load_train_test(resolve_data_dir(args.data_dir), device, args.subset, args.download)  # once, for all seeds
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    where = hardware(device)
+    try:
+        return _retrain(args, spec, spec_path, params, macs, data, out, describe(device))
+    finally:  # interrupted, failed or diverged before any result: leave no empty folder
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+
+
+def _retrain(args: argparse.Namespace, spec, spec_path: Path, params: int, macs: int, data, out: Path,
+             where: str) -> int:
     if not args.quiet:
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
               f"{args.seeds} seed(s) x {args.epochs} epochs on {where}", file=sys.stderr)
@@ -210,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             result = train(spec, data, epochs=args.epochs, seed=k,
                            on_epoch=lambda r, k=k: progress.epoch(k, args.seeds, r))
         except FloatingPointError as exc:
-            print(f"nas.retrain: error: seed {k}: {exc}", file=sys.stderr)
+            print(f"nas retrain: error: seed {k}: {exc}", file=sys.stderr)
             return 1
         last = result.history[-1]
         # the held-out split here is the test set: its accuracy after the LAST epoch is the result
@@ -230,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out)
     except ExportCheckError as exc:
-        print(f"nas.retrain: error: {exc}", file=sys.stderr)
+        print(f"nas retrain: error: {exc}", file=sys.stderr)
         return 1
     wall = time.perf_counter() - start  # training, per-epoch evaluation, checkpoints and export
     metrics = {
@@ -258,4 +180,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_main("nas.retrain", main)
+    run_command("retrain")

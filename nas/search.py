@@ -1,83 +1,125 @@
-"""`python -m nas.search --budget 8000`: search a space for the most accurate network under a budget.
+"""`nas search --budget 8000`: search a space for the most accurate network under a parameter budget.
 
 trial -> spec (space.sample) -> module (build) -> fvcore count -> gate -> train (per-epoch
-validation accuracy, pruning) -> trial value = final-epoch validation accuracy.
+validation accuracy, pruning) -> trial record; the trial's value is the final-epoch validation accuracy.
+`--jobs N` runs N worker processes on one study; the same command with the same `--storage` on
+another machine joins it.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
+import signal
 import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
+import numpy as np
 import optuna
 import torch
 
-from .cli import (Parser, UsageError, add_device_args, format_duration, positive_float, positive_int, resolve_device,
-                  run_main)
+from .bundled import DEFAULT_SPACE
+from .cli import add_device_args, add_study_args, format_duration, positive_float, positive_int, run_command
 from .cost import count_macs, count_params
-from .data import Splits, load_search_data, resolve_data_dir
+from .data import Splits, check_data, load_search_data, resolve_data_dir, search_sizes
+from .device import describe, resolve_device, usable_cores
+from .errors import StorageError, UsageError
+from .heartbeat import HOST, beating, heal
 from .model import build
+from .record import (Fidelity, Outcome, StudySettings, read_settings, read_trial, read_trials, record_candidate,
+                     record_epochs, record_outcome, write_best, write_settings)
 from .report import write_report
 from .sampler import BudgetAwareTPESampler
 from .space import Space, load_space
-from .spec import write_json
-from .study import default_storage, open_storage, study_dir, trial_record
-from .train import EpochResult, train
+from .study import (TRANSIENT, check_study_name, create_or_load, default_storage, open_storage, output_dir, redact,
+                    studies_dir, with_retry)
+from .train import EpochResult, TrainResult, train
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent / "search_spaces" / "mnist.yaml"
 # Median stopping: a trial is stopped when its accuracy at an epoch is below the median of the
 # completed trials at that epoch. It needs no bracket arithmetic (Hyperband's rungs barely fit in
-# 15 epochs) and waits out the first epochs, where warm-up schedules make accuracy a poor predictor.
+# 15 epochs) and does not judge epochs 1-2, where warm-up schedules make accuracy a poor predictor:
+# Optuna judges steps >= n_warmup_steps, so the first epoch a trial can be stopped at is epoch 3.
 PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS = 5, 3
+MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
+Trainer = Callable[..., TrainResult]  # nas.train.train's signature
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(prog="python -m nas.search", description=__doc__.splitlines()[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
-    p.add_argument("--space", default=str(DEFAULT_SPACE), help="search-space YAML file (default: search_spaces/mnist.yaml)")
-    p.add_argument("--study", help="study name (default: <space>-b<budget>)")
-    p.add_argument("--storage", help="Optuna storage URL (default: sqlite:///studies/<study>.db)")
-    p.add_argument("--trials", type=positive_int, help="trials to run in this call (default: 50, or unlimited with --timeout)")
+    p.add_argument("--space", default=DEFAULT_SPACE,
+                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_tiny)")
+    add_study_args(p, required=False)
+    p.add_argument("--trials", type=positive_int,
+                   help="trials this command runs, all workers together (default: 50, or unlimited with --timeout)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
-    p.add_argument("--epochs", type=positive_int, default=15, help="epochs per trial (default: 15)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of the trials' training")
+    p.add_argument("--epochs", type=positive_int, default=15, help="epochs per trial")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the trials' training")
     p.add_argument("--subset", type=positive_int, help="train on only this many training images (smoke runs)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no live progress, only the summary")
     p.add_argument("--jobs", type=positive_int, default=1,
-                   help="trials trained at once, in threads sharing the data (default: 1; see README)")
-    p.add_argument("--no-report", action="store_true", help="do not write studies/<study>/report.html at the end")
+                   help="worker processes sharing the study (each with its own CPU threads or CUDA context)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no header or live progress, only the summary")
+    p.add_argument("--no-report", action="store_true", help="do not write the study's report.html at the end")
     add_device_args(p)
-    args = p.parse_args(argv)
-    if args.trials is None and args.timeout is None:
-        args.trials = 50
-    return args
+
+
+# ------------------------------------------------------------------ progress
 
 
 @dataclass
 class Progress:
-    """Live progress on stderr: one line per epoch, rewritten in place on a terminal."""
+    """Live progress on stderr: one line per epoch, rewritten in place on a terminal.
+
+    Counters are of this worker's run; the best is the study's. The ETA comes from the measured
+    seconds per epoch of this run times the epochs left: those of the running trial, plus those the
+    trials still to start are expected to train (this run's mean epochs per finished trial:
+    rejections train none, pruned trials few).
+    """
 
     quiet: bool
     trials: int | None
     timeout: float | None
+    epochs: int
+    label: str = ""  # "w2/3 " when several workers share the terminal
     start: float = field(default_factory=time.perf_counter)
     done: int = 0
     rejected: int = 0
     best: str = "-"
+    epochs_trained: int = 0  # by finished trials of this run
+    epoch_seconds: float = 0.0  # wall seconds (training and validation) of every epoch of this run
+    epochs_timed: int = 0
+    running: dict[int, int] = field(default_factory=dict)  # trial number -> epochs it has trained
+    storage_error: StorageError | None = None  # set when a trial gave up waiting for the storage
     _width: int = 0
-    # concurrent trials (--jobs) update the counters and share the terminal line
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def epoch_done(self, number: int, seconds: float) -> None:
+        with self.lock:
+            self.running[number] = self.running.get(number, 0) + 1
+            self.epoch_seconds += seconds
+            self.epochs_timed += 1
+
+    def trial_done(self, number: int, rejected: bool) -> None:
+        with self.lock:
+            self.done += 1
+            self.rejected += rejected
+            self.epochs_trained += self.running.pop(number, 0)
 
     def eta(self) -> str:
         elapsed = time.perf_counter() - self.start
         left = []
-        if self.trials is not None and self.done:
-            left.append(elapsed / self.done * (self.trials - self.done))
+        if self.trials is not None and self.epochs_timed:
+            per_trial = self.epochs_trained / self.done if self.done else self.epochs
+            to_start = max(0, self.trials - self.done - len(self.running))
+            epochs_left = sum(self.epochs - e for e in self.running.values()) + to_start * per_trial
+            left.append(self.epoch_seconds / self.epochs_timed * epochs_left)
         if self.timeout is not None:
             left.append(max(0.0, self.timeout - elapsed))
         return format_duration(min(left)) if left else "?"
@@ -86,64 +128,100 @@ class Progress:
         if self.quiet:
             return
         with self.lock:
-            self._show(text, final)
-
-    def _show(self, text: str, final: bool) -> None:
-        line = (f"[{format_duration(time.perf_counter() - self.start)}] {self.done}/{self.trials or '?'} done, "
-                f"{self.rejected} rejected, best {self.best} | {text} | ETA {self.eta()}")
-        if sys.stderr.isatty():
-            print("\r" + line.ljust(self._width), end="\n" if final else "", file=sys.stderr, flush=True)
-            self._width = 0 if final else len(line)
-        else:
-            print(line, file=sys.stderr, flush=True)
+            line = (f"[{format_duration(time.perf_counter() - self.start)}] {self.label}this run: {self.done}/"
+                    f"{self.trials or '?'} trials, {self.rejected} rejected | study best {self.best} | {text} "
+                    f"| ETA {self.eta()}")
+            if sys.stderr.isatty():
+                print("\r" + line.ljust(self._width), end="\n" if final else "", file=sys.stderr, flush=True)
+                self._width = 0 if final else len(line)
+            else:
+                print(line, file=sys.stderr, flush=True)
 
 
-def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress):
+# ------------------------------------------------------------------ the objective
+
+
+def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress,
+                   trainer: Trainer = train, in_flight: set[int] | None = None) -> Callable[[optuna.Trial], float]:
+    """The objective: sample, count, gate, then train with `trainer` (nas.train.train's signature).
+
+    `in_flight` collects the numbers of the trials this process is running (for heal()).
+    """
+    fidelity = Fidelity(epochs, len(data.train))
+    in_flight = set() if in_flight is None else in_flight
+
     def objective(trial: optuna.Trial) -> float:
+        in_flight.add(trial.number)
+        try:
+            with beating(trial):
+                return _evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except StorageError as exc:  # the storage is gone: nothing can be recorded; the worker stops
+            progress.storage_error = exc
+            raise
+        except KeyboardInterrupt:  # a signal: Optuna stores the trial as FAIL; say why
+            _quietly(lambda: record_outcome(trial, Outcome.INTERRUPTED))
+            raise
+        except Exception:
+            _quietly(lambda: record_outcome(trial, Outcome.FAILED))
+            raise
+        finally:
+            in_flight.discard(trial.number)
+
+    def _evaluate(trial: optuna.Trial) -> float:
         spec = space.sample(trial)
         module = build(spec)
         params = count_params(module)
-        trial.set_user_attr("spec", spec.to_dict())
-        trial.set_user_attr("code", spec.code)
-        trial.set_user_attr("params", params)
-        trial.set_user_attr("macs", count_macs(module))
+        record_candidate(trial, spec, params, count_macs(module), fidelity)
         # feasible when <= 0, i.e. params < budget; the sampler learns from the violation's size
         trial.set_constraint("params", params - budget + 1)
         if params >= budget:
-            trial.set_user_attr("outcome", "rejected")
-            with progress.lock:
-                progress.rejected += 1
+            record_outcome(trial, Outcome.REJECTED)
             progress.show(f"trial {trial.number} rejected: {params:,} params >= {budget:,}", final=True)
             raise optuna.TrialPruned(f"{params} parameters >= budget {budget}")
 
         epoch_seconds: list[float] = []
+        last = [time.perf_counter()]
 
         def on_epoch(r: EpochResult) -> None:
-            epoch_seconds.append(round(r.seconds, 3))
-            trial.set_user_attr("epoch_seconds", epoch_seconds)
-            trial.report(r.eval_acc, r.epoch)
-            pruned = trial.should_prune()
+            epoch_seconds.append(r.seconds)
+            now = time.perf_counter()
+            progress.epoch_done(trial.number, now - last[0])
+            last[0] = now
+            # the storage may hiccup (a database restart): wait for it rather than lose the trial's epochs
+            with_retry(lambda: record_epochs(trial, epoch_seconds), "recording an epoch")
+            with_retry(lambda: trial.report(r.eval_acc, r.epoch), "reporting an epoch")
+            pruned = with_retry(trial.should_prune, "asking the pruner")
             progress.show(f"trial {trial.number} ({params:,} params) epoch {r.epoch}/{r.epochs} "
                           f"loss {r.train_loss:.3f} val {r.eval_acc:.2f}%{' pruned' if pruned else ''}",
                           final=pruned or r.epoch == r.epochs)
             if pruned:
-                trial.set_user_attr("outcome", "pruned")
+                record_outcome(trial, Outcome.PRUNED)
                 raise optuna.TrialPruned(f"val {r.eval_acc:.2f}% at epoch {r.epoch}")
 
-        trial.set_user_attr("outcome", "running")
+        record_outcome(trial, Outcome.RUNNING)
         try:
-            result = train(spec, data, epochs=epochs, seed=seed + trial.number, on_epoch=on_epoch)
+            result = trainer(spec, data, epochs=epochs, seed=seed + trial.number, on_epoch=on_epoch)
         except FloatingPointError as exc:  # a diverged schedule is a bad candidate, not a broken study
-            trial.set_user_attr("outcome", "diverged")
+            record_outcome(trial, Outcome.DIVERGED)
             progress.show(f"trial {trial.number} {exc}", final=True)
             raise optuna.TrialPruned(str(exc)) from None
-        trial.set_user_attr("outcome", "complete")
+        with_retry(lambda: record_outcome(trial, Outcome.COMPLETE), "recording the outcome")
         return result.final_acc
 
     return objective
 
 
-def budget_screen(space: Space, budget: int):
+def _quietly(call: Callable[[], None]) -> None:
+    """A best-effort storage write while something else already went wrong."""
+    try:
+        call()
+    except Exception:
+        pass
+
+
+def budget_screen(space: Space, budget: int) -> Callable[[dict], bool | None]:
     """For the sampler: does this parameter set fit the budget? (None: cannot tell)."""
     def fits(params: dict) -> bool | None:
         spec = space.spec_from_params(params)
@@ -151,29 +229,28 @@ def budget_screen(space: Space, budget: int):
     return fits
 
 
+# ------------------------------------------------------------------ reports of a study
+
+
 def summary(study: optuna.Study, top: int = 10) -> str:
-    trials = study.get_trials(deepcopy=False)
-    outcomes = [t.user_attrs.get("outcome", t.state.name.lower()) for t in trials]
-    counts = {k: outcomes.count(k) for k in ("complete", "pruned", "rejected", "diverged")}
-    failed = sum(t.state == optuna.trial.TrialState.FAIL for t in trials)
-    lines = [f"study {study.study_name}: {len(trials)} trials: " + ", ".join(f"{v} {k}" for k, v in counts.items())
-             + f", {failed} failed"]
-    complete = sorted((t for t in trials if t.state == optuna.trial.TrialState.COMPLETE),
-                      key=lambda t: t.value, reverse=True)[:top]
+    records = read_trials(study)
+    counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
+    lines = [f"study {study.study_name}: {len(records)} trials: "
+             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)]
+    complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return lines[0] + "\nno trial completed yet"
     lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'val acc':>8} {'epochs':>6}  code")
-    for t in complete:
-        lines.append(f"{t.number:>5} {t.user_attrs['params']:>7,} {t.user_attrs['macs']:>10,} {t.value:>7.2f}% "
-                     f"{len(t.intermediate_values):>6}  {t.user_attrs['code']}")
+    for r in complete:
+        lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {r.value:>7.2f}% {len(r.curve):>6}  {r.code}")
     return "\n".join(lines)
 
 
 def rejection_report(study: optuna.Study, first: int = 20) -> str:
-    trials = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
-    rejected = [t.user_attrs.get("outcome") == "rejected" for t in trials]
-    text = f"rejected before training: {sum(rejected)} of {len(trials)} candidates ({_percent(rejected)})"
-    if len(trials) > first:
+    records = [r for r in read_trials(study) if r.outcome != Outcome.RUNNING]
+    rejected = [r.outcome == Outcome.REJECTED for r in records]
+    text = f"rejected before training: {sum(rejected)} of {len(records)} candidates ({_percent(rejected)})"
+    if len(records) > first:
         text += f"; after the first {first}: {_percent(rejected[first:])}"
     return text
 
@@ -182,70 +259,259 @@ def _percent(flags: list[bool]) -> str:
     return f"{100 * sum(flags) / len(flags):.0f} %" if flags else "-"
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    space = load_space(args.space)
-    study_name = args.study or f"{space.name}-b{args.budget}"
-    device = resolve_device(args.device)
-    data = load_search_data(resolve_data_dir(args.data_dir), device, args.subset, args.download)
-    storage_url = args.storage or default_storage(study_name)
-    storage = open_storage(storage_url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
+def check_settings(study_name: str, stored: dict, settings: StudySettings) -> None:
+    """Refuse to continue a study with settings that would make its trials incomparable."""
+    for key, value in vars(settings).items():
+        if key == "space_file" or value is None or key not in stored or stored[key] == value:
+            continue
+        raise UsageError(f"study {study_name!r} was run with {key} {stored[key]}, not {value}: "
+                         "pick another --study, or continue it with the same settings")
 
-    try:  # refuse to mix a budget or a space into a study that was run with another
+
+# ------------------------------------------------------------------ workers
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker process needs (picklable): it opens the storage and loads the data itself."""
+
+    space: str
+    budget: int
+    study: str
+    storage: str
+    epochs: int
+    seed: int
+    subset: int | None
+    data_dir: str
+    device: str
+    trials: int | None
+    timeout: float | None
+    quiet: bool
+    out: str
+    index: int = 0
+    workers: int = 1
+    threads: int | None = None
+
+
+def sampler_seed(seed: int, trials_so_far: int, index: int) -> int:
+    """Each worker's sampler seed: different per worker process, machine and resume, so that workers
+    joining one study never propose the same candidates (the trials' training stays seeded by
+    --seed + trial number)."""
+    words = [seed, trials_so_far, index, zlib.crc32(HOST.encode()), os.getpid()]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+class Interrupted(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signals(first: Callable[[int], None]) -> None:
+    """SIGINT and SIGTERM: `first(signum)` the first time; a second one exits at once."""
+    seen: list[int] = []
+
+    def handler(signum: int, frame) -> None:
+        if seen:
+            os._exit(128 + seen[0])
+        seen.append(signum)
+        first(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+
+
+def _raise_interrupted(signum: int) -> None:
+    raise Interrupted(signum)
+
+
+def work(job: Job, data: Splits | None = None) -> int:
+    """One worker: train trials of the study until its share is done. Returns its exit status."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    space = load_space(job.space)
+    if data is None:
+        data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+    storage = open_storage(job.storage)
+    study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
+    study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budget),
+                                          seed=sampler_seed(job.seed, len(study.trials), job.index),
+                                          multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                               n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+    label = f"w{job.index + 1}/{job.workers} " if job.workers > 1 else ""
+    progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label)
+    if study.best_trials:
+        progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
+    in_flight: set[int] = set()
+    objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight)
+    out = Path(job.out)
+
+    def before_and_after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        record = read_trial(frozen)
+        progress.trial_done(record.number, record.outcome == Outcome.REJECTED)
+        if record.outcome == Outcome.COMPLETE:
+            best = write_best(study, out)  # the storage's best, read and written in one locked step
+            if best is not None:
+                progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
+                if best["trial"] == record.number:
+                    progress.show(f"trial {record.number} is the new best, wrote {out / 'best.json'}", final=True)
+        heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
+
+    start = time.perf_counter()
+    heal(study, in_flight)
+    while True:
+        left = None if job.trials is None else job.trials - progress.done
+        timeout = None if job.timeout is None else job.timeout - (time.perf_counter() - start)
+        if (left is not None and left <= 0) or (timeout is not None and timeout <= 0):
+            return 0
+        try:
+            study.optimize(objective, n_trials=left, timeout=timeout, callbacks=[before_and_after],
+                           catch=(RuntimeError,), gc_after_trial=False)
+            return 0
+        except Interrupted as exc:
+            return 128 + exc.signum
+        except StorageError as exc:
+            print(f"nas search: error: {label}{exc}; stopping this worker", file=sys.stderr)
+            return 3
+        except TRANSIENT:  # the storage failed between trials (Optuna's ask or tell): wait for it to return
+            if progress.storage_error is not None:  # a trial already waited as long as a worker waits
+                print(f"nas search: error: {label}{progress.storage_error}; stopping this worker", file=sys.stderr)
+                return 3
+            try:
+                with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
+            except StorageError as exc:
+                print(f"nas search: error: {label}{exc}; stopping this worker", file=sys.stderr)
+                return 3
+            heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
+
+
+def _worker_main(job: Job) -> None:
+    """A worker process: in its own process group (the parent forwards signals exactly once)."""
+    os.setpgid(0, 0)
+    _on_signals(_raise_interrupted)
+    try:
+        code = work(job)
+    except Interrupted as exc:
+        code = 128 + exc.signum
+    sys.exit(code)
+
+
+def _run_workers(job: Job, jobs: int) -> int:
+    """N worker processes sharing the study; returns 0, or the first signal's 128 + signum, or 3."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: own threads, own CUDA context
+    shares = [None] * jobs if job.trials is None else [job.trials // jobs + (k < job.trials % jobs) for k in range(jobs)]
+    threads = max(1, usable_cores() // jobs)
+    procs = [ctx.Process(target=_worker_main, name=f"nas-search-w{k + 1}",
+                         args=(replace(job, index=k, workers=jobs, trials=shares[k], threads=threads),))
+             for k in range(jobs) if shares[k] != 0]
+    signalled: list[int] = []
+
+    def forward(signum: int) -> None:
+        signalled.append(signum)
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                os.kill(p.pid, signum)
+
+    _on_signals(forward)
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if signalled:
+        return 128 + signalled[0]
+    return 3 if any(p.exitcode == 3 for p in procs) else 1 if any(p.exitcode for p in procs) else 0
+
+
+# ------------------------------------------------------------------ the command
+
+
+def run(args: argparse.Namespace) -> int:
+    trials = args.trials if args.trials is not None or args.timeout is not None else 50
+    if args.budget > MAX_BUDGET:
+        raise UsageError(f"--budget {args.budget} is out of range (at most {MAX_BUDGET:,})")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed {args.seed} is out of range (0 to {MAX_SEED})")
+    space = load_space(args.space)
+    smallest = min(count_params(build(spec)) for spec in space.lowest_specs())
+    if args.budget <= smallest:
+        raise UsageError(f"--budget {args.budget:,} is below the smallest model space {space.name} can build "
+                         f"({smallest:,} parameters)")
+    study_name = check_study_name(args.study or f"{space.name}-b{args.budget}")
+    root = studies_dir(args.studies_dir)
+    device = resolve_device(args.device)
+    data_dir = resolve_data_dir(args.data_dir)
+    check_data(data_dir, args.download)  # bad or missing data: one line now, not from every worker
+    train_images, val_images = search_sizes(args.subset)
+    if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
+        raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
+                         "(trial seeds are --seed + trial number): use a smaller --seed")
+    url = args.storage or default_storage(root, study_name, args.jobs)
+    out = output_dir(root, study_name, url)
+    _check_writable(out)
+    storage = open_storage(url, root)
+    settings = StudySettings(budget=args.budget, space=space.name, space_file=space.path, epochs=args.epochs,
+                             train_images=train_images)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
         existing = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         existing = None
     if existing is not None:
-        for key, value in (("budget", args.budget), ("space", space.name)):
-            if existing.user_attrs.get(key, value) != value:
-                raise UsageError(f"study {study_name!r} was run with {key} {existing.user_attrs[key]}, not {value}: "
-                                 "pick another --study")
-    n_before = len(existing.trials) if existing else 0
-    study = optuna.create_study(
-        study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-        # a resumed study gets a fresh random stream, so its startup proposals do not repeat
-        sampler=BudgetAwareTPESampler(budget_screen(space, args.budget), seed=args.seed + n_before,
-                                      multivariate=True, group=True, n_startup_trials=10, constant_liar=True),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                           n_warmup_steps=PRUNER_WARMUP_EPOCHS))
-    study.set_user_attr("budget", args.budget)
-    study.set_user_attr("space", space.name)
-    study.set_user_attr("space_file", space.path)
-    study.set_user_attr("epochs", args.epochs)
+        check_settings(study_name, read_settings(existing), settings)
+    study = create_or_load(study_name, storage, direction="maximize")  # the schema and the study: once, here
+    n_before = len(study.trials)
+    if trials is not None and args.seed + n_before + trials > MAX_SEED:
+        raise UsageError(f"--seed {args.seed} plus the study's {n_before + trials:,} trials passes {MAX_SEED} "
+                         "(trial seeds are --seed + trial number): use a smaller --seed")
+    write_settings(study, settings)
+    if not args.quiet:
+        print(f"{'continuing' if n_before else 'new'} study {study_name!r}"
+              + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(url)}\n"
+              f"budget < {args.budget:,} parameters, space {space.name} ({space.path}), outputs in {out}\n"
+              f"device {describe(device)}\n"
+              f"{train_images:,} training / {val_images:,} validation images, {args.epochs} epochs per trial, "
+              f"{trials or 'unlimited'} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
+              + f", {args.jobs} worker process(es)", file=sys.stderr)
 
-    progress = Progress(args.quiet, args.trials, args.timeout)
-    best_path = study_dir(study_name) / "best.json"
-
-    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        with progress.lock:  # with --jobs, two trials may finish at once: one writer of best.json at a time
-            progress.done += 1
-            if trial.state == optuna.trial.TrialState.COMPLETE and study.best_trial.number == trial.number:
-                write_json(trial_record(trial, study), best_path)
-                progress.best = f"{trial.value:.2f}% (#{trial.number})"
-                progress.show(f"trial {trial.number} is the new best, wrote {best_path}", final=True)
-
-    if n_before and not args.quiet:
-        print(f"continuing study {study_name!r} ({n_before} trials so far) in {storage_url}", file=sys.stderr)
-    progress.rejected = sum(t.user_attrs.get("outcome") == "rejected" for t in study.trials)
-    if study.best_trials:  # empty until a trial completes
-        progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
-    if args.jobs > 1 and device.type == "cpu":  # split the cores between the trials (small convs scale poorly)
-        torch.set_num_threads(max(1, torch.get_num_threads() // args.jobs))
+    job = Job(space=space.path, budget=args.budget, study=study_name, storage=url, epochs=args.epochs,
+              seed=args.seed, subset=args.subset, data_dir=str(data_dir), device=device.type, trials=trials,
+              timeout=args.timeout, quiet=args.quiet, out=str(out))
     start = time.perf_counter()
-    study.optimize(make_objective(space, data, args.budget, args.epochs, args.seed, progress),
-                   n_trials=args.trials, timeout=args.timeout, callbacks=[after_trial],
-                   catch=(RuntimeError,), gc_after_trial=False, n_jobs=args.jobs)
+    if args.jobs == 1:
+        _on_signals(_raise_interrupted)
+        try:
+            code = work(job, load_search_data(data_dir, device, args.subset))
+        except Interrupted as exc:
+            code = 128 + exc.signum
+    else:
+        code = _run_workers(job, args.jobs)
+
+    # the end, however the run ended: what the storage holds now
+    study = with_retry(lambda: optuna.load_study(study_name=study_name, storage=open_storage(url)), "reading the study")
     print(summary(study))
     print(rejection_report(study))
-    print(f"this run: {progress.done} trials in {format_duration(time.perf_counter() - start)} on {device}")
-    if best_path.exists():
-        print(f"best architecture: {best_path}")
+    print(f"this run: {len(study.trials) - n_before} trials in {format_duration(time.perf_counter() - start)} "
+          f"on {describe(device)}, {args.jobs} worker process(es)")
+    if write_best(study, out) is not None:
+        print(f"best architecture: {out / 'best.json'}")
     if not args.no_report:
-        print(f"report: {write_report(study, study_dir(study_name))}")
-    return 0
+        print(f"report: {write_report(study, out)}")
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        name = signal.Signals(code - 128).name
+        print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
+              "summary and report written; run the same command to continue", file=sys.stderr)
+    return code
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any training, an output folder that cannot be written."""
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the study's outputs into {out}: {parent} is not a writable directory")
 
 
 if __name__ == "__main__":
-    run_main("nas.search", main)
+    run_command("search")

@@ -10,16 +10,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import optuna
 import yaml
 
+from .bundled import find_space, spaces
+from .errors import SpaceError, first_line
 from .spec import HEADS, OPTIMIZERS, PADDINGS, SCHEDULES, TRANSITIONS, Arch, Spec, Train, feature_sizes
-
-
-class SpaceError(ValueError):
-    """A search-space file that is missing or malformed; the message names file and key."""
 
 
 @dataclass(frozen=True)
@@ -114,12 +112,46 @@ class Space:
         return Spec(arch, train)
 
 
+    def lowest_specs(self) -> Iterator[Spec]:
+        """Every spec with each numeric choice at its low end, for each combination of the categorical
+        choices: the smallest model the space can build is one of them."""
+        stack: list[dict[str, Any]] = [{}]
+        while stack:
+            chosen = stack.pop()
+            try:
+                yield self.sample(_Lowest(chosen))  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
+            except _Branch as branch:
+                stack.extend({**chosen, branch.name: choice} for choice in branch.choices)
+
     def spec_from_params(self, params: dict[str, Any]) -> Spec | None:
         """The spec a set of sampled parameters stands for, or None if some parameter is missing."""
         try:
             return self.sample(optuna.trial.FixedTrial(params))
         except ValueError:  # FixedTrial: a parameter it was not given
             return None
+
+
+class _Branch(Exception):
+    def __init__(self, name: str, choices: list[Any]) -> None:
+        self.name, self.choices = name, choices
+
+
+class _Lowest:
+    """A stand-in trial: numbers at their low end, categorical choices from `chosen` (else branch on them)."""
+
+    def __init__(self, chosen: dict[str, Any]) -> None:
+        self.chosen = chosen
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return low
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return low
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if name not in self.chosen:
+            raise _Branch(name, list(choices))
+        return self.chosen[name]
 
 
 def _fits_valid(stages: tuple[tuple[int, ...], ...]) -> bool:
@@ -136,15 +168,17 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, domain: Domain) -> Any:
 
 
 def load_space(path: str | Path) -> Space:
-    """Read and validate a search-space file; raises SpaceError naming the file and key."""
-    path = Path(path)
+    """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`);
+    raises SpaceError naming the file and key."""
+    path = find_space(str(path))
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise SpaceError(f"{path}: no such search-space file") from None
+        raise SpaceError(f"{path}: no such search-space file (bundled spaces: {', '.join(spaces())})") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SpaceError(f"{path}: not a readable YAML file ({reason})") from None
+        raise SpaceError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
+    except RecursionError:  # e.g. '[' * 100000: the YAML parser recurses once per level
+        raise SpaceError(f"{path}: not a readable YAML file (nested too deeply)") from None
     where = str(path)
     if not isinstance(raw, dict):
         raise SpaceError(f"{where}: expected a mapping with keys 'name', 'arch' and 'train'")

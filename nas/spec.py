@@ -13,15 +13,14 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .errors import SpecError
+from .files import write_json
+
 PADDINGS = ("valid", "same")
 TRANSITIONS = ("pool", "1x1_pool", "pool_1x1")
 HEADS = ("gap_conv", "gap_linear", "flatten_linear")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
-
-
-class SpecError(ValueError):
-    """A spec (or spec file) that does not describe a buildable, trainable candidate."""
 
 
 @dataclass(frozen=True)
@@ -175,21 +174,14 @@ def load_spec(path: str | os.PathLike) -> Spec:
         raise SpecError(f"{path}: no such spec file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SpecError(f"{path}: not a readable JSON spec file ({exc})") from None
+    except RecursionError:  # e.g. '[' * 100000: json's parser recurses once per level
+        raise SpecError(f"{path}: not a readable JSON spec file (nested too deeply)") from None
     if isinstance(data, dict) and "spec" in data:
         data = data["spec"]
     try:
         return Spec.from_dict(data)
     except (SpecError, TypeError) as exc:
         raise SpecError(f"{path}: {exc}") from None
-
-
-def write_json(data: Any, path: str | os.PathLike) -> None:
-    """Write JSON atomically, so a reader (or a crash) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def save_spec(spec: Spec, path: str | os.PathLike) -> None:

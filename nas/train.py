@@ -14,7 +14,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +28,12 @@ from .spec import Spec, Train
 
 EVAL_BATCH = 256  # CPU: 0.24 s for 5,000 images here against 0.38 s in batches of 1,000-2,000, and less memory
 GPU_EVAL_BATCH = 5_000  # a GPU wants big batches: the whole validation split at once
+# An epoch whose mean training loss is above this many times ln(classes) (the loss of a uniform guess:
+# 2.30 for 10 classes, i.e. 23.0) has exploded, even if it is still finite: nas.train stops it as diverged.
+# Measured on 2,048 images, 1-2 epochs: the reference specs and high-LR search candidates stay below 2.35;
+# with lr 1000 every reference spec (SGD or AdamW) ends its first epoch at 972 to 1.6e21 and then sits at
+# chance (10 %), where its loss (ln 10 again) would no longer tell.
+EXPLODED_LOSS_FACTOR = 10.0
 
 
 @dataclass(frozen=True)
@@ -181,20 +187,44 @@ def _sync(device: torch.device) -> None:
         torch.cuda.current_stream(device).synchronize()
 
 
+def eval_batch_size(device: torch.device) -> int:
+    return GPU_EVAL_BATCH if device.type == "cuda" else EVAL_BATCH
+
+
+def split_batches(split: Split, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(split), batch):
+        yield split.x[start:start + batch], split.y[start:start + batch]
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, amp: torch.dtype | None = None) -> float:
-    """Accuracy in % on a split, in large batches (optionally under autocast, as it was trained)."""
+def confusion(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+              *, amp: torch.dtype | None = None) -> torch.Tensor:
+    """counts[true, predicted] over (images, labels) batches, on the batches' device: the one accuracy pass.
+
+    Runs the model in eval mode (optionally under autocast, as it was trained) and restores its mode.
+    No host sync: the caller reads the counts when it needs them.
+    """
     was_training = model.training
     model.eval()
-    device = split.y.device
-    batch = GPU_EVAL_BATCH if device.type == "cuda" else EVAL_BATCH
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with _autocast(device, amp):
-        for start in range(0, len(split), batch):
-            logits = model(split.x[start:start + batch])
-            correct += (logits.argmax(1) == split.y[start:start + batch]).sum()
+    counts = None
+    for x, y in batches:
+        with _autocast(x.device, amp):
+            logits = model(x)
+        classes = logits.shape[1]
+        predicted = logits.argmax(1)
+        batch_counts = torch.bincount(y * classes + predicted, minlength=classes * classes)
+        counts = batch_counts if counts is None else counts + batch_counts
     model.train(was_training)
-    return 100.0 * correct.item() / len(split)  # one host-device sync per evaluation
+    if counts is None:
+        raise ValueError("confusion: no batches")
+    return counts.view(classes, classes)
+
+
+def evaluate(model: nn.Module, split: Split, *, amp: torch.dtype | None = None) -> float:
+    """Accuracy in % on a split, in batches sized for its device."""
+    device = split.y.device
+    counts = confusion(model, split_batches(split, eval_batch_size(device)), amp=amp)
+    return 100.0 * counts.diagonal().sum().item() / len(split)  # one host-device sync per evaluation
 
 
 def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
@@ -219,6 +249,7 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
     n, batch = len(data.train), spec.train.batch_size
     steps = math.ceil(n / batch)
     sched = make_scheduler(spec.train, opt, epochs * steps)
+    chance_loss = math.log(max(2, spec.arch.num_classes))  # cross-entropy of a uniform guess
     forward = torch.compile(model) if speed.compile else model
     result = TrainResult(model)
     stream = torch.cuda.Stream(device) if speed.side_stream and device.type == "cuda" else None
@@ -251,8 +282,9 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 train_loss, train_acc = loss_sum.item() / n, 100.0 * correct.item() / n
                 _sync(device)
                 seconds = time.perf_counter() - start
-                if not math.isfinite(train_loss):
-                    raise FloatingPointError(f"training diverged in epoch {epoch} (loss {train_loss})")
+                if not math.isfinite(train_loss) or train_loss > EXPLODED_LOSS_FACTOR * chance_loss:
+                    raise FloatingPointError(f"training diverged in epoch {epoch} (mean training loss {train_loss:.4g}, "
+                                             f"a uniform guess scores {chance_loss:.2f})")
                 eval_acc = evaluate(forward, data.held_out, amp=speed.amp)
                 record = EpochResult(epoch, epochs, train_loss, train_acc, eval_acc, seconds)
                 result.history.append(record)

@@ -1,23 +1,24 @@
-"""The benchmark, the trainer's speed settings (CPU-safe parts of the GPU path included) and --jobs."""
+"""The benchmark and the trainer's speed settings (CPU-safe parts of the GPU path included)."""
 
 import dataclasses
-import json
 import re
 
-import optuna
 import pytest
 import torch
 from torch import nn
 
-from nas.bench import DEFAULT_SPEC, parse_speed
-from nas.cli import UsageError
+from nas import baseline
+from nas.ablation import parse_speed
+from nas.baseline import usual_datasets, usual_train
+from nas.bench import DEFAULT_SPEC
+from nas.data import load_search_data
+from nas.errors import UsageError
 from nas.model import build
 from nas.train import FastDropout, Speed, evaluate, speed_for, train
 
-from conftest import ROOT, run_cli
+from conftest import one_line_error, run_cli
 from test_spec import CLASSIC
 
-TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
 QUICK = dataclasses.replace(CLASSIC, train=dataclasses.replace(CLASSIC.train, optimizer="adamw", lr=0.01,
                                                                schedule="constant", batch_size=32))
 
@@ -30,6 +31,7 @@ def test_bench_runs_both_pipelines_and_ends_with_the_ratio(tmp_path):
     for name in ("(a) nas.train", "(b) DataLoader"):
         line = next(line for line in lines if line.startswith(name))
         assert re.search(r"[\d,]+ img/s .* s/epoch .*val \d+\.\d\d %.*peak RSS [\d,]+ MB", line), line
+    assert lines[0].startswith("nas.bench on CPU: ") and "device cpu" in lines[0], lines[0]
     assert "256 training / 5,000 validation images" in result.stdout
     assert DEFAULT_SPEC.code in result.stdout and "7,416 params" in result.stdout
 
@@ -40,9 +42,8 @@ def test_bench_runs_both_pipelines_and_ends_with_the_ratio(tmp_path):
     (["--epochs", "0"], "positive integer"),
 ])
 def test_bench_bad_input_is_one_line(tmp_path, args, message):
-    result = run_cli("nas.bench", "--device", "cpu", *args, cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr, result.stderr
+    line = one_line_error(run_cli("nas.bench", "--device", "cpu", *args, cwd=tmp_path))
+    assert line.startswith("nas bench: error: ") and message in line, line
 
 
 def test_default_spec_is_the_classic_design():
@@ -56,6 +57,8 @@ def test_speed_overrides():
     assert changed == dataclasses.replace(base, channels_last=False, amp=torch.bfloat16, compile=True)
     with pytest.raises(UsageError, match="0 or 1"):
         parse_speed("channels_last=maybe", base)
+    with pytest.raises(UsageError, match="amp must be one of none, bf16, fp16"):
+        parse_speed("amp=fp8", base)
 
 
 def test_speed_settings_per_device():
@@ -89,11 +92,34 @@ def test_fast_dropout_has_dropouts_distribution_and_layout():
     assert torch.equal(a, FastDropout(0.3)(x))  # the seeded global generator: deterministic
 
 
-def test_fast_and_plain_trainers_learn_alike(small_data):
-    fast = train(QUICK, small_data, epochs=3, seed=0, speed=speed_for("cpu"))
-    plain = train(QUICK, small_data, epochs=3, seed=0, speed=Speed())
-    assert fast.final_acc > 50 and plain.final_acc > 50  # 512 images, 48 steps: well above chance
-    assert abs(fast.final_acc - plain.final_acc) < 15
+@pytest.fixture(scope="module")
+def data_4k(data_dir):
+    return load_search_data(data_dir, torch.device("cpu"), subset=4096)
+
+
+def test_fast_and_plain_trainers_learn_alike(data_4k):
+    """The fast settings change rounding and random streams, not what is learned.
+
+    They cannot agree bit for bit: FastDropout draws other random numbers (and, made from torch's
+    generator, shifts the order and augmentation after it). On 512 images the final accuracy is so
+    unsettled (~55 %) that rounding alone moved it 4.5 points, so this trains 4,096 images for 2
+    epochs down a one-cycle schedule: over seeds 0-9 the difference was -0.50 to +0.98 points
+    (mean |difference| 0.35) at 92.5-95.2 %.
+    """
+    quick = dataclasses.replace(QUICK, train=dataclasses.replace(QUICK.train, schedule="onecycle", batch_size=64))
+    fast = train(quick, data_4k, epochs=2, seed=0, speed=speed_for("cpu"))
+    plain = train(quick, data_4k, epochs=2, seed=0, speed=Speed())
+    assert fast.final_acc > 90 and plain.final_acc > 90
+    assert abs(fast.final_acc - plain.final_acc) < 2.0
+
+
+def test_fast_trainer_is_deterministic_for_a_seed(small_data):
+    """The ablation compares variants on one seed: the same seed must give the very same model."""
+    a = train(CLASSIC, small_data, epochs=1, seed=3, speed=speed_for("cpu"))
+    b = train(CLASSIC, small_data, epochs=1, seed=3, speed=speed_for("cpu"))
+    assert a.history[0].train_loss == b.history[0].train_loss and a.final_acc == b.final_acc
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # BN's running stats included
 
 
 def test_trained_model_is_plain_build_output(small_data):
@@ -112,20 +138,33 @@ def test_trained_model_is_plain_build_output(small_data):
 def test_gpu_code_path_runs_on_cpu(small_data):
     """bf16 autocast and the side-stream switch, as a GPU would use them, on the CPU."""
     speed = dataclasses.replace(speed_for("cuda", bf16=True), fast_dropout=True)
-    result = train(CLASSIC, small_data, epochs=1, seed=0, speed=speed)
-    assert 0 <= result.final_acc <= 100 and result.history[0].seconds > 0
-    assert 0 <= evaluate(result.model, small_data.held_out, amp=torch.bfloat16) <= 100
+    result = train(QUICK, small_data, epochs=2, seed=0, speed=speed)
+    assert result.history[0].seconds > 0
+    assert result.history[1].train_loss < result.history[0].train_loss  # it learns under bf16
+    # the bf16 evaluation counts (nearly) the same images right as float32 does
+    assert abs(evaluate(result.model, small_data.held_out, amp=torch.bfloat16)
+               - evaluate(result.model, small_data.held_out)) <= 1.0
 
 
-def test_search_with_two_jobs_runs_every_trial(tmp_path):
-    result = run_cli("nas.search", "--budget", "3000", "--space", TINY, "--trials", "4", "--epochs", "1",
-                     "--subset", "128", "--device", "cpu", "--jobs", "2", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "this run: 4 trials" in result.stdout
-    db = tmp_path / "studies" / "mnist-tiny-b3000.db"
-    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 4 and all(t.state.is_finished() for t in study.trials)
-    assert {t.user_attrs["outcome"] for t in study.trials} <= {"complete", "pruned", "rejected", "diverged"}
-    if study.best_trials:
-        best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
-        assert best["trial"] == study.best_trial.number and best["val_acc"] == study.best_value
+def test_usual_pipeline_uses_the_same_images(data_dir, small_data):
+    train_set, val_set = usual_datasets(data_dir, CLASSIC, subset=len(small_data.train))
+    assert len(train_set) == len(small_data.train) and len(val_set) == len(small_data.held_out)
+    assert [y for _, y in train_set] == small_data.train.y.tolist()
+    images, labels = zip(*val_set)  # no augmentation on the validation side: the same tensors
+    assert list(labels) == small_data.held_out.y.tolist()
+    assert torch.equal(torch.stack(images), small_data.held_out.x)
+
+
+def test_usual_pipeline_measures_accuracy_as_the_trainer_does(data_dir, small_data, monkeypatch):
+    models = []
+
+    def build_and_keep(spec):
+        models.append(build(spec))
+        return models[-1]
+
+    monkeypatch.setattr(baseline, "build", build_and_keep)  # to measure (b)'s model ourselves
+    train_set, val_set = usual_datasets(data_dir, QUICK, subset=256)
+    train_seconds, wall_seconds, acc = usual_train(QUICK, train_set, val_set, torch.device("cpu"), epochs=2, seed=0)
+    assert len(train_seconds) == len(wall_seconds) == 2
+    assert all(0 < t < w for t, w in zip(train_seconds, wall_seconds))
+    assert acc == evaluate(models[0], small_data.held_out)  # the same 5,000 images, counted the same way

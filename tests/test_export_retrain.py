@@ -1,8 +1,6 @@
 """study -> spec file (nas.export) -> checkpoints, ONNX and torch.export programs (nas.retrain) -> nas.evaluate;
 and the hand-made reference ladder in search_spaces/reference/."""
 
-import hashlib
-import importlib
 import json
 import os
 import subprocess
@@ -14,45 +12,16 @@ import optuna
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import TINY, one_line_error, run_cli, tree_hashes
 from nas import build, count_macs, count_params, load_spec
-from nas.cli import run_main
+from nas.bundled import reference_files
+from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
-from nas.retrain import CHECKPOINT_FORMAT
+from nas.record import Fidelity, Outcome, best_record, read_trial, record_candidate, record_outcome
 from nas.spec import Spec
-from nas.study import trial_record
 
-TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
-REFERENCE = sorted((ROOT / "search_spaces" / "reference").glob("*.json"))
-FINAL = ROOT / "search_spaces" / "reference" / "4_final.json"
-
-
-def _one_line_error(result) -> str:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run a command's main() in this process, as `python -m nas.<name>` would (a subprocess costs seconds
-    of imports): returns an object like subprocess.CompletedProcess. An unexpected exception fails the test."""
-    def run(name: str, *args: str, cwd) -> subprocess.CompletedProcess:
-        module = importlib.import_module(f"nas.{name}")
-        monkeypatch.chdir(cwd)
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit:
-            run_main(f"nas.{name}", module.main, list(args))
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(args, exit.value.code, out, err)
-    return run
-
-
-def _tree(root) -> dict:
-    """Every file under root with a hash of its bytes: to show a command changed nothing."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+REFERENCE = reference_files()
+FINAL = REFERENCE[-1]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +42,7 @@ def test_export_writes_the_best_trial_and_trial_n(tiny_study, cli):
     best.unlink()  # the search wrote one already: show that export writes it
     result = run_cli("nas.export", "--study", "tiny", cwd=root)
     assert result.returncode == 0, result.stderr
-    assert json.loads(best.read_text()) == json.loads(json.dumps(trial_record(study.best_trial, study)))
+    assert json.loads(best.read_text()) == json.loads(json.dumps(best_record(read_trial(study.best_trial), study)))
     spec = load_spec(best)
     assert count_params(build(spec)) == json.loads(best.read_text())["params"]
 
@@ -81,17 +50,19 @@ def test_export_writes_the_best_trial_and_trial_n(tiny_study, cli):
     result = cli("export", "--study", "tiny", "--trial", "0", "--out", "picked/zero.json", cwd=root)
     assert result.returncode == 0, result.stderr
     record = json.loads((root / "picked" / "zero.json").read_text())
-    assert record["trial"] == 0 and record["spec"] == other.user_attrs["spec"] and record["val_acc"] == other.value
+    assert record["trial"] == 0 and record["spec"] == read_trial(other).spec and record["val_acc"] == other.value
 
 
 def test_export_refuses_what_it_cannot_export(tmp_path, cli):
     storage = f"sqlite:///{tmp_path}/api.db"
     study = optuna.create_study(study_name="api", storage=storage, direction="maximize")
-    spec = load_spec(FINAL).to_dict()
-    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, intermediate_values={1: 50.0},
-                                              user_attrs={"spec": spec, "params": 7416, "macs": 1, "outcome": "pruned"}))
+    trial = study.ask()
+    record_candidate(trial, load_spec(FINAL), 7416, 1, Fidelity(1, 128))
+    record_outcome(trial, Outcome.PRUNED)
+    trial.report(50.0, 1)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
     (tmp_path / "keep.json").write_text("precious\n")
-    before = _tree(tmp_path)
+    before = tree_hashes(tmp_path)
     cases = [
         (["--study", "api", "--storage", storage], "no completed trial"),
         (["--study", "api", "--storage", storage, "--trial", "0"], "did not complete (pruned)"),
@@ -100,8 +71,8 @@ def test_export_refuses_what_it_cannot_export(tmp_path, cli):
         (["--study", "api", "--storage", storage, "--trial", "x"], "invalid int"),
     ]
     for args, message in cases:
-        assert message in _one_line_error(cli("export", *args, "--out", "keep.json", cwd=tmp_path))
-    assert _tree(tmp_path) == before
+        assert message in one_line_error(cli("export", *args, "--out", "keep.json", cwd=tmp_path))
+    assert tree_hashes(tmp_path) == before
 
 
 @pytest.fixture(scope="module")
@@ -198,11 +169,11 @@ def test_evaluate_refuses_a_foreign_checkpoint(tmp_path, cli):
     torch.save({"model": torch.zeros(3)}, tmp_path / "foreign.pt")
     (tmp_path / "corrupt.pt").write_bytes(b"PK\x03\x04 not really a zip")
     (tmp_path / "spec.json").write_text(FINAL.read_text())
-    before = _tree(tmp_path)
+    before = tree_hashes(tmp_path)
     for name, message in (("foreign.pt", "not a nas-budget-checkpoint"), ("corrupt.pt", "cannot read it"),
                           ("spec.json", "cannot read it"), ("missing.pt", "no such checkpoint")):
-        assert message in _one_line_error(cli("evaluate", name, cwd=tmp_path))
-    assert _tree(tmp_path) == before  # no figure written
+        assert message in one_line_error(cli("evaluate", name, cwd=tmp_path))
+    assert tree_hashes(tmp_path) == before  # no figure written
 
 
 @pytest.mark.parametrize("case, message", [
@@ -225,13 +196,13 @@ def test_retrain_bad_input_is_one_line_and_overwrites_nothing(tmp_path, cli, cas
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "metrics.json").write_text('{"mean": 99.5}\n')
         (tmp_path / folder / "seed0.pt").write_bytes(b"earlier weights")
-    before = _tree(tmp_path)
+    before = tree_hashes(tmp_path)
     args = [f"{case}.json", "--budget", "7000"] if case == "over_budget" else [f"{case}.json"]
-    assert message in _one_line_error(cli("retrain", *args, "--subset", "64", "--epochs", "1", cwd=tmp_path))
+    assert message in one_line_error(cli("retrain", *args, "--subset", "64", "--epochs", "1", cwd=tmp_path))
     if case != "results_exist":  # --overwrite does not let bad input through either
         extra = ["--out", "explicit", "--overwrite", "--subset", "64", "--epochs", "1"]
-        assert message in _one_line_error(cli("retrain", *args, *extra, cwd=tmp_path))
-    assert _tree(tmp_path) == before
+        assert message in one_line_error(cli("retrain", *args, *extra, cwd=tmp_path))
+    assert tree_hashes(tmp_path) == before
 
 
 @pytest.mark.parametrize("path", REFERENCE, ids=[p.stem for p in REFERENCE])

@@ -1,4 +1,6 @@
+import datetime
 import json
+import math
 import os
 import re
 import shutil
@@ -8,31 +10,39 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import optuna
+import plotly.colors
 import pytest
-from optuna.trial import TrialState
 
 from conftest import ROOT, run_cli
+from nas.cli import run_command
 from nas.cost import count_macs, count_params
 from nas.model import build
-from nas.cli import run_main
-from nas.report import build_report, outcome, pareto_front, sections, tradeoff_figure, write_report
-from nas.report import main as report_main
+from nas.study import output_dir
+from nas.record import (Fidelity, Outcome, StudySettings, optuna_state, pareto_front, read_trials, record_candidate,
+                        record_epochs, record_outcome, write_settings)
+from nas.report import Trials, build_report, sections, write_report
+from nas.figures import SCALE, tradeoff_figure
 from nas.space import load_space
 
 TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
 BUDGET = 1500
+FIDELITY = Fidelity(epochs=3, train_images=512)
 # what each under-budget candidate of the crafted study becomes, in order (the running one last)
-PLAN = ["complete", "pruned", "complete", "diverged", "complete", "pruned", "failed", "complete", "running"]
+PLAN = [Outcome.COMPLETE, Outcome.PRUNED, Outcome.COMPLETE, Outcome.DIVERGED, Outcome.COMPLETE, Outcome.PRUNED,
+        Outcome.FAILED, Outcome.INTERRUPTED, Outcome.COMPLETE, Outcome.RUNNING]
+EPOCHS = {Outcome.COMPLETE: 3, Outcome.PRUNED: 2, Outcome.DIVERGED: 1, Outcome.FAILED: 0, Outcome.INTERRUPTED: 2,
+          Outcome.RUNNING: 1}
 
 
 def craft_study(url: str, name: str = "crafted") -> optuna.Study:
-    """A study as nas.search leaves it, with every outcome: real specs and fvcore counts from the
-    tiny space, made-up accuracies (training is not what these tests are about)."""
+    """A study as nas.search leaves it, with every outcome, written through nas.record: real specs and
+    fvcore counts from the tiny space, made-up accuracies (training is not what these tests are about),
+    one of them a dud at 62 % so that the accuracy axes and colours must cope with a wide range."""
     space = load_space(TINY)
     study = optuna.create_study(study_name=name, storage=url, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
-    for key, value in (("budget", BUDGET), ("space", space.name), ("space_file", TINY), ("epochs", 3)):
-        study.set_user_attr(key, value)
+    write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=3,
+                                        train_images=FIDELITY.train_images))
     plan = list(PLAN)
     while plan:
         assert len(study.trials) < 60, "the tiny space should give enough candidates under the budget"
@@ -40,27 +50,22 @@ def craft_study(url: str, name: str = "crafted") -> optuna.Study:
         spec = space.sample(trial)
         module = build(spec)
         params = count_params(module)
-        for key, value in (("spec", spec.to_dict()), ("code", spec.code), ("params", params),
-                           ("macs", count_macs(module))):
-            trial.set_user_attr(key, value)
+        record_candidate(trial, spec, params, count_macs(module), FIDELITY)
         trial.set_constraint("params", params - BUDGET + 1)
         if params >= BUDGET:
-            trial.set_user_attr("outcome", "rejected")
-            study.tell(trial, state=TrialState.PRUNED)
+            record_outcome(trial, Outcome.REJECTED)
+            study.tell(trial, state=optuna_state(Outcome.REJECTED))
             continue
         kind = plan.pop(0)
-        final = 97.0 + (params % 200) / 100  # 97-99 %
-        epochs = {"complete": 3, "pruned": 2, "diverged": 1, "failed": 0, "running": 1}[kind]
-        for epoch in range(1, epochs + 1):
+        final = 62.0 if len(plan) == 7 else 97.0 + (params % 200) / 100  # the second complete trial: a dud
+        for epoch in range(1, EPOCHS[kind] + 1):
             trial.report(final - 2.5 * (3 - epoch), epoch)
-        trial.set_user_attr("epoch_seconds", [0.5] * epochs)
-        trial.set_user_attr("outcome", "running" if kind == "failed" else kind)  # a crash leaves 'running'
-        if kind == "complete":
+        record_epochs(trial, [0.5] * EPOCHS[kind])
+        record_outcome(trial, kind)
+        if kind == Outcome.COMPLETE:
             study.tell(trial, final)
-        elif kind in ("pruned", "diverged"):
-            study.tell(trial, state=TrialState.PRUNED)
-        elif kind == "failed":
-            study.tell(trial, state=TrialState.FAIL)
+        elif kind != Outcome.RUNNING:
+            study.tell(trial, state=optuna_state(kind))  # interrupted: FAIL, told apart by its outcome
     return study
 
 
@@ -88,14 +93,39 @@ def searched(tmp_path_factory) -> Path:
     return root
 
 
-def _kinds(study):
-    return {t.number: outcome(t) for t in study.trials}
+def _kinds(study) -> dict[int, Outcome]:
+    return {r.number: r.outcome for r in read_trials(study)}
+
+
+def _of(kinds, kind) -> list[int]:
+    return sorted(n for n, k in kinds.items() if k == kind)
+
+
+def _figures(study) -> dict:
+    found = {s.title: s for s in sections(Trials.read(study), BUDGET, datetime.datetime.now())}
+    assert all(s.figure is not None for s in found.values()), {k: s.note for k, s in found.items()}
+    return {k: s.figure for k, s in found.items()}
+
+
+def _luminance(color: str) -> float:
+    """0 black ... 1 white (sRGB weights, gamma left aside: enough to tell near-white apart)."""
+    r, g, b = plotly.colors.unlabel_rgb(plotly.colors.convert_colors_to_same_type([color], "rgb")[0][0])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+def _inside(axis, errors) -> bool:
+    """The log-error axis's range holds every point with room to spare (reversed: better is up)."""
+    high, low = axis.range
+    return low < math.log10(min(errors)) and math.log10(max(errors)) < high
 
 
 def test_crafted_study_has_every_outcome(crafted):
-    counts = {k: list(_kinds(crafted).values()).count(k) for k in PLAN + ["rejected"]}
-    assert counts["complete"] == 4 and counts["pruned"] == 2 and counts["diverged"] == 1
-    assert counts["failed"] == 1 and counts["running"] == 1 and counts["rejected"] >= 2
+    counts = {k: list(_kinds(crafted).values()).count(k) for k in Outcome}
+    assert counts[Outcome.COMPLETE] == 4 and counts[Outcome.PRUNED] == 2 and counts[Outcome.DIVERGED] == 1
+    assert counts[Outcome.FAILED] == 1 and counts[Outcome.INTERRUPTED] == 1 and counts[Outcome.RUNNING] == 1
+    assert counts[Outcome.REJECTED] >= 2
+    interrupted = next(t for t in crafted.trials if _kinds(crafted)[t.number] == Outcome.INTERRUPTED)
+    assert interrupted.state == optuna.trial.TrialState.FAIL
 
 
 def test_pareto_front():
@@ -105,94 +135,138 @@ def test_pareto_front():
 
 
 def test_tradeoff_figure_draws_every_candidate_in_its_place(crafted):
-    trials = crafted.trials
+    records = read_trials(crafted)
     kinds = _kinds(crafted)
-    fig = tradeoff_figure(trials, "params", "parameters", BUDGET)
+    fig = tradeoff_figure(records, "params", "parameters", BUDGET)
     by_name = {t.name: t for t in fig.data}
 
     def numbers(trace):
         return sorted(c[-1] if isinstance(c, (list, tuple)) else c for c in trace.customdata)
 
-    def of(kind):
-        return sorted(n for n, k in kinds.items() if k == kind)
-
-    assert numbers(by_name["complete (final-epoch accuracy)"]) == of("complete")
-    assert numbers(by_name["pruned (accuracy when stopped — not final)"]) == of("pruned")
-    assert numbers(by_name["running (latest epoch — not final)"]) == of("running")
+    assert numbers(by_name["complete (final-epoch accuracy)"]) == _of(kinds, Outcome.COMPLETE)
+    assert numbers(by_name["pruned (accuracy when stopped — not final)"]) == _of(kinds, Outcome.PRUNED)
+    assert numbers(by_name["running (latest epoch — not final)"]) == _of(kinds, Outcome.RUNNING)
+    assert numbers(by_name["interrupted (last epoch — not final)"]) == _of(kinds, Outcome.INTERRUPTED)
     # no accuracy: rejected, diverged and failed sit in the lane below, at their measured size
     lane = by_name["rejected: ≥ budget, never trained"]
-    assert numbers(lane) == of("rejected") and lane.yaxis == "y2"
+    assert numbers(lane) == _of(kinds, Outcome.REJECTED) and lane.yaxis == "y2"
     assert all(x >= BUDGET for x in lane.x)
-    assert numbers(by_name["diverged"]) == of("diverged") and numbers(by_name["failed"]) == of("failed")
+    assert numbers(by_name["diverged"]) == _of(kinds, Outcome.DIVERGED)
+    assert numbers(by_name["failed"]) == _of(kinds, Outcome.FAILED)
     # the front holds complete trials only, and none of them beats a front point
     front = by_name["Pareto front (complete trials)"]
-    complete = [t for t in trials if kinds[t.number] == "complete"]
-    assert {c[1] for c in front.customdata} <= set(of("complete"))
+    complete = [r for r in records if r.outcome == Outcome.COMPLETE]
+    assert {c[1] for c in front.customdata} <= set(_of(kinds, Outcome.COMPLETE))
     for x, (acc, _) in zip(front.x, front.customdata):
-        assert not any(t.user_attrs["params"] <= x and t.value > acc for t in complete)
+        assert not any(r.params <= x and r.value > acc for r in complete)
     # the budget: one dashed line through both rows
     assert [s.x0 for s in fig.layout.shapes] == [BUDGET, BUDGET]
-    # accuracy axis: log of the error, better is up, ticks are accuracies
-    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.range[0] > fig.layout.yaxis.range[1]
-    assert all(float(t) > 0 for t in fig.layout.yaxis.ticktext) and len(fig.layout.yaxis.ticktext) >= 3
+    # accuracy axis: log of the error, better is up, ticks are accuracies, every point inside the range
+    axis = fig.layout.yaxis
+    assert axis.type == "log" and axis.range[0] > axis.range[1]
+    assert all(float(t) > 0 for t in axis.ticktext) and len(axis.ticktext) >= 3
+    assert _inside(axis, [y for t in fig.data if t.yaxis == "y" for y in t.y])
+    # without candidates for the lane, no empty lane row (it hid the cost axis)
+    alone = tradeoff_figure([r for r in records if r.accuracy is not None], "params", "parameters", BUDGET)
+    assert alone.layout.xaxis.title.text == "parameters" and "yaxis2" not in alone.layout
+    # ticks never crowd: at least a tenth of the axis apart
+    gaps = [abs(math.log10(a / b)) for a, b in zip(axis.tickvals, axis.tickvals[1:])]
+    assert min(gaps) >= abs(axis.range[0] - axis.range[1]) / 10
 
 
 def test_optuna_figures_do_not_mistake_rejections_for_pruned_trials(crafted):
-    trials = crafted.trials
     kinds = _kinds(crafted)
-    figures = {s.title: s for s in sections(crafted, trials)}
-    assert all(s.figure is not None for s in figures.values()), {k: s.note for k, s in figures.items()}
-    timeline = {t.name: t for t in figures["Timeline"].figure.data}
-    assert sorted(timeline["rejected (over budget, not trained)"].y) == sorted(
-        n for n, k in kinds.items() if k == "rejected")
-    assert sorted(timeline["pruned"].y) == sorted(n for n, k in kinds.items() if k == "pruned")
+    figures = _figures(crafted)
+    timeline = {t.name: t for t in figures["Timeline"].data}
+    assert sorted(timeline["rejected (over budget, not trained)"].y) == _of(kinds, Outcome.REJECTED)
+    assert sorted(timeline["pruned"].y) == _of(kinds, Outcome.PRUNED)
+    assert sorted(timeline["interrupted"].y) == _of(kinds, Outcome.INTERRUPTED)
     assert set(timeline) >= {"complete", "diverged", "failed", "running"}
-    best = next(t for t in figures["Optimization history"].figure.data if t.name == "best so far")
-    assert not {n for n, k in kinds.items() if k == "rejected"} & set(best.x)
-    curves = figures["Learning curves"].figure.data
-    assert sorted(t.meta for t in curves) == sorted(t.number for t in trials if t.intermediate_values)
-    assert {t.name for t in curves} == {"complete", "pruned", "diverged", "running"}
+    best = next(t for t in figures["Optimization history"].data if t.name == "best so far")
+    assert list(best.x) == _of(kinds, Outcome.COMPLETE)
+    curves = figures["Learning curves"].data
+    assert sorted(t.meta["trial"] for t in curves) == sorted(t.number for t in crafted.trials if t.intermediate_values)
+    assert {t.meta["outcome"]: kinds[t.meta["trial"]].value for t in curves} == {
+        k: k for k in ("complete", "pruned", "diverged", "interrupted", "running")}
+
+
+def test_figures_read_at_a_glance(crafted):
+    """What made the figures hard to read must not come back."""
+    kinds = _kinds(crafted)
+    figures = _figures(crafted)
+    assert _luminance(SCALE[0]) < 0.5 and _luminance(SCALE[-1]) < 0.85  # both ends of the scale show on white
+
+    # slices: points coloured by their real trial number (not the snapshot's), on the visible scale
+    slices = figures["Slices of the most important choices"]
+    assert slices.layout.coloraxis.colorscale[0][1] == SCALE[0]
+    shown = {n for t in slices.data for n in t.marker.color}
+    assert shown <= set(_of(kinds, Outcome.COMPLETE)) and len(shown) == 4
+    assert _inside(slices.layout.yaxis, [y for t in slices.data for y in t.y])
+
+    # parallel coordinates: every line in a colour that shows, the best one on top and darkest-to-lightest
+    # in the order of accuracy; the dud (62 %) is not pushed to white
+    parallel = figures["Parallel coordinates"]
+    lines = [t for t in parallel.data if t.mode == "lines"]
+    assert len(lines) == 4 and all(_luminance(t.line.color) < 0.85 for t in lines)
+    accs = [float(t.customdata[0][1]) for t in lines]
+    assert accs == sorted(accs) and min(accs) == 62.0
+    assert [t.y[0] for t in lines] == sorted(t.y[0] for t in lines) and lines[-1].y[0] == 1
+    scale = next(t for t in parallel.data if t.mode == "markers")
+    assert scale.marker.colorscale[0][1] == SCALE[0]
+
+    # learning curves: complete trials told apart (own shade, own legend entry), each hover naming its trial
+    curves = [t for t in figures["Learning curves"].data if t.meta["outcome"] == "complete"]
+    assert len({t.line.color for t in curves}) == len({t.legendgroup for t in curves}) == len(curves) == 4
+    assert all(t.showlegend and f"trial {t.meta['trial']} " in t.hovertemplate for t in curves)
+    assert _inside(figures["Learning curves"].layout.yaxis, [y for t in figures["Learning curves"].data for y in t.y])
+    assert figures["Learning curves"].data[-1].meta["outcome"] == "complete"  # drawn on top
+
+    # history: every point inside both axes
+    history = figures["Optimization history"]
+    points = next(t for t in history.data if t.name == "final-epoch accuracy")
+    assert _inside(history.layout.yaxis, list(points.y))
+    low, high = history.layout.xaxis.range
+    assert low < min(points.x) and max(points.x) < high
 
 
 def test_report_page_is_one_self_contained_file(crafted, tmp_path):
     path = write_report(crafted, tmp_path / "out")
-    assert path == tmp_path / "out" / "report.html" and not list(path.parent.glob(".report-*"))
+    assert path == tmp_path / "out" / "report.html" and [p.name for p in path.parent.iterdir()] == ["report.html"]
     page = path.read_text()
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
     assert not any("src" in attrs for attrs, _ in scripts) and "<link" not in page  # nothing to fetch
     assert len([body for _, body in scripts if len(body) > 1_000_000]) == 1  # plotly.js, embedded once
     assert page.count('class="plotly-graph-div"') == 8 and "not drawn" not in page
-    counts = _kinds(crafted)
-    n = {k: list(counts.values()).count(k) for k in ("complete", "pruned", "rejected")}
-    assert (f"{n['complete']} complete, {n['pruned']} pruned, {n['rejected']} rejected, 1 diverged, 1 failed, "
-            "1 running") in page
-    best = max((t for t in crafted.trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    n = {k: list(_kinds(crafted).values()).count(k) for k in Outcome}
+    assert (f"{n[Outcome.COMPLETE]} complete, {n[Outcome.PRUNED]} pruned, {n[Outcome.REJECTED]} rejected, "
+            "1 diverged, 1 failed, 1 interrupted, 1 running") in page
+    assert "1 trial(s) interrupted" in page
+    best = max((r for r in read_trials(crafted) if r.outcome == Outcome.COMPLETE), key=lambda r: r.value)
     assert f"#{best.number}: {best.value:.2f} % validation accuracy" in page
-    for t in crafted.trials:  # the top table: every complete trial's code, HTML-escaped
-        if t.state == TrialState.COMPLETE:
-            assert f"<code>{t.user_attrs['code']}</code>" in page
+    for r in read_trials(crafted):  # the top table: every complete trial's code, HTML-escaped
+        if r.outcome == Outcome.COMPLETE:
+            assert f"<code>{r.code}</code>" in page
 
 
 @pytest.mark.parametrize("kinds, says", [
     ([], "This study has no trials yet."),
-    (["rejected", "rejected"], "No trial has completed yet (2 rejected by the budget gate)"),
-    (["rejected", "pruned"], "No trial has completed yet (1 rejected by the budget gate)"),
-    (["complete"], "needs at least 2 completed trials"),
+    ([Outcome.REJECTED, Outcome.REJECTED], "No trial has completed yet (2 rejected by the budget gate)"),
+    ([Outcome.REJECTED, Outcome.PRUNED], "No trial has completed yet (1 rejected by the budget gate)"),
+    ([Outcome.COMPLETE], "needs at least 2 completed trials"),
 ])
 def test_young_studies_give_a_page_that_says_so(kinds, says):
+    space = load_space(TINY)
     study = optuna.create_study(direction="maximize")
-    study.set_user_attr("budget", BUDGET)
+    write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=1))
     for i, kind in enumerate(kinds):
-        trial = study.ask({"width": optuna.distributions.IntDistribution(2, 12)})
-        trial.set_user_attr("params", 1000 + 500 * i)
-        trial.set_user_attr("macs", 10_000)
-        trial.set_user_attr("code", f"c{i}")
-        trial.set_user_attr("outcome", kind)
-        if kind == "complete":
+        trial = study.ask()
+        record_candidate(trial, space.sample(trial), 1000 + 500 * i, 10_000, Fidelity(1, 512))
+        record_outcome(trial, kind)
+        if kind == Outcome.COMPLETE:
             trial.report(90.0, 1)
             study.tell(trial, 98.5)
         else:
-            study.tell(trial, state=TrialState.PRUNED)
+            study.tell(trial, state=optuna_state(kind))
     page = build_report(study)
     assert says in page
     assert "not drawn" not in page  # every missing figure is explained, none failed
@@ -205,20 +279,26 @@ def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monke
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "here/report.html" and (tmp_path / "here" / "report.html").is_file()
 
-    monkeypatch.chdir(tmp_path)  # the rest in-process: the same run_main, without a torch import each
+    monkeypatch.chdir(tmp_path)  # the rest in-process: the same command, without a torch import each
+    monkeypatch.delenv("NAS_STUDIES_DIR", raising=False)
     (tmp_path / "afile").write_text("x")
     for args, status, message in (
-            (["--study", "crafted", "--storage", f"sqlite:///{db}"], 0, "studies/crafted/report.html"),
+            # a study outside the default storage: its folder is named by the storage too (no collisions)
+            (["--study", "crafted", "--storage", f"sqlite:///{db}"], 0,
+             str(output_dir(Path("studies"), "crafted", f"sqlite:///{db}") / "report.html")),
+            (["--study", "crafted", "--storage", f"sqlite:///{db}", "--studies-dir", "elsewhere"], 0,
+             str(output_dir(Path("elsewhere"), "crafted", f"sqlite:///{db}") / "report.html")),
             (["--study", "nope"], 2, "no study 'nope'"),
             (["--study", "nope", "--storage", f"sqlite:///{db}"], 2, "studies there: crafted"),
             (["--study", "crafted", "--storage", f"sqlite:///{db}", "--out", "afile"], 2, "cannot write the report"),
             ([], 2, "--study")):
         with pytest.raises(SystemExit) as exit:
-            run_main("nas.report", report_main, args)
+            run_command("report", args)
         out, err = capsys.readouterr()
         assert exit.value.code == status, err
         if status:
             assert len(err.strip().splitlines()) == 1 and message in err and "Traceback" not in err
+            assert err.startswith("nas report: error:")
         else:
             assert out.strip() == message and Path(message).is_file()
 
@@ -227,8 +307,8 @@ def test_search_writes_the_report_unless_told_not_to(searched):
     report = searched / "studies" / "mnist-tiny-b1500" / "report.html"
     assert report.is_file() and "Search report: mnist-tiny-b1500" in report.read_text()
     before = report.read_bytes()
-    again = run_cli("nas.search", "--budget", str(BUDGET), "--space", TINY, "--subset", "64", "--epochs", "1",
-                    "--trials", "1", "-q", "--device", "cpu", "--no-report", cwd=searched)
+    again = run_cli("nas.search", "--budget", str(BUDGET), "--space", TINY, "--subset", "128", "--epochs", "2",
+                    "--trials", "1", "-q", "--device", "cpu", "--no-report", cwd=searched)  # same settings: continued
     assert again.returncode == 0, again.stderr
     assert "report:" not in again.stdout and report.read_bytes() == before
 

@@ -1,43 +1,55 @@
-import hashlib
-import json
 import shutil
 
 import optuna
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import TINY, one_line_error, run_cli, tree_hashes
+from nas.record import Outcome, best_record, read_settings, read_trial, read_trials
 
-TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
+SMALL = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
 
 
 def test_small_search_end_to_end_then_continue(tmp_path):
-    args = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
-    first = run_cli("nas.search", *args, cwd=tmp_path)
+    first = run_cli("nas.search", *SMALL, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "rejected before training" in first.stdout and "val acc" in first.stdout
+    # the header comes first and says what will run where
+    header = first.stderr.splitlines()[:4]
+    assert header[0].startswith("new study 'mnist-tiny-b3000' in sqlite:///studies/mnist-tiny-b3000.db")
+    assert "device CPU" in header[2] and "256 training / 5,000 validation images, 2 epochs per trial, 3 trials" in header[3]
+    assert "this run: 0/3 trials, 0 rejected" in first.stderr  # counters of this run, from the start
     db = tmp_path / "studies" / "mnist-tiny-b3000.db"
     study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 3 and study.user_attrs["budget"] == 3000
-    for trial in study.trials:
-        assert trial.user_attrs["params"] > 0 and "spec" in trial.user_attrs and "macs" in trial.user_attrs
-        if trial.user_attrs["outcome"] == "complete":
-            assert trial.user_attrs["params"] < 3000 and len(trial.user_attrs["epoch_seconds"]) == 2
-    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
-    assert best["val_acc"] == study.best_value and best["trial"] == study.best_trial.number
-    assert best["params"] < 3000 and best["spec"]["arch"]
+    assert len(study.trials) == 3
+    assert read_settings(study) == {"budget": 3000, "space": "mnist-tiny", "space_file": TINY, "epochs": 2,
+                                    "train_images": 256}
+    records = read_trials(study)
+    assert all(r.params > 0 and r.spec and r.macs and r.fidelity.epochs == 2 for r in records)
+    complete = [r for r in records if r.outcome == Outcome.COMPLETE]
+    assert complete, "3 trials of the tiny space should give at least one complete trial"
+    for r in complete:
+        assert r.params < 3000 and len(r.epoch_seconds) == 2 and r.fidelity.train_images == 256
+    best = (tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text()
+    assert best_record(read_trial(study.best_trial), study)["val_acc"] == study.best_value
+    assert f'"trial": {study.best_trial.number}' in best
 
-    again = run_cli("nas.search", *args, "-q", cwd=tmp_path)
+    again = run_cli("nas.search", *SMALL, "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""  # quiet
     study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
     assert len(study.trials) == 6  # continued, not restarted
 
 
-def _one_line_error(result):
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    return result.stderr
+def test_studies_dir_from_flag_then_environment(tmp_path):
+    args = ["--budget", "3000", "--space", "mnist_tiny", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
+            "--no-report"]
+    flag = run_cli("nas.search", *args, "--studies-dir", "flagged", cwd=tmp_path)
+    assert flag.returncode == 0, flag.stderr
+    env = run_cli("nas.search", *args, cwd=tmp_path, env_extra={"NAS_STUDIES_DIR": str(tmp_path / "from_env")})
+    assert env.returncode == 0, env.stderr
+    assert (tmp_path / "flagged" / "mnist-tiny-b3000.db").is_file()
+    assert (tmp_path / "from_env" / "mnist-tiny-b3000.db").is_file()
+    assert not (tmp_path / "studies").exists()
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +59,7 @@ def stored(tmp_path_factory):
     result = run_cli("nas.search", "--budget", "3000", "--space", TINY, "--trials", "1", "--epochs", "1",
                      "--subset", "128", "-q", "--study", "keep", cwd=root)
     assert result.returncode == 0, result.stderr
+    (root / "broken.yaml").write_text("arch: [1, 2\n")
     return root
 
 
@@ -61,18 +74,20 @@ def stored(tmp_path_factory):
     (["--budget", "8000", "--storage", "sqlite:///no/such/dir/x.db"], "bad storage URL"),
     (["--budget", "8000", "--storage", "sqlite:///studies/keep.db", "--study", "keep"], "was run with budget 3000"),
     (["--budget", "3000", "--study", "keep"], "was run with space mnist-tiny"),
+    (["--budget", "3000", "--space", TINY, "--study", "keep", "--epochs", "3", "--subset", "128"], "was run with epochs 1"),
+    (["--budget", "3000", "--space", TINY, "--study", "keep", "--epochs", "1", "--subset", "64"],
+     "was run with train_images 128"),
 ])
 def test_bad_input_is_one_line_and_damages_nothing(stored, args, message):
-    (stored / "broken.yaml").write_text("arch: [1, 2\n")
-    db = stored / "studies" / "keep.db"
-    before = hashlib.sha256(db.read_bytes()).hexdigest()
-    assert message in _one_line_error(run_cli("nas.search", *args, "--trials", "1", "--subset", "64", cwd=stored))
-    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    before = tree_hashes(stored)
+    extra = [] if "--subset" in args else ["--subset", "64"]
+    assert message in one_line_error(run_cli("nas.search", *args, "--trials", "1", *extra, cwd=stored))
+    assert tree_hashes(stored) == before
 
 
 def test_corrupt_data_is_one_line(data_dir, tmp_path):
     shutil.copytree(data_dir / "MNIST" / "raw", tmp_path / "MNIST" / "raw")
     images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
-    stderr = _one_line_error(run_cli("nas.search", "--budget", "8000", "--data-dir", str(tmp_path), cwd=tmp_path))
+    stderr = one_line_error(run_cli("nas.search", "--budget", "8000", "--data-dir", str(tmp_path), cwd=tmp_path))
     assert "corrupt" in stderr

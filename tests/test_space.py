@@ -6,13 +6,16 @@ from nas import build, count_params
 from nas.space import SpaceError, load_space
 from nas.spec import Spec
 
+from nas.bundled import DEFAULT_SPACE, spaces
+
 from conftest import ROOT
 
-SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+SPACES = list(spaces().values())
 
 
-def test_there_is_a_default_space():
-    assert ROOT / "search_spaces" / "mnist.yaml" in SPACES
+def test_there_is_a_default_space_and_the_top_level_folder_shows_the_bundled_ones():
+    assert DEFAULT_SPACE in spaces() and load_space(DEFAULT_SPACE).name == "mnist"
+    assert sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml")) == sorted(p.name for p in SPACES)
 
 
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.name)
@@ -29,7 +32,7 @@ def test_every_space_samples_specs_whose_modules_run(path):
 
 
 def test_default_space_holds_the_classic_design_and_room_around_it():
-    space = load_space(ROOT / "search_spaces" / "mnist.yaml")
+    space = load_space("mnist")
     classic = {"stages": 2, "blocks_s1": 2, "blocks_s2": 3, "width_s1_b1": 8, "width_s1_b2": 16,
                "width_s2_b1": 16, "width_s2_b2": 16, "width_s2_b3": 16, "transition": "1x1_pool",
                "transition_width": 8, "padding": "valid", "head": "gap_conv", "batch_norm": True, "dropout": 0.05,
@@ -49,7 +52,7 @@ def _write(tmp_path, text):
 
 
 def _default_text():
-    return (ROOT / "search_spaces" / "mnist.yaml").read_text()
+    return spaces()["mnist"].read_text()
 
 
 @pytest.mark.parametrize("edit, message", [

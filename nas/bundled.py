@@ -1,0 +1,32 @@
+"""The files that ship inside the package: search spaces and the hand-made reference specs.
+
+They are package data, read through `importlib.resources`, so an installed wheel finds them from
+any working directory; the repository's top-level `search_spaces/` links here for users to browse.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+ROOT = Path(str(files("nas") / "search_spaces"))  # a plain directory for an installed (unzipped) package
+DEFAULT_SPACE = "mnist"
+
+
+def spaces() -> dict[str, Path]:
+    """Bundled search spaces by name (the file name without `.yaml`, e.g. `mnist`, `mnist_tiny`)."""
+    return {p.stem: p for p in sorted(ROOT.glob("*.yaml"))}
+
+
+def find_space(value: str) -> Path:
+    """A space file: `value` itself if it names a file, else the bundled space of that name."""
+    path = Path(value)
+    if path.is_file():
+        return path
+    key = path.name.removesuffix(".yaml").replace("-", "_")
+    return spaces().get(key, path)  # a missing file is reported by load_space, naming it
+
+
+def reference_files() -> list[Path]:
+    """The hand-made reference ladder, in order (1_basic ... 4_final)."""
+    return sorted((ROOT / "reference").glob("*.json"))

@@ -1,0 +1,113 @@
+"""Checkpoints and exported models: save, load and check them; nothing else writes or reads them.
+
+A checkpoint is a `torch.save` dict of plain data and tensors (readable with `weights_only=True`)
+that carries the spec it was built from, so `build(spec)` plus its weights is the model. Exports
+(ONNX, `torch.export`) are kept only if they reproduce PyTorch's logits.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import CheckpointError, ExportCheckError, SpecError, first_line
+from .files import atomic_path
+from .model import build
+from .spec import Spec
+
+FORMAT = "nas-budget-checkpoint/1"
+ONNX_FILE, EXPORT_FILE = "model.onnx", "model.pt2"
+CHECK_ATOL = CHECK_RTOL = 1e-4  # float32 kernels differ between torch and onnxruntime, but not by more
+
+
+def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str, Any]) -> None:
+    payload = {
+        "format": FORMAT,
+        "version": __version__,
+        "code": spec.code,
+        "spec": spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], Spec, nn.Module]:
+    """Our checkpoint -> (its dict, its spec, the model with its weights, on CPU, in eval mode).
+
+    Anything else (another framework's file, a corrupt or missing file, weights that do not fit
+    the spec) raises CheckpointError.
+    """
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        # weights_only: a checkpoint is data (dicts, lists, numbers, tensors); never run code from a file
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and torch errors all mean the same: not a checkpoint we can read
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint written by nas retrain: torch.load cannot "
+                              f"read it as tensors and plain data ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint written by nas retrain (format: {found!r})")
+    try:
+        spec = Spec.from_dict(payload["spec"])
+    except (KeyError, SpecError, TypeError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's spec is unusable ({exc})") from None
+    model = build(spec)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit the checkpoint's spec ({first_line(exc, 160)})") from None
+    return payload, spec, model.eval()
+
+
+def export_models(model: nn.Module, batch: torch.Tensor, out: Path) -> dict[str, float]:
+    """Write model.pt2 and model.onnx for `model` (on CPU, eval mode), each checked against PyTorch on `batch`.
+
+    Each is written under a temporary name and renamed into `out` only once it reproduces the
+    logits; returns the max |logit difference| of each. Raises ExportCheckError otherwise.
+    """
+    model = model.cpu().eval()
+    batch = batch.cpu().clone()  # its own storage: torch.export saves the example's, not a view of the test set
+    with torch.no_grad():
+        expected = model(batch)
+    dims = ({0: torch.export.Dim("batch", min=1)},)  # any batch size
+    example = (batch[:2].clone(),)
+
+    def write_pt2(tmp: Path) -> torch.Tensor:
+        torch.export.save(torch.export.export(model, example, dynamic_shapes=dims), tmp)
+        with torch.no_grad():
+            return torch.export.load(tmp).module()(batch)
+
+    def write_onnx(tmp: Path) -> torch.Tensor:
+        import onnxruntime
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # one self-contained file (no external .data file), batch dimension left dynamic
+            torch.onnx.export(model, example, str(tmp), input_names=["images"], output_names=["logits"],
+                              dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        return torch.from_numpy(session.run(["logits"], {"images": batch.numpy()})[0])
+
+    diffs = {}
+    for name, what, write in ((EXPORT_FILE, "torch.export", write_pt2), (ONNX_FILE, "ONNX (onnxruntime)", write_onnx)):
+        with atomic_path(out / name) as tmp:
+            diffs[f"{Path(name).suffix[1:]}_max_abs_diff"] = _check_close(what, write(tmp), expected)
+    return diffs
+
+
+def _check_close(what: str, got: torch.Tensor, expected: torch.Tensor) -> float:
+    same_shape = got.shape == expected.shape
+    diff = (got - expected).abs().max().item() if same_shape else math.inf
+    if not same_shape or not torch.allclose(got, expected, atol=CHECK_ATOL, rtol=CHECK_RTOL):
+        raise ExportCheckError(f"{what} logits differ from PyTorch's on {len(expected)} test images "
+                               f"(max |diff| {diff:.3g}, shape {tuple(got.shape)} vs {tuple(expected.shape)}): not written")
+    return diff

@@ -1,0 +1,49 @@
+"""Where training runs: the device a command asked for, its CPU threads, and the hardware in words."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import torch
+
+from .errors import UsageError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` (CUDA if available), `cpu` or `cuda`; on a CPU, torch uses every core this process may use."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but no CUDA device is available")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
+        torch.set_num_threads(usable_cores())
+    return device
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (torch's default can count cores it is not allowed on)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def describe(device: torch.device) -> str:
+    """The hardware in words, for every timing a command reports."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU: {cpu_model()}, {usable_cores()} cores, {torch.get_num_threads()} threads"
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"

@@ -1,0 +1,89 @@
+"""Crashed workers heal: a running trial says where it runs and that it is alive; a trial whose
+worker is gone is failed (its outcome reads `interrupted`) and its parameters are queued again, once.
+
+Every trial records its host, its process id and a heartbeat time (refreshed by a thread every
+HEARTBEAT_SECONDS while it trains). Before each trial a worker heals the study: a RUNNING trial is
+stale when its process is gone from this host (found at once, e.g. a rerun after SIGKILL), or when
+its heartbeat is older than GRACE_SECONDS (a worker on another machine, or a frozen one). RDB
+storages (SQLite, PostgreSQL) also run Optuna's own heartbeat (see study.py), which fails stale
+trials from other machines through the database's clock.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import optuna
+from optuna.trial import TrialState
+
+from .record import Worker, read_trial, record_heartbeat, record_worker
+
+HEARTBEAT_SECONDS = 20.0
+GRACE_SECONDS = 120.0
+HOST = socket.gethostname()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def is_stale(worker: Worker | None, now: float, own: set[int], number: int) -> bool:
+    """Whether a RUNNING trial's worker is gone. `own`: the trials this process is running now."""
+    if worker is None:  # started by another tool, or killed before it said where it runs: leave it
+        return False
+    if worker.host == HOST and worker.pid == os.getpid():
+        return number not in own  # ours, but no longer in flight (a storage outage cut it off)
+    if worker.host == HOST and not _process_alive(worker.pid):
+        return True
+    return now - worker.heartbeat > GRACE_SECONDS
+
+
+def heal(study: optuna.Study, own: set[int] = frozenset()) -> list[int]:
+    """Fail the study's stale RUNNING trials and queue each one's parameters again (once); returns their numbers."""
+    healed = []
+    now = time.time()
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        record = read_trial(frozen)
+        if not is_stale(record.worker, now, set(own), frozen.number):
+            continue
+        try:
+            study.tell(frozen.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
+            continue  # another worker healed it first: it queues the retry
+        healed.append(frozen.number)
+        if record.retry_of is None:  # a retry that dies too is not queued again
+            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+    return healed
+
+
+@contextmanager
+def beating(trial: optuna.Trial) -> Iterator[None]:
+    """Record where `trial` runs, and refresh its heartbeat from a thread until the block ends."""
+    record_worker(trial, Worker(HOST, os.getpid(), time.time()))
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                record_heartbeat(trial, time.time())
+            except Exception:  # a storage hiccup: the next beat tries again; the trial itself decides
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

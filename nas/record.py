@@ -1,0 +1,261 @@
+"""What a trial and a study store in Optuna's storage: written and read only through this module.
+
+A trial's user attributes hold the candidate (spec, code, fvcore parameters and MACs), the fidelity
+it was judged at, the seconds of each epoch and its outcome; a study's user attributes hold the
+settings it was created with. Everything else (the report, export, the summary, tests) reads
+`TrialRecord`s and `StudySettings`, never `user_attrs` directly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import fcntl
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .files import write_json
+from .spec import Spec
+
+
+class Outcome(str, Enum):
+    """What happened to a trial, in the search's words (Optuna's state alone calls a rejection 'pruned')."""
+
+    COMPLETE = "complete"  # trained for every epoch; its value is the final-epoch validation accuracy
+    PRUNED = "pruned"  # stopped by the pruner after some epochs
+    REJECTED = "rejected"  # >= budget by fvcore's count: never trained
+    DIVERGED = "diverged"  # its loss became NaN/inf or exploded
+    FAILED = "failed"  # an error in the trial
+    INTERRUPTED = "interrupted"  # stopped by a signal, or its worker died
+    RUNNING = "running"  # still training (or left so by a search that was killed)
+
+
+# how each outcome is stored in Optuna's own states
+_STATE = {Outcome.COMPLETE: TrialState.COMPLETE, Outcome.PRUNED: TrialState.PRUNED,
+          Outcome.REJECTED: TrialState.PRUNED, Outcome.DIVERGED: TrialState.PRUNED,
+          Outcome.FAILED: TrialState.FAIL, Outcome.INTERRUPTED: TrialState.FAIL}
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How thoroughly a candidate is judged: epochs of training on how many images. Trials of
+    different fidelities are never compared."""
+
+    epochs: int
+    train_images: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Fidelity | None":
+        try:
+            return cls(int(data["epochs"]), int(data["train_images"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.epochs} epochs x {self.train_images:,} images"
+
+
+@dataclass(frozen=True)
+class Worker:
+    """Where a trial runs, and when it last said it was alive (seconds since the epoch)."""
+
+    host: str
+    pid: int
+    heartbeat: float
+
+
+# ------------------------------------------------------------------ writing a trial
+
+
+def record_candidate(trial: optuna.Trial, spec: Spec, params: int, macs: int, fidelity: Fidelity) -> None:
+    """What every candidate stores before the budget gate decides on it."""
+    trial.set_user_attr("spec", spec.to_dict())
+    trial.set_user_attr("code", spec.code)
+    trial.set_user_attr("params", params)
+    trial.set_user_attr("macs", macs)
+    trial.set_user_attr("fidelity", fidelity.to_dict())
+
+
+def record_epochs(trial: optuna.Trial, seconds: list[float]) -> None:
+    """The training seconds of every epoch so far (evaluation excluded)."""
+    trial.set_user_attr("epoch_seconds", [round(s, 3) for s in seconds])
+
+
+def record_worker(trial: optuna.Trial, worker: Worker) -> None:
+    trial.set_user_attr("worker", asdict(worker))
+
+
+def record_heartbeat(trial: optuna.Trial, when: float) -> None:
+    worker = trial.user_attrs.get("worker") or {}
+    trial.set_user_attr("worker", {**worker, "heartbeat": when})
+
+
+def record_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
+    trial.set_user_attr("outcome", outcome.value)
+
+
+def optuna_state(outcome: Outcome) -> TrialState:
+    """The Optuna state a finished trial of this outcome is stored in."""
+    return _STATE[outcome]
+
+
+# ------------------------------------------------------------------ reading a trial
+
+
+def outcome_of(trial: FrozenTrial) -> Outcome:
+    """The one derivation of a trial's outcome from its state and its stored outcome."""
+    told = trial.user_attrs.get("outcome")
+    if trial.state == TrialState.COMPLETE:
+        return Outcome.COMPLETE
+    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+        return Outcome.RUNNING
+    if trial.state == TrialState.FAIL:  # a trial still 'running' when it failed lost its worker
+        return Outcome.INTERRUPTED if told in (Outcome.INTERRUPTED.value, Outcome.RUNNING.value) else Outcome.FAILED
+    return Outcome(told) if told in (Outcome.REJECTED.value, Outcome.DIVERGED.value) else Outcome.PRUNED
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as the search wrote it."""
+
+    number: int
+    outcome: Outcome
+    spec: dict[str, Any] | None  # the spec's JSON form (Spec.from_dict to use it)
+    code: str | None
+    params: int | None  # fvcore count; None if the trial failed before it was counted
+    macs: int | None
+    fidelity: Fidelity | None  # None for trials of studies made before fidelities were recorded
+    epoch_seconds: tuple[float, ...]
+    value: float | None  # final-epoch validation accuracy (%), complete trials only
+    curve: dict[int, float] = field(default_factory=dict)  # epoch -> validation accuracy (%)
+    started: datetime.datetime | None = None
+    finished: datetime.datetime | None = None
+    worker: Worker | None = None
+    retry_of: int | None = None  # the trial whose worker died, whose parameters this one trains again
+
+    @property
+    def accuracy(self) -> tuple[float, int] | None:
+        """(validation accuracy, epochs it took) to place the trial on an accuracy axis, if it has one.
+
+        Complete: the final-epoch value. Pruned or running: the last epoch reported, which is NOT a
+        final accuracy: figures draw those apart and keep them off any front.
+        """
+        if self.outcome == Outcome.COMPLETE and self.value is not None:
+            return self.value, len(self.curve)
+        if self.outcome in (Outcome.PRUNED, Outcome.RUNNING, Outcome.INTERRUPTED) and self.curve:
+            last = max(self.curve)
+            return self.curve[last], last
+        return None
+
+    @property
+    def seconds_per_epoch(self) -> float | None:
+        return sum(self.epoch_seconds) / len(self.epoch_seconds) if self.epoch_seconds else None
+
+
+def read_trial(trial: FrozenTrial) -> TrialRecord:
+    attrs = trial.user_attrs
+    return TrialRecord(
+        number=trial.number, outcome=outcome_of(trial), spec=attrs.get("spec"), code=attrs.get("code"),
+        params=attrs.get("params"), macs=attrs.get("macs"),
+        # studies made before fidelities were recorded: their study-wide epochs stand for it
+        fidelity=Fidelity.from_dict(attrs.get("fidelity")),
+        epoch_seconds=tuple(attrs.get("epoch_seconds") or ()),
+        value=float(trial.value) if trial.state == TrialState.COMPLETE and trial.value is not None else None,
+        curve={int(k): float(v) for k, v in sorted(trial.intermediate_values.items())},
+        started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
+        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")))
+
+
+def _worker(data: Any) -> Worker | None:
+    try:
+        return Worker(str(data["host"]), int(data["pid"]), float(data["heartbeat"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def read_trials(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of the study, read once (one snapshot: counts and figures agree)."""
+    return [read_trial(t) for t in study.get_trials(deepcopy=False)]
+
+
+def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
+    """The (cost, accuracy, trial number) points no other point beats: cheaper-or-equal and more accurate."""
+    front: list[tuple[float, float, int]] = []
+    for cost, acc, number in sorted(points, key=lambda p: (p[0], -p[1], p[2])):
+        if not front or acc > front[-1][1]:
+            front.append((cost, acc, number))
+    return front
+
+
+# ------------------------------------------------------------------ the study
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a study was created with; a study is continued only with the same settings."""
+
+    budget: int
+    space: str  # the space's name
+    space_file: str
+    epochs: int
+    train_images: int | None = None  # None: unknown (a study made before it was recorded)
+
+    @property
+    def fidelity(self) -> Fidelity | None:
+        return None if self.train_images is None else Fidelity(self.epochs, self.train_images)
+
+
+def write_settings(study: optuna.Study, settings: StudySettings) -> None:
+    for key, value in asdict(settings).items():
+        if value is not None:
+            study.set_user_attr(key, value)
+
+
+def read_settings(study: optuna.Study) -> dict[str, Any]:
+    """The settings a study holds, as stored (any of them may be missing in a study made elsewhere)."""
+    attrs = study.user_attrs
+    return {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
+
+
+def best_record(record: TrialRecord, study: optuna.Study) -> dict[str, Any]:
+    """What best.json and exported spec files hold for a complete trial."""
+    spec = Spec.from_dict(record.spec)
+    settings = read_settings(study)
+    return {
+        "study": study.study_name,
+        "trial": record.number,
+        "code": spec.code,
+        "spec": spec.to_dict(),
+        "params": record.params,
+        "macs": record.macs,
+        "val_acc": record.value,
+        "epochs": len(record.curve),
+        "fidelity": record.fidelity.to_dict() if record.fidelity else None,
+        "budget": settings.get("budget"),
+        "space": settings.get("space"),
+    }
+
+
+def write_best(study: optuna.Study, out: Path) -> dict[str, Any] | None:
+    """Write `out/best.json` from the storage's best trial, reading and writing in one locked step.
+
+    Workers in several processes finish trials at once; under the lock each reads the best *now* and
+    writes it, so a slower writer can never put back an older best. Returns the record (None: no
+    complete trial yet).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".best.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not complete:
+            return None
+        best = best_record(read_trial(study.best_trial), study)
+        write_json(best, out / "best.json")
+        return best

@@ -1,0 +1,229 @@
+"""Bad input, everywhere: every command, given bad input, exits with status 2 and one line on stderr
+(`nas <command>: error: ...`), no traceback, and leaves every stored file byte for byte as it was.
+
+One real study (tiny space, 2 trials) and one real retrain output are built once; every case runs
+in-process (the `cli` fixture) in that tree and then checks the whole tree: the SHA-256 of every
+file, and the folders too (a failed command may not leave empty ones behind).
+"""
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+
+from conftest import TINY, one_line_error, run_cli, tree_hashes
+from nas.bundled import reference_files
+from nas.checkpoint import save_checkpoint
+from nas.model import build
+from nas.record import Fidelity, Outcome, read_trial, record_candidate, record_outcome
+from nas.spec import Spec
+
+FINAL = reference_files()[-1]  # the classic 7,416-parameter design
+CHECKPOINT = "studies/keep/best_retrain/seed0.pt"
+REJECTED_TRIAL = "2"  # added to the stored study by the fixture, after the search's trials 0 and 1
+
+
+def _folders(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
+
+
+def _spec_with(section: str, key: str, value) -> dict:
+    record = json.loads(FINAL.read_text())
+    record["spec"][section][key] = value
+    return record
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A real study (`keep`), a real retrain output, and the bad files the cases point at.
+
+    Returns (root, snapshot): the snapshot is every file's SHA-256 and every folder, taken once.
+    """
+    root = tmp_path_factory.mktemp("stored")
+    # budget 10,000: above every model of the tiny space, so both trials train and the study has a best trial
+    search = run_cli("nas.search", "--budget", "10000", "--space", TINY, "--trials", "2", "--epochs", "1",
+                     "--subset", "128", "-q", "--study", "keep", "--device", "cpu", cwd=root)
+    assert search.returncode == 0, search.stderr
+    retrain = run_cli("nas.retrain", "studies/keep/best.json", "--subset", "64", "--epochs", "1", "--seeds", "1",
+                      "-q", "--device", "cpu", cwd=root)
+    assert retrain.returncode == 0, retrain.stderr
+    assert (root / CHECKPOINT).is_file()
+
+    # a candidate the budget gate rejected, recorded as the search records one
+    study = optuna.load_study(study_name="keep", storage=f"sqlite:///{root}/studies/keep.db")
+    trial = study.ask()
+    spec = Spec.from_dict(json.loads(FINAL.read_text())["spec"])
+    record_candidate(trial, spec, 7416, 1, Fidelity(1, 128))
+    record_outcome(trial, Outcome.REJECTED)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    assert str(trial.number) == REJECTED_TRIAL and read_trial(study.trials[-1]).outcome == Outcome.REJECTED
+
+    (root / "deep.yaml").write_text("[" * 100_000)
+    (root / "deep.json").write_text("[" * 100_000)
+    (root / "broken.yaml").write_text("arch: [1, 2\n")
+    (root / "afile.txt").write_text("precious\n")
+    (root / "nomnist").mkdir()  # a data dir without MNIST
+    torch.save({"model": torch.zeros(3)}, root / "foreign.pt")
+    for name, key, value in (("rgb", "in_channels", 3), ("cifar100", "num_classes", 100), ("px32", "input_size", 32)):
+        record = _spec_with("arch", key, value)
+        (root / f"{name}.json").write_text(json.dumps(record))
+        spec = Spec.from_dict(record["spec"])
+        save_checkpoint(root / f"{name}.pt", spec, build(spec), {})  # builds and loads fine: only MNIST does not fit
+    (root / "lr1000.json").write_text(json.dumps(_spec_with("train", "lr", 1000.0)))
+    return root, (tree_hashes(root), _folders(root))
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """MNIST's mirrors replaced by local addresses: one refuses connections, one accepts and never answers."""
+    from torchvision.datasets import MNIST
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused = closed.getsockname()[1]
+    closed.close()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    monkeypatch.setattr("nas.data.DOWNLOAD_TIMEOUT", 1.0)
+    mirrors = {"refused": [f"http://127.0.0.1:{refused}/"],
+               "silent": [f"http://127.0.0.1:{silent.getsockname()[1]}/"]}
+
+    def use(kind: str) -> None:
+        monkeypatch.setattr(MNIST, "mirrors", mirrors[kind])
+    yield use
+    silent.close()
+
+
+SEARCH = ["--space", TINY, "--trials", "1", "--epochs", "1", "--subset", "128", "--device", "cpu"]
+KEEP = ["--budget", "10000", "--study", "keep", *SEARCH]  # the stored study's own settings
+
+CASES = [  # (id, command, arguments, what the one line must say)
+    # ---- search
+    ("search-seed-negative", "search", [*KEEP, "--seed", "-1"], "--seed -1 is out of range"),
+    ("search-seed-2**32", "search", [*KEEP, "--seed", str(2**32)], f"--seed {2**32} is out of range"),
+    ("search-seed-not-int", "search", [*KEEP, "--seed", "1.5"], "invalid int value"),
+    ("search-seed-plus-trials-overflows", "search", [*KEEP, "--seed", "4294967290", "--trials", "50"],
+     "passes 4294967295"),  # the stored study's 3 trials + 50 new ones
+    ("search-budget-10**400", "search", ["--budget", "1" + "0" * 400, *SEARCH], "is out of range"),
+    ("search-budget-below-smallest-model", "search", ["--budget", "10", *SEARCH],
+     "below the smallest model space mnist-tiny can build"),
+    ("search-space-nested-100000-deep", "search", ["--budget", "3000", *SEARCH, "--space", "deep.yaml"],
+     "deep.yaml: not a readable YAML file (nested too deeply)"),
+    ("search-space-malformed", "search", ["--budget", "3000", *SEARCH, "--space", "broken.yaml"],
+     "broken.yaml: not a readable YAML file"),
+    ("search-space-missing", "search", ["--budget", "3000", *SEARCH, "--space", "nowhere.yaml"],
+     "no such search-space file"),
+    ("search-download-no-network", "search", ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"],
+     "cannot download MNIST into nomnist: Error downloading"),
+    ("search-download-silent-network", "search",
+     ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"], "cannot download MNIST into nomnist: timed out"),
+    ("search-data-dir-without-mnist", "search", ["--budget", "3000", *SEARCH, "--data-dir", "nomnist"],
+     "is missing (pass --download"),
+    ("search-study-escapes", "search", ["--budget", "3000", *SEARCH, "--study", "../escape"], "bad study name '../escape'"),
+    ("search-studies-dir-is-a-file", "search", ["--budget", "3000", *SEARCH, "--studies-dir", "afile.txt"],
+     "afile.txt is not a writable directory"),
+    ("search-epochs-0", "search", ["--budget", "3000", *SEARCH, "--epochs", "0"], "--epochs: expected a positive integer"),
+    ("search-trials-negative", "search", ["--budget", "3000", *SEARCH, "--trials", "-1"],
+     "--trials: expected a positive integer"),
+    ("search-timeout-nan", "search", ["--budget", "3000", *SEARCH, "--timeout", "nan"],
+     "--timeout: expected a positive number"),
+    ("search-jobs-0", "search", ["--budget", "3000", *SEARCH, "--jobs", "0"], "--jobs: expected a positive integer"),
+    ("search-storage-bad-url", "search", ["--budget", "3000", *SEARCH, "--storage", "notaurl"], "bad storage URL notaurl"),
+    ("search-storage-no-dir", "search", ["--budget", "3000", *SEARCH, "--storage", "sqlite:///no/such/dir/x.db"],
+     "directory no/such/dir does not exist"),
+    # ---- export
+    ("export-out-is-the-study-db", "export", ["--study", "keep", "--out", "studies/keep.db"], "is an SQLite database"),
+    ("export-out-is-a-checkpoint", "export", ["--study", "keep", "--out", CHECKPOINT], "is not a JSON file"),
+    ("export-out-is-a-text-file", "export", ["--study", "keep", "--out", "afile.txt"], "is not a JSON file"),
+    ("export-out-is-a-folder", "export", ["--study", "keep", "--out", "studies"], "is a directory"),
+    ("export-trial-rejected", "export", ["--study", "keep", "--trial", REJECTED_TRIAL], "did not complete (rejected)"),
+    ("export-storage-missing-sqlite", "export", ["--study", "keep", "--storage", "sqlite:///missing.db"],
+     "missing.db does not exist"),
+    ("export-study-missing", "export", ["--study", "nothere"], "no study 'nothere'"),
+    ("export-study-escapes", "export", ["--study", "../keep"], "bad study name"),
+    # ---- retrain
+    ("retrain-spec-nested-100000-deep", "retrain", ["deep.json"], "deep.json: not a readable JSON spec file"),
+    ("retrain-spec-3-channels", "retrain", ["rgb.json"], "does not fit MNIST (1-channel 28x28 images, 10 classes): "
+                                                         "arch.in_channels is 3, not 1"),
+    ("retrain-spec-100-classes", "retrain", ["cifar100.json"], "arch.num_classes is 100, not 10"),
+    ("retrain-spec-32-pixels", "retrain", ["px32.json"], "arch.input_size is 32, not 28"),
+    ("retrain-out-is-a-file", "retrain", ["studies/keep/best.json", "--out", "afile.txt"], "exists and is not a directory"),
+    ("retrain-out-holds-results", "retrain", ["studies/keep/best.json"], "already holds results"),  # best_retrain/
+    ("retrain-seeds-0", "retrain", ["studies/keep/best.json", "--seeds", "0"], "--seeds: expected a positive integer"),
+    ("retrain-spec-missing", "retrain", ["missing.json"], "no such spec file"),
+    # ---- evaluate
+    ("evaluate-out-is-the-checkpoint", "evaluate", [CHECKPOINT, "--out", CHECKPOINT], "is not a HTML file"),
+    ("evaluate-out-is-a-text-file", "evaluate", [CHECKPOINT, "--out", "afile.txt"], "is not a HTML file"),
+    ("evaluate-out-is-the-study-db", "evaluate", [CHECKPOINT, "--out", "studies/keep.db"], "is an SQLite database"),
+    ("evaluate-spec-3-channels", "evaluate", ["rgb.pt"], "arch.in_channels is 3, not 1"),
+    ("evaluate-spec-100-classes", "evaluate", ["cifar100.pt", "--out", "new.html"], "arch.num_classes is 100, not 10"),
+    ("evaluate-foreign-pt", "evaluate", ["foreign.pt"], "not a nas-budget-checkpoint"),
+    ("evaluate-json-as-checkpoint", "evaluate", ["studies/keep/best.json"], "cannot read it"),
+    ("evaluate-missing", "evaluate", ["missing.pt"], "no such checkpoint file"),
+    # ---- report
+    ("report-out-is-a-file", "report", ["--study", "keep", "--out", "afile.txt"], "cannot write the report into afile.txt"),
+    ("report-study-missing", "report", ["--study", "nothere"], "no study 'nothere'"),
+    ("report-storage-missing-sqlite", "report", ["--study", "keep", "--storage", "sqlite:///missing.db"],
+     "missing.db does not exist"),
+    ("report-studies-dir-is-a-file", "report", ["--study", "keep", "--studies-dir", "afile.txt"],
+     "afile.txt/keep.db does not exist"),
+    # ---- bench
+    ("bench-speed-unknown", "bench", ["--speed", "bogus=1", "--epochs", "1", "--subset", "64"], "unknown setting 'bogus'"),
+    ("bench-speed-amp-fp8", "bench", ["--speed", "amp=fp8", "--epochs", "1", "--subset", "64"], "amp must be one of"),
+    ("bench-spec-missing", "bench", ["--spec", "missing.json", "--epochs", "1", "--subset", "64"], "no such spec file"),
+    ("bench-spec-3-channels", "bench", ["--spec", "rgb.json", "--epochs", "1", "--subset", "64"],
+     "arch.in_channels is 3, not 1"),
+    ("bench-spec-nested-100000-deep", "bench", ["--spec", "deep.json", "--epochs", "1", "--subset", "64"],
+     "nested too deeply"),
+    ("bench-threads-0", "bench", ["--threads", "0"], "--threads: expected a positive integer"),
+]
+NETWORK = {"search-download-no-network": "refused", "search-download-silent-network": "silent"}  # see `offline`
+
+
+@pytest.mark.parametrize("command, args, message", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
+def test_bad_input_is_one_line_and_changes_nothing(request, stored, cli, monkeypatch, data_dir, command, args,
+                                                   message):
+    root, (hashes, folders) = stored
+    monkeypatch.setenv("NAS_DATA_DIR", str(data_dir))
+    network = NETWORK.get(request.node.callspec.id)
+    if network:
+        request.getfixturevalue("offline")(network)
+    start = time.perf_counter()
+    line = one_line_error(cli(command, *args, cwd=root))
+    assert line.startswith(f"nas {command}: error: ") and message in line, line
+    if network:  # each connection or read waits DOWNLOAD_TIMEOUT (1 s here) at most: an error, never a hang
+        assert time.perf_counter() - start < 10
+    assert tree_hashes(root) == hashes  # every stored file unchanged, and no new one (missing.db is not created)
+    assert _folders(root) == folders  # and no folder left behind (an empty MNIST/raw, an empty --out)
+
+
+def test_cases_cover_every_command():
+    assert len(CASES) >= 40 and len({case[0] for case in CASES}) == len(CASES)
+    assert {case[1] for case in CASES} == {"search", "export", "retrain", "evaluate", "report", "bench"}
+
+
+def test_retrain_of_an_exploding_schedule_stops_as_diverged(stored, cli, monkeypatch, data_dir):
+    """lr 1000: the loss explodes (to ~10^3 and beyond in the first epoch) without always becoming NaN;
+    before the trainer's explosion rule, this trained to chance accuracy and exited 0."""
+    root, (hashes, folders) = stored
+    monkeypatch.setenv("NAS_DATA_DIR", str(data_dir))
+    result = cli("retrain", "lr1000.json", "--subset", "256", "--epochs", "1", "--seeds", "1", "-q",
+                 "--device", "cpu", cwd=root)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("nas retrain: error: seed 0: training diverged in epoch 1")
+    assert tree_hashes(root) == hashes  # no checkpoint, no metrics
+    assert _folders(root) == folders  # and no empty lr1000_retrain/ left behind
+
+
+def test_seed_overflow_on_a_new_study_creates_nothing(tmp_path, cli):
+    line = one_line_error(cli("search", "--budget", "3000", "--study", "fresh", *SEARCH, "--seed", "4294967290",
+                              "--trials", "50", cwd=tmp_path))
+    assert "passes 4294967295" in line
+    assert tree_hashes(tmp_path) == {} and _folders(tmp_path) == []  # no studies/, no fresh.db

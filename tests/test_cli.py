@@ -1,0 +1,52 @@
+"""The `nas` command: one parser per command behind `nas COMMAND` and `python -m nas.COMMAND`, complete help."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, one_line_error, run_cli
+from nas.cli import COMMANDS, Parser, command_parser, description
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_every_help_is_complete(name):
+    module, parser = command_parser(name)
+    text = description(module)
+    assert text.endswith(".") and "\n" not in text and len(text) > 40, text  # a whole sentence
+    for action in parser._actions:  # noqa: SLF001 (argparse has no public list of its actions)
+        if isinstance(action, argparse._HelpAction) or not action.option_strings:
+            continue
+        assert action.help and not action.help.endswith((",", "(", " a", " the")), action.option_strings
+        if action.default is not None and action.default is not False:
+            assert "default" in parser._get_formatter()._format_action(action), action.option_strings
+    assert "evaluate" not in name or "where to evaluate" in parser.format_help()
+
+
+def test_console_command_lists_commands_and_shares_their_parsers(tmp_path):
+    nas = [sys.executable, "-m", "nas"]
+    listing = subprocess.run([*nas, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                             env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert listing.returncode == 0, listing.stderr
+    for name in COMMANDS:
+        assert f"    {name}" in listing.stdout
+    for how in ([*nas, "search"], [sys.executable, "-m", "nas.search"]):
+        result = subprocess.run([*how, "--budget", "-1"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                                env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+        assert one_line_error(result).startswith("nas search: error: argument --budget: expected a positive integer")
+
+
+def test_errors_of_every_command_share_one_prefix(tmp_path):
+    for command, args in (("export", ["--study", "nothere"]), ("report", ["--study", "nothere"]),
+                          ("retrain", ["missing.json"]), ("evaluate", ["missing.pt"]),
+                          ("bench", ["--spec", "missing.json", "--epochs", "1"])):
+        assert one_line_error(run_cli(f"nas.{command}", *args, cwd=tmp_path)).startswith(f"nas {command}: error: ")
+
+
+def test_parser_errors_are_one_line():
+    parser = Parser(prog="nas x")
+    parser.add_argument("--n", type=int)
+    with pytest.raises(SystemExit) as exit:
+        parser.parse_args(["--n", "x"])
+    assert exit.value.code == 2
