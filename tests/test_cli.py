@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, one_line_error, run_cli
+from conftest import ROOT, one_line_error
 from nas.cli import COMMANDS, Parser, command_parser, description
 
 
@@ -35,13 +35,6 @@ def test_console_command_lists_commands_and_shares_their_parsers(tmp_path):
         result = subprocess.run([*how, "--budget", "-1"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
         assert one_line_error(result).startswith("nas search: error: argument --budget: expected a positive integer")
-
-
-def test_errors_of_every_command_share_one_prefix(tmp_path):
-    for command, args in (("export", ["--study", "nothere"]), ("report", ["--study", "nothere"]),
-                          ("retrain", ["missing.json"]), ("evaluate", ["missing.pt"]),
-                          ("bench", ["--spec", "missing.json", "--epochs", "1"])):
-        assert one_line_error(run_cli(f"nas.{command}", *args, cwd=tmp_path)).startswith(f"nas {command}: error: ")
 
 
 def test_parser_errors_are_one_line():

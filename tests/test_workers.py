@@ -89,7 +89,7 @@ def test_three_machines_share_a_postgres_study(postgres, tmp_path):
 
 
 def test_a_killed_worker_heals_on_rerun_and_its_trial_runs_again_once(tmp_path):
-    args = ["--trials", "1", "--epochs", "12", "--subset", "1024"]
+    args = ["--trials", "1", "--epochs", "12", "--subset", "1024"]  # long enough to be killed mid-trial
     proc, seen = start(*args, cwd=tmp_path), []
     wait_for_epoch(proc, seen)
     proc.kill()  # SIGKILL: nothing runs in the worker any more, its trial stays RUNNING in the storage
