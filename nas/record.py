@@ -139,6 +139,7 @@ class TrialRecord:
     finished: datetime.datetime | None = None
     worker: Worker | None = None
     retry_of: int | None = None  # the trial whose worker died, whose parameters this one trains again
+    warm_start: str | None = None  # the known design (reference or named spec file) this trial was queued as
 
     @property
     def accuracy(self) -> tuple[float, int] | None:
@@ -170,7 +171,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         value=float(trial.value) if trial.state == TrialState.COMPLETE and trial.value is not None else None,
         curve={int(k): float(v) for k, v in sorted(trial.intermediate_values.items())},
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
-        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")))
+        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")), warm_start=attrs.get("warm_start"))
 
 
 def _worker(data: Any) -> Worker | None:

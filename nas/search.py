@@ -41,6 +41,7 @@ from .space import Space, load_space
 from .study import (TRANSIENT, check_study_name, create_or_load, default_storage, open_storage, output_dir, redact,
                     studies_dir, with_retry)
 from .train import EpochResult, TrainResult, train
+from .warm_start import enqueue, warm_starts
 
 # Median stopping: a trial is stopped when its accuracy at an epoch is below the median of the
 # completed trials at that epoch. It needs no bracket arithmetic (Hyperband's rungs barely fit in
@@ -65,6 +66,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--subset", type=positive_int, help="train on only this many training images (smoke runs)")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes sharing the study (each with its own CPU threads or CUDA context)")
+    p.add_argument("--warm-start", nargs="+", metavar="SPEC",
+                   help="spec files to enqueue as the first trials, after the hand-made references that fit")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="do not enqueue the hand-made references (search_spaces/reference/) that fit the budget "
+                        "and the space")
     p.add_argument("-q", "--quiet", action="store_true", help="no header or live progress, only the summary")
     p.add_argument("--no-report", action="store_true", help="do not write the study's report.html at the end")
     add_device_args(p)
@@ -349,7 +355,7 @@ def work(job: Job, data: Splits | None = None) -> int:
     objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight)
     out = Path(job.out)
 
-    def before_and_after(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         record = read_trial(frozen)
         progress.trial_done(record.number, record.outcome == Outcome.REJECTED)
         if record.outcome == Outcome.COMPLETE:
@@ -368,7 +374,7 @@ def work(job: Job, data: Splits | None = None) -> int:
         if (left is not None and left <= 0) or (timeout is not None and timeout <= 0):
             return 0
         try:
-            study.optimize(objective, n_trials=left, timeout=timeout, callbacks=[before_and_after],
+            study.optimize(objective, n_trials=left, timeout=timeout, callbacks=[after_trial],
                            catch=(RuntimeError,), gc_after_trial=False)
             return 0
         except Interrupted as exc:
@@ -448,6 +454,7 @@ def run(args: argparse.Namespace) -> int:
     if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
         raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
+    starts = warm_starts(space, args.budget, args.warm_start or [], references=not args.no_warm_start)
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
@@ -467,6 +474,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed {args.seed} plus the study's {n_before + trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     write_settings(study, settings)
+    started = enqueue(study, starts)
     if not args.quiet:
         print(f"{'continuing' if n_before else 'new'} study {study_name!r}"
               + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(url)}\n"
@@ -474,7 +482,8 @@ def run(args: argparse.Namespace) -> int:
               f"device {describe(device)}\n"
               f"{train_images:,} training / {val_images:,} validation images, {args.epochs} epochs per trial, "
               f"{trials or 'unlimited'} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
-              + f", {args.jobs} worker process(es)", file=sys.stderr)
+              + f", {args.jobs} worker process(es)"
+              + (f"\nwarm start: {'; '.join(started)}" if started else ""), file=sys.stderr)
 
     job = Job(space=space.path, budget=args.budget, study=study_name, storage=url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(data_dir), device=device.type, trials=trials,

@@ -8,7 +8,7 @@ This is the only module that calls `trial.suggest_*`. Every key of a space file 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -112,6 +112,32 @@ class Space:
         return Spec(arch, train)
 
 
+    def params_for(self, spec: Spec) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None:
+        """The sampled parameters that stand for `spec` in this space (to enqueue it as a trial).
+
+        A number outside its range (or off its step) is moved to the nearest value the space draws,
+        and listed in the second dict as name -> (spec's value, value used); a choice the space does
+        not offer, or a fixed choice that differs, gives None: the space cannot draw that design.
+        """
+        a, t = spec.arch, spec.train
+        answers: dict[str, Any] = {  # every name sample() may ask for, with the spec's value
+            "stages": len(a.stages), "transition": a.transition, "transition_width": a.transition_width,
+            "padding": a.padding, "head": a.head, "batch_norm": a.batch_norm, "dropout": a.dropout,
+            "optimizer": t.optimizer, "lr": t.lr, f"lr_{t.optimizer}": t.lr, "schedule": t.schedule,
+            "batch_size": t.batch_size, "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,
+            "augment": t.augment}
+        for s, stage in enumerate(a.stages):
+            answers[f"blocks_s{s + 1}"] = len(stage)
+            answers.update({f"width_s{s + 1}_b{b + 1}": width for b, width in enumerate(stage)})
+        replay = _Replay(answers)
+        try:
+            drawn = self.sample(replay)  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
+        except _Outside:
+            return None
+        moved = {name: (answers[name], value) for name, value in replay.params.items() if value != answers[name]}
+        # the architecture itself must be drawable as it is (its dropout may move into range)
+        return (replay.params, moved) if replace(drawn.arch, dropout=a.dropout) == a else None
+
     def lowest_specs(self) -> Iterator[Spec]:
         """Every spec with each numeric choice at its low end, for each combination of the categorical
         choices: the smallest model the space can build is one of them."""
@@ -129,6 +155,36 @@ class Space:
             return self.sample(optuna.trial.FixedTrial(params))
         except ValueError:  # FixedTrial: a parameter it was not given
             return None
+
+
+class _Outside(Exception):
+    pass
+
+
+class _Replay:
+    """A stand-in trial that answers each suggest_* with a given value, moved into its range."""
+
+    def __init__(self, answers: dict[str, Any]) -> None:
+        self.answers, self.params = answers, {}
+
+    def _number(self, name: str, low: float, high: float, step: float | None) -> float:
+        value = min(max(self.answers[name], low), high)
+        if step:
+            value = low + round((value - low) / step) * step
+        self.params[name] = value
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return int(self._number(name, low, high, step))
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return float(self._number(name, low, high, step))
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if self.answers[name] not in choices:
+            raise _Outside(name)
+        self.params[name] = self.answers[name]
+        return self.answers[name]
 
 
 class _Branch(Exception):

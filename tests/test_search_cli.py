@@ -91,3 +91,47 @@ def test_corrupt_data_is_one_line(data_dir, tmp_path):
     images.write_bytes(images.read_bytes()[:1000])
     stderr = one_line_error(run_cli("nas.search", "--budget", "8000", "--data-dir", str(tmp_path), cwd=tmp_path))
     assert "corrupt" in stderr
+
+
+def test_a_reference_is_drawn_by_the_space_that_holds_it():
+    from nas.bundled import reference_files
+    from nas.space import load_space
+    from nas.spec import load_spec
+
+    final = load_spec(reference_files()[-1])
+    params, moved = load_space("mnist").params_for(final)
+    assert moved == {"weight_decay": (0.0, 1e-06)}  # 0 lies below the space's log range: its nearest value
+    drawn = load_space("mnist").spec_from_params(params)
+    assert drawn.arch == final.arch and drawn.train.weight_decay == 1e-06
+    assert load_space("mnist_tiny").params_for(final) is None  # 16-channel convs: not in the tiny space
+    assert load_space("mnist").params_for(load_spec(reference_files()[2])) is None  # a constant LR: not offered
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], ["4_final"]),  # the one reference under 8,000 parameters that the default space can draw
+    (["--no-warm-start"], []),
+    (["--no-warm-start", "--warm-start", "FINAL"], ["FINAL"]),
+])
+def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, expected):
+    from nas.bundled import reference_files
+
+    final = str(reference_files()[-1])
+    extra = [final if e == "FINAL" else e for e in extra]
+    expected = [final if e == "FINAL" else e for e in expected]
+    result = cli("search", "--budget", "8000", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
+                 "--no-report", *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="mnist-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist-b8000.db")
+    records = read_trials(study)
+    assert [r.warm_start for r in records if r.warm_start] == expected
+    # the first trial is the known design exactly when one was queued
+    assert records[0].code.startswith("v c8-16 T8 c16-16-16 gapc bn d.05 | sgd .05 oc b128") == bool(expected)
+
+
+def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
+    from nas.bundled import reference_files
+
+    before = tree_hashes(tmp_path)
+    line = one_line_error(cli("search", "--budget", "7000", "--warm-start", str(reference_files()[-1]),
+                              "--trials", "1", "--subset", "64", cwd=tmp_path))
+    assert "7,416 parameters >= budget 7,000" in line and tree_hashes(tmp_path) == before
