@@ -9,6 +9,7 @@ another machine joins it.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import signal
@@ -25,6 +26,7 @@ import numpy as np
 import optuna
 import torch
 
+from . import retrain
 from .bundled import DEFAULT_SPACE
 from .cli import add_device_args, add_study_args, format_duration, positive_float, positive_int, run_command
 from .cost import count_macs, count_params
@@ -33,6 +35,7 @@ from .device import describe, resolve_device, usable_cores
 from .errors import StorageError, UsageError
 from .heartbeat import HOST, beating, heal
 from .model import build
+from .retrain import METRICS_FILE
 from .record import (Fidelity, Outcome, StudySettings, read_settings, read_trial, read_trials, record_candidate,
                      record_epochs, record_outcome, write_best, write_settings)
 from .report import write_report
@@ -71,6 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warm-start", action="store_true",
                    help="do not enqueue the hand-made references (search_spaces/reference/) that fit the budget "
                         "and the space")
+    p.add_argument("--retrain", type=positive_int, metavar="K",
+                   help="after the search, retrain the winner on all 60,000 training images with K seeds and "
+                        "print its final-epoch test accuracy (as nas retrain; --subset trims it too)")
     p.add_argument("-q", "--quiet", action="store_true", help="no header or live progress, only the summary")
     p.add_argument("--no-report", action="store_true", help="do not write the study's report.html at the end")
     add_device_args(p)
@@ -508,11 +514,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"best architecture: {out / 'best.json'}")
     if not args.no_report:
         print(f"report: {write_report(study, out)}")
+    if args.retrain and code == 0:
+        code = _retrain_winner(args, out)
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         name = signal.Signals(code - 128).name
         print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
               "summary and report written; run the same command to continue", file=sys.stderr)
     return code
+
+
+def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
+    """`nas retrain` of the study's best.json into `<outputs>/trial<N>_retrain/`: the test set is read only now."""
+    best = out / "best.json"
+    if not best.is_file():
+        print("nas search: no trial completed: nothing to retrain", file=sys.stderr)
+        return 1
+    target = out / f"trial{json.loads(best.read_text())['trial']}_retrain"
+    if (target / METRICS_FILE).is_file():  # this winner was retrained by an earlier run: keep its results
+        print(f"the winner was retrained before: {target / METRICS_FILE}")
+        return 0
+    print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}", flush=True)
+    return retrain.run(argparse.Namespace(
+        spec=str(best), epochs=args.epochs, seeds=args.retrain, subset=args.subset, out=str(target),
+        budget=args.budget, overwrite=False, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
+        download=False))
 
 
 def _check_writable(out: Path) -> None:

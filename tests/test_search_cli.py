@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import optuna
@@ -135,3 +136,16 @@ def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
     line = one_line_error(cli("search", "--budget", "7000", "--warm-start", str(reference_files()[-1]),
                               "--trials", "1", "--subset", "64", cwd=tmp_path))
     assert "7,416 parameters >= budget 7,000" in line and tree_hashes(tmp_path) == before
+
+
+def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
+    args = ["--budget", "3000", "--space", TINY, "--trials", "2", "--epochs", "1", "--subset", "128", "-q",
+            "--no-report", "--retrain", "1"]
+    result = cli("search", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    out = tmp_path / "studies" / "mnist-tiny-b3000" / f"trial{best['trial']}_retrain"
+    metrics = json.loads((out / "metrics.json").read_text())  # what nas retrain writes, for the winner's spec
+    assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0] and metrics["test_images"] == 10_000
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt"]
+    assert "test accuracy, final epoch of 1, 1 seed(s)" in result.stdout
