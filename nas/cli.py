@@ -61,9 +61,9 @@ def _summary(module: ModuleType) -> str:
     return text.split(": ", 1)[1] if text.startswith("`") and ": " in text else text
 
 
-def command_parser(name: str, parser: Parser | None = None) -> tuple[ModuleType, Parser]:
+def command_parser(name: str) -> tuple[ModuleType, Parser]:
     module = importlib.import_module(COMMANDS[name])
-    parser = parser or Parser(prog=f"nas {name}", description=description(module))
+    parser = Parser(prog=f"nas {name}", description=description(module))
     module.add_arguments(parser)
     return module, parser
 
@@ -96,11 +96,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
                                          "parameter budget (MNIST). Each command has its own --help.")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     modules = {}
-    for name in COMMANDS:
-        module = importlib.import_module(COMMANDS[name])
-        child = sub.add_parser(name, help=_summary(module), description=description(module),
-                               formatter_class=HelpFormatter)
-        modules[name], _ = command_parser(name, child)
+    for name, path in COMMANDS.items():
+        modules[name] = module = importlib.import_module(path)
+        module.add_arguments(sub.add_parser(name, help=_summary(module), description=description(module),
+                                            formatter_class=HelpFormatter))
     args = top.parse_args(argv)
     _run(f"nas {args.command}", modules[args.command], args)
 

@@ -15,7 +15,7 @@ from .cli import add_study_args, run_command
 from .errors import UsageError
 from .files import check_replaceable, write_json
 from .record import Outcome, TrialRecord, best_record, read_trial
-from .study import default_storage, load_study, output_dir, studies_dir
+from .study import load_study, output_dir, studies_dir
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
     root = studies_dir(args.studies_dir)
     study = load_study(args.study, args.storage, root)
     record = best_record(pick_trial(study, args.trial), study)
-    url = args.storage or default_storage(root, args.study)
-    out = Path(args.out) if args.out else output_dir(root, args.study, url) / "best.json"
+    out = Path(args.out) if args.out else output_dir(root, args.study, args.storage) / "best.json"
     check_replaceable(out, "json")  # never a storage file, a checkpoint or anything else that is not JSON
     try:
         write_json(record, out)

@@ -51,11 +51,10 @@ def is_stale(worker: Worker | None, now: float, own: set[int], number: int) -> b
 
 def heal(study: optuna.Study, own: set[int] = frozenset()) -> list[int]:
     """Fail the study's stale RUNNING trials and queue each one's parameters again (once); returns their numbers."""
-    healed = []
-    now = time.time()
+    healed, now, own = [], time.time(), set(own)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         record = read_trial(frozen)
-        if not is_stale(record.worker, now, set(own), frozen.number):
+        if not is_stale(record.worker, now, own, frozen.number):
             continue
         try:
             study.tell(frozen.number, state=TrialState.FAIL)

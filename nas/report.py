@@ -25,7 +25,7 @@ from .cli import add_study_args, format_duration, run_command
 from .errors import UsageError, first_line
 from .files import check_replaceable, write_text
 from .record import Outcome, TrialRecord, read_settings, read_trial
-from .study import default_storage, load_study, output_dir, studies_dir
+from .study import load_study, output_dir, studies_dir
 
 TOP_TRIALS, SLICE_PARAMS, PARALLEL_PARAMS = 10, 6, 8
 
@@ -259,8 +259,7 @@ def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = studies_dir(args.studies_dir)
     study = load_study(args.study, args.storage, root)
-    url = args.storage or default_storage(root, args.study)
-    out = Path(args.out) if args.out else output_dir(root, args.study, url)
+    out = Path(args.out) if args.out else output_dir(root, args.study, args.storage)
     check_replaceable(out / "report.html", "html")
     try:
         path = write_report(study, out)

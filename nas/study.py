@@ -74,10 +74,10 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-def output_dir(root: Path, study_name: str, url: str) -> Path:
+def output_dir(root: Path, study_name: str, url: str | None) -> Path:
     """Where a study's best.json and report.html go: `<root>/<study>` for the default storage, else a
     folder named by the study and its storage, so that same-named studies in two storages never collide."""
-    if is_default_storage(url, root, study_name):
+    if url is None or is_default_storage(url, root, study_name):  # None: the default storage
         return root / study_name
     return root / f"{study_name}-{hashlib.sha256(redact(url).encode()).hexdigest()[:8]}"
 
@@ -156,8 +156,7 @@ def create_or_load(study_name: str, storage: optuna.storages.BaseStorage, **kwar
             return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, **kwargs)
         except optuna.exceptions.DuplicatedStudyError:  # another worker created it between our check and insert
             time.sleep(0.1 * (attempt + 1))
-    return optuna.load_study(study_name=study_name, storage=storage, **{k: v for k, v in kwargs.items()
-                                                                        if k in ("sampler", "pruner")})
+    return optuna.load_study(study_name=study_name, storage=storage)
 
 
 TRANSIENT = (optuna.exceptions.StorageInternalError, OSError)  # sqlalchemy's OperationalError arrives wrapped
