@@ -18,7 +18,6 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from .augment import MAX_DEGREES, MAX_SCALE, MAX_SHIFT
 from .bench import WARMUP_IMAGES, Run
 from .data import MEAN, STD, check_raw_files, search_split
 from .memory import peak_memory, reset_peaks
@@ -32,13 +31,14 @@ USUAL_EVAL_BATCH = 1_000
 
 def usual_datasets(data_dir: Path, spec: Spec, subset: int | None) -> tuple[Subset, Subset]:
     """The search split (training, validation) as torchvision datasets with per-sample PIL transforms."""
-    check_raw_files(data_dir)
-    s = spec.train.augment
+    check_raw_files(data_dir, train=True)
+    t = spec.train
     normalize = [transforms.ToTensor(), transforms.Normalize((MEAN,), (STD,))]
     # the same distribution as nas.augment.random_affine (rotation, shift and scale, bilinear, black fill)
-    augment = [transforms.RandomAffine(degrees=MAX_DEGREES * s, translate=(MAX_SHIFT * s, MAX_SHIFT * s),
-                                       scale=(1 - MAX_SCALE * s, 1 + MAX_SCALE * s),
-                                       interpolation=transforms.InterpolationMode.BILINEAR)] if s > 0 else []
+    augment = [transforms.RandomAffine(degrees=t.rotation, translate=(t.shift, t.shift),
+                                       scale=(1 - t.scale, 1 + t.scale),
+                                       interpolation=transforms.InterpolationMode.BILINEAR)
+               ] if max(t.rotation, t.shift, t.scale) > 0 else []
     train_set = datasets.MNIST(str(data_dir), train=True, transform=transforms.Compose(augment + normalize))
     val_set = datasets.MNIST(str(data_dir), train=True, transform=transforms.Compose(normalize))
     train_idx, val_idx = search_split(len(train_set), subset)

@@ -33,7 +33,7 @@ DEFAULT_SPEC = Spec(
     Arch(stages=((8, 16), (16, 16, 16)), transition="1x1_pool", transition_width=8, padding="valid",
          head="gap_conv", batch_norm=True, dropout=0.05),
     Train(optimizer="sgd", lr=0.05, schedule="onecycle", batch_size=128, label_smoothing=0.0,
-          weight_decay=1e-4, augment=0.5),
+          weight_decay=1e-4, rotation=7.5, shift=0.05, scale=0.05),
 )
 WARMUP_IMAGES = 1_024  # a short run before timing: kernels chosen, caches and allocator filled
 

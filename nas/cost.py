@@ -13,7 +13,8 @@ with warnings.catch_warnings():  # fvcore scripts helpers with torch.jit, which 
 
 
 def count_params(module: nn.Module) -> int:
-    """Trainable and non-trainable parameters (not buffers), as fvcore counts them."""
+    """Trainable and non-trainable parameters (not buffers), as fvcore counts them: every `nn.Parameter` of
+    the module (fvcore walks `named_parameters()`), so PReLU slopes count against the budget too."""
     return int(parameter_count(module)[""])
 
 

@@ -57,10 +57,13 @@ def resolve_data_dir(flag: str | None) -> Path:
     return Path(flag or os.environ.get("NAS_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def check_raw_files(data_dir: Path) -> None:
-    """Check that the four IDX files exist with the right magic number, shape and size."""
+def check_raw_files(data_dir: Path, train: bool | None = None) -> None:
+    """Check that the IDX files exist with the right magic number, shape and size: the training files
+    (train=True), the test files (False) or all four (None). The search never opens the test files."""
     raw = data_dir / "MNIST" / "raw"
     for name, (magic, count, shape) in _FILES.items():
+        if train is not None and name.startswith("train") != train:
+            continue
         path = raw / name
         if not path.is_file():
             raise DataError(f"MNIST file {path} is missing (pass --download to fetch MNIST into {data_dir})")
@@ -81,7 +84,7 @@ def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor
         raise DataError(f"data directory {data_dir} does not exist (use --data-dir or NAS_DATA_DIR, or --download)")
     if download and not (data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
         _download(data_dir, train)
-    check_raw_files(data_dir)
+    check_raw_files(data_dir, train)
     dataset = MNIST(root=str(data_dir), train=train, download=False)
     images, labels = dataset.data, dataset.targets
     if labels.min() < 0 or labels.max() > 9:

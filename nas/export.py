@@ -14,7 +14,8 @@ import optuna
 from .cli import add_study_args, run_command
 from .errors import UsageError
 from .files import check_replaceable, write_json
-from .record import Outcome, TrialRecord, best_record, read_trial
+from .record import (Outcome, Reevaluation, TrialRecord, best_record, read_reevaluations, read_trial,
+                     select_winner)
 from .study import load_study, output_dir, studies_dir
 
 
@@ -25,13 +26,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                  "for a study in the default storage)")
 
 
-def pick_trial(study: optuna.Study, number: int | None) -> TrialRecord:
-    """The best completed trial, or trial `number` if it completed; UsageError otherwise."""
-    complete = optuna.trial.TrialState.COMPLETE
+def pick_trial(study: optuna.Study, number: int | None) -> tuple[TrialRecord, Reevaluation | None]:
+    """The study's winner (as best.json names it: the finalists' best mean once they are re-evaluated),
+    or trial `number` if it completed, with its re-evaluation if it has one; UsageError otherwise."""
     if number is None:
-        if not study.get_trials(deepcopy=False, states=(complete,)):
+        winner = select_winner(study)
+        if winner is None:
             raise UsageError(f"study {study.study_name!r} has no completed trial yet")
-        return read_trial(study.best_trial)
+        return winner
     trials = study.get_trials(deepcopy=False)
     match = [read_trial(t) for t in trials if t.number == number]
     if not match:
@@ -39,13 +41,17 @@ def pick_trial(study: optuna.Study, number: int | None) -> TrialRecord:
     if match[0].outcome != Outcome.COMPLETE:
         raise UsageError(f"trial {number} of study {study.study_name!r} did not complete ({match[0].outcome.value}): "
                          "only a completed trial has a validation accuracy to export")
-    return match[0]
+    reevaluation = read_reevaluations(study).get(number)
+    return match[0], reevaluation
 
 
 def run(args: argparse.Namespace) -> int:
     root = studies_dir(args.studies_dir)
     study = load_study(args.study, args.storage, root)
-    record = best_record(pick_trial(study, args.trial), study)
+    trial, reevaluation = pick_trial(study, args.trial)
+    record = best_record(trial, study, reevaluation)
+    if args.trial is not None:
+        record["selected_by"] = f"trial {args.trial}, named with --trial"
     out = Path(args.out) if args.out else output_dir(root, args.study, args.storage) / "best.json"
     check_replaceable(out, "json")  # never a storage file, a checkpoint or anything else that is not JSON
     try:

@@ -27,7 +27,7 @@ from .record import Outcome, TrialRecord, pareto_front
 
 COLORS = {Outcome.COMPLETE: "#1f77b4", Outcome.PRUNED: "#8c8c8c", Outcome.REJECTED: "#d62728",
           Outcome.DIVERGED: "#9467bd", Outcome.FAILED: "#111111", Outcome.INTERRUPTED: "#8c564b",
-          Outcome.RUNNING: "#2ca02c"}
+          Outcome.RUNNING: "#2ca02c", Outcome.SCREENED: "#bcbd22"}
 PARETO_COLOR = "#ff7f0e"
 # Learning curves: each outcome keeps its colour family, and each trial gets its own shade in it,
 # so one curve can be followed through the others.
@@ -104,6 +104,7 @@ PLACED = {  # outcome -> (legend, marker) for candidates drawn at an accuracy
 LANE = {Outcome.REJECTED: "rejected: ≥ budget, never trained", Outcome.DIVERGED: "diverged",
         Outcome.FAILED: "failed", Outcome.INTERRUPTED: "interrupted, no epoch",
         Outcome.RUNNING: "running, no epoch yet", Outcome.PRUNED: "pruned, no epoch",
+        Outcome.SCREENED: "screened out at a cheap rung: no full-fidelity accuracy",
         Outcome.COMPLETE: "complete, no epoch"}
 
 
@@ -170,6 +171,40 @@ def tradeoff_figure(records: list[TrialRecord], cost: str, cost_title: str, budg
     fig.update_xaxes(rangemode="tozero", tickformat="~s")
     fig.update_xaxes(title_text=cost_title, row=rows, col=1)
     fig.update_layout(height=560 + 22 * lanes, legend=dict(orientation="h", y=-0.2), margin=dict(t=40))
+    return fig
+
+
+def rungs_figure(records: list[TrialRecord]) -> go.Figure:
+    """One panel per cheap rung: each candidate's score there against its parameters, promoted or not.
+
+    Panels share no accuracy axis: a score is comparable only with the other scores of its rung.
+    """
+    rungs = sorted({s.fidelity for r in records for s in r.rungs}, key=lambda f: f.cost)
+    fig = make_subplots(rows=1, cols=len(rungs), subplot_titles=[f"rung {k + 1}: {f}" for k, f in enumerate(rungs)],
+                        horizontal_spacing=0.08)
+    for col, rung in enumerate(rungs, 1):
+        went_on: list[tuple[int, float, int]] = []
+        stopped: list[tuple[int, float, int]] = []
+        for r in records:
+            k = next((i for i, s in enumerate(r.rungs) if s.fidelity == rung), None)
+            if k is None or r.params is None:
+                continue
+            # promoted: it has a score at a later rung, or reached the full training
+            on = k + 1 < len(r.rungs) or bool(r.curve) or r.outcome == Outcome.COMPLETE
+            (went_on if on else stopped).append((r.params, r.rungs[k].val_acc, r.number))
+        for pts, name, color in ((stopped, "not promoted", COLORS[Outcome.SCREENED]),
+                                 (went_on, "promoted to the next rung", COLORS[Outcome.COMPLETE])):
+            fig.add_trace(go.Scatter(
+                x=[p[0] for p in pts], y=[error(p[1]) for p in pts], mode="markers", name=name,
+                legendgroup=name, showlegend=col == 1, customdata=[[p[1], p[2]] for p in pts],
+                marker=dict(color=color, size=8, symbol="circle" if pts is went_on else "circle-open"),
+                hovertemplate=f"trial %{{customdata[1]}}<br>parameters %{{x:,}}<br>{rung}: "
+                              "%{customdata[0]:.2f} %<extra></extra>"), row=1, col=col)
+        scores = [error(s.val_acc) for r in records for s in r.rungs if s.fidelity == rung]
+        fig.update_yaxes(row=1, col=col, **acc_axis(scores))
+    fig.update_yaxes(title_text=ACC_TITLE, row=1, col=1)
+    fig.update_xaxes(title_text="parameters (fvcore count)", tickformat="~s")
+    fig.update_layout(height=460, margin=dict(t=50), legend=dict(orientation="h", y=-0.25))
     return fig
 
 

@@ -7,14 +7,30 @@ from torch import nn
 from .spec import Arch, Spec, feature_sizes, validate
 
 
-def _block(c_in: int, c_out: int, arch: Arch) -> list[nn.Module]:
-    # conv -> BN -> ReLU -> dropout; the conv needs no bias when BN follows (BN's shift replaces it)
-    layers: list[nn.Module] = [
-        nn.Conv2d(c_in, c_out, 3, padding=1 if arch.padding == "same" else 0, bias=not arch.batch_norm)
-    ]
+def _activation(channels: int, arch: Arch) -> nn.Module:
+    if arch.activation == "prelu":  # one learned slope per channel: `channels` parameters, counted by the gate
+        return nn.PReLU(channels)
+    if arch.activation == "leaky_relu":
+        return nn.LeakyReLU(inplace=True)  # slope 0.01
+    if arch.activation == "silu":
+        return nn.SiLU(inplace=True)
+    return nn.ReLU(inplace=True)
+
+
+def _block(c_in: int, c_out: int, kind: str, arch: Arch) -> list[nn.Module]:
+    # conv -> BN -> activation -> dropout; the conv needs no bias when BN follows (BN's shift replaces it)
+    padding = 1 if arch.padding == "same" else 0
+    bias = not arch.batch_norm
+    if kind == "conv3":
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=padding, bias=bias)]
+    elif kind == "sep3":  # depthwise 3x3 (no bias: the pointwise conv right after it absorbs one), pointwise 1x1
+        layers = [nn.Conv2d(c_in, c_in, 3, padding=padding, groups=c_in, bias=False),
+                  nn.Conv2d(c_in, c_out, 1, bias=bias)]
+    else:  # conv1
+        layers = [nn.Conv2d(c_in, c_out, 1, bias=bias)]
     if arch.batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
-    layers.append(nn.ReLU(inplace=True))
+    layers.append(_activation(c_out, arch))
     if arch.dropout > 0:
         layers.append(nn.Dropout(arch.dropout))
     return layers
@@ -34,6 +50,9 @@ def _head(c_in: int, arch: Arch) -> list[nn.Module]:
         return [nn.AdaptiveAvgPool2d(1), nn.Conv2d(c_in, arch.num_classes, 1, bias=False), nn.Flatten()]
     if arch.head == "gap_linear":
         return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, arch.num_classes)]
+    if arch.head == "gap_mlp":  # GAP, then a tiny dense layer of head_width units
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, arch.head_width),
+                _activation(arch.head_width, arch), nn.Linear(arch.head_width, arch.num_classes)]
     size = feature_sizes(arch)[-1]
     return [nn.Flatten(), nn.Linear(c_in * size * size, arch.num_classes)]
 
@@ -45,12 +64,12 @@ def build(spec: Spec | Arch) -> nn.Sequential:
         validate(spec)
     layers: list[nn.Module] = []
     channels = arch.in_channels
-    for i, stage in enumerate(arch.stages):
+    for i, (stage, kinds) in enumerate(zip(arch.stages, arch.kinds)):
         if i:
             transition, channels = _transition(channels, arch)
             layers += transition
-        for width in stage:
-            layers += _block(channels, width, arch)
+        for width, kind in zip(stage, kinds):
+            layers += _block(channels, width, kind, arch)
             channels = width
     layers += _head(channels, arch)
     return nn.Sequential(*layers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import statistics
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -26,7 +27,8 @@ class Outcome(str, Enum):
     """What happened to a trial, in the search's words (Optuna's state alone calls a rejection 'pruned')."""
 
     COMPLETE = "complete"  # trained for every epoch; its value is the final-epoch validation accuracy
-    PRUNED = "pruned"  # stopped by the pruner after some epochs
+    PRUNED = "pruned"  # stopped by the median rule after some epochs of its full training
+    SCREENED = "screened"  # not promoted past a cheap rung: never trained at full fidelity
     REJECTED = "rejected"  # >= budget by fvcore's count: never trained
     DIVERGED = "diverged"  # its loss became NaN/inf or exploded
     FAILED = "failed"  # an error in the trial
@@ -35,7 +37,7 @@ class Outcome(str, Enum):
 
 
 # how each outcome is stored in Optuna's own states
-_STATE = {Outcome.COMPLETE: TrialState.COMPLETE, Outcome.PRUNED: TrialState.PRUNED,
+_STATE = {Outcome.COMPLETE: TrialState.COMPLETE, Outcome.PRUNED: TrialState.PRUNED, Outcome.SCREENED: TrialState.PRUNED,
           Outcome.REJECTED: TrialState.PRUNED, Outcome.DIVERGED: TrialState.PRUNED,
           Outcome.FAILED: TrialState.FAIL, Outcome.INTERRUPTED: TrialState.FAIL}
 
@@ -59,7 +61,21 @@ class Fidelity:
             return None
 
     def __str__(self) -> str:
-        return f"{self.epochs} epochs x {self.train_images:,} images"
+        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} x {self.train_images:,} images"
+
+    @property
+    def cost(self) -> int:
+        """Images trained on: what a rung costs, to compare rungs (not seconds: those depend on the load)."""
+        return self.epochs * self.train_images
+
+
+@dataclass(frozen=True)
+class RungScore:
+    """A candidate's final-epoch validation accuracy at a cheap rung (comparable only at that rung)."""
+
+    fidelity: Fidelity
+    val_acc: float
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -74,13 +90,28 @@ class Worker:
 # ------------------------------------------------------------------ writing a trial
 
 
-def record_candidate(trial: optuna.Trial, spec: Spec, params: int, macs: int, fidelity: Fidelity) -> None:
-    """What every candidate stores before the budget gate decides on it."""
+def record_candidate(trial: optuna.Trial, spec: Spec, params: int, macs: int, fidelity: Fidelity,
+                     ladder: tuple[Fidelity, ...] = ()) -> None:
+    """What every candidate stores before the budget gate decides on it: `fidelity` is the first it
+    is judged at, `ladder` the rungs it may climb (cheapest first, the full fidelity last)."""
     trial.set_user_attr("spec", spec.to_dict())
     trial.set_user_attr("code", spec.code)
     trial.set_user_attr("params", params)
     trial.set_user_attr("macs", macs)
     trial.set_user_attr("fidelity", fidelity.to_dict())
+    if ladder:
+        trial.set_user_attr("ladder", [f.to_dict() for f in ladder])
+
+
+def record_fidelity(trial: optuna.Trial, fidelity: Fidelity) -> None:
+    """The fidelity the trial is being judged at now (the highest rung it reached, once it ends)."""
+    trial.set_user_attr("fidelity", fidelity.to_dict())
+
+
+def record_rungs(trial: optuna.Trial, scores: list[RungScore]) -> None:
+    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step)."""
+    trial.set_user_attr("rungs", [{**s.fidelity.to_dict(), "val_acc": s.val_acc, "seconds": round(s.seconds, 3)}
+                                  for s in scores])
 
 
 def record_epochs(trial: optuna.Trial, seconds: list[float]) -> None:
@@ -118,7 +149,8 @@ def outcome_of(trial: FrozenTrial) -> Outcome:
         return Outcome.RUNNING
     if trial.state == TrialState.FAIL:  # a trial still 'running' when it failed lost its worker
         return Outcome.INTERRUPTED if told in (Outcome.INTERRUPTED.value, Outcome.RUNNING.value) else Outcome.FAILED
-    return Outcome(told) if told in (Outcome.REJECTED.value, Outcome.DIVERGED.value) else Outcome.PRUNED
+    pruned_as = (Outcome.REJECTED.value, Outcome.DIVERGED.value, Outcome.SCREENED.value)
+    return Outcome(told) if told in pruned_as else Outcome.PRUNED
 
 
 @dataclass(frozen=True)
@@ -134,7 +166,8 @@ class TrialRecord:
     fidelity: Fidelity | None  # None for trials of studies made before fidelities were recorded
     epoch_seconds: tuple[float, ...]
     value: float | None  # final-epoch validation accuracy (%), complete trials only
-    curve: dict[int, float] = field(default_factory=dict)  # epoch -> validation accuracy (%)
+    curve: dict[int, float] = field(default_factory=dict)  # epoch of the full training -> validation accuracy (%)
+    rungs: tuple[RungScore, ...] = ()  # scores at the cheap rungs it was trained at, cheapest first
     started: datetime.datetime | None = None
     finished: datetime.datetime | None = None
     worker: Worker | None = None
@@ -162,6 +195,9 @@ class TrialRecord:
 
 def read_trial(trial: FrozenTrial) -> TrialRecord:
     attrs = trial.user_attrs
+    # steps 0..K-1 are the K cheap rungs' scores, K+e the full training's epoch e (nas.fidelity);
+    # trials without a ladder (full fidelity only, or made before ladders) have K = 0
+    cheap = max(0, len(attrs.get("ladder") or ()) - 1)
     return TrialRecord(
         number=trial.number, outcome=outcome_of(trial), spec=attrs.get("spec"), code=attrs.get("code"),
         params=attrs.get("params"), macs=attrs.get("macs"),
@@ -169,9 +205,15 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         fidelity=Fidelity.from_dict(attrs.get("fidelity")),
         epoch_seconds=tuple(attrs.get("epoch_seconds") or ()),
         value=float(trial.value) if trial.state == TrialState.COMPLETE and trial.value is not None else None,
-        curve={int(k): float(v) for k, v in sorted(trial.intermediate_values.items())},
+        curve={int(k) - cheap: float(v) for k, v in sorted(trial.intermediate_values.items()) if k > cheap},
+        rungs=tuple(_rung(r) for r in attrs.get("rungs") or ()),
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
         retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")), warm_start=attrs.get("warm_start"))
+
+
+def _rung(data: dict[str, Any]) -> RungScore:
+    return RungScore(Fidelity(int(data["epochs"]), int(data["train_images"])), float(data["val_acc"]),
+                     float(data.get("seconds", 0.0)))
 
 
 def _worker(data: Any) -> Worker | None:
@@ -207,6 +249,12 @@ class StudySettings:
     space_file: str
     epochs: int
     train_images: int | None = None  # None: unknown (a study made before it was recorded)
+    rungs: list[list[int]] | None = None  # the cheap rungs [[epochs, images], ...]; [] = full fidelity only
+    finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
+    finalist_seeds: int | None = None  # ... and with how many seeds each
+
+    # what may differ when a study is continued: how the winner is picked, not how trials are judged
+    CHANGEABLE = ("space_file", "finalists", "finalist_seeds")
 
     @property
     def fidelity(self) -> Fidelity | None:
@@ -225,10 +273,77 @@ def read_settings(study: optuna.Study) -> dict[str, Any]:
     return {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
 
 
-def best_record(record: TrialRecord, study: optuna.Study) -> dict[str, Any]:
-    """What best.json and exported spec files hold for a complete trial."""
+# ------------------------------------------------------------------ finalists and the winner
+
+
+@dataclass(frozen=True)
+class Reevaluation:
+    """A finalist trained again at full fidelity with new seeds, on the search split (validation only)."""
+
+    trial: int
+    val_accs: dict[int, float]  # seed -> final-epoch validation accuracy (%)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.val_accs.values())
+
+    @property
+    def std(self) -> float:  # the sample std, as nas retrain reports its seeds
+        return statistics.stdev(self.val_accs.values()) if len(self.val_accs) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        seeds = sorted(self.val_accs)
+        return {"seeds": seeds, "val_acc": [self.val_accs[s] for s in seeds], "mean": self.mean, "std": self.std,
+                "min": min(self.val_accs.values())}
+
+
+_REEVAL = "reevaluation"  # study attribute "reevaluation:<trial>:<seed>": one key per training, so that
+# workers on several machines add theirs without overwriting each other's
+
+
+def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float) -> None:
+    study.set_user_attr(f"{_REEVAL}:{trial}:{seed}", val_acc)
+
+
+def read_reevaluations(study: optuna.Study) -> dict[int, Reevaluation]:
+    found: dict[int, dict[int, float]] = {}
+    for key, value in study.user_attrs.items():
+        kind, _, rest = key.partition(":")
+        if kind == _REEVAL:
+            trial, seed = (int(part) for part in rest.split(":"))
+            found.setdefault(trial, {})[seed] = float(value)
+    return {trial: Reevaluation(trial, accs) for trial, accs in found.items()}
+
+
+def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
+    """The `count` complete trials with the best final-epoch validation accuracy (all at full fidelity)."""
+    complete = [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None]
+    return sorted(complete, key=lambda r: (-r.value, r.number))[:count]
+
+
+def select_winner(study: optuna.Study) -> tuple[TrialRecord, Reevaluation | None] | None:
+    """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
+    finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
+    with no re-evaluation. None: no trial completed."""
+    settings = read_settings(study)
+    count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
+    top = finalists(read_trials(study), max(1, count))
+    if not top:
+        return None
+    reevaluated = read_reevaluations(study)
+    if count and seeds and all(len(reevaluated.get(r.number, Reevaluation(r.number, {})).val_accs) >= seeds
+                               for r in top):
+        ranked = sorted(top, key=lambda r: (-reevaluated[r.number].mean, r.number))
+        return ranked[0], reevaluated[ranked[0].number]
+    return top[0], None
+
+
+def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevaluation | None = None) -> dict[str, Any]:
+    """What best.json and exported spec files hold for a complete trial (and its re-evaluation, if any)."""
     spec = Spec.from_dict(record.spec)
     settings = read_settings(study)
+    selected = (f"best mean validation accuracy over {len(reevaluation.val_accs)} new seeds among the top "
+                f"{settings.get('finalists')} trials" if reevaluation else "best final-epoch validation accuracy")
     return {
         "study": study.study_name,
         "trial": record.number,
@@ -241,6 +356,8 @@ def best_record(record: TrialRecord, study: optuna.Study) -> dict[str, Any]:
         "fidelity": record.fidelity.to_dict() if record.fidelity else None,
         "budget": settings.get("budget"),
         "space": settings.get("space"),
+        "selected_by": selected,
+        "reevaluation": reevaluation.to_dict() if reevaluation else None,
     }
 
 
@@ -254,9 +371,10 @@ def write_best(study: optuna.Study, out: Path) -> dict[str, Any] | None:
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".best.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not complete:
+        winner = select_winner(study)
+        if winner is None:
             return None
-        best = best_record(read_trial(study.best_trial), study)
+        record, reevaluation = winner
+        best = best_record(record, study, reevaluation)
         write_json(best, out / "best.json")
         return best

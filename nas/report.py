@@ -24,7 +24,7 @@ from . import figures
 from .cli import add_study_args, format_duration, run_command
 from .errors import UsageError, first_line
 from .files import check_replaceable, write_text
-from .record import Outcome, TrialRecord, read_settings, read_trial
+from .record import Outcome, Reevaluation, TrialRecord, read_settings, read_trial, select_winner
 from .study import load_study, output_dir, studies_dir
 
 TOP_TRIALS, SLICE_PARAMS, PARALLEL_PARAMS = 10, 6, 8
@@ -109,6 +109,13 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
                "double click shows it alone). Where a grey curve ends, the median pruner stopped it.",
                lambda: figures.learning_curves_figure(records),
                None if any(r.curve for r in records) else "no trial has finished an epoch yet"),
+        _guard("Cheap rungs",
+               "Successive halving: every trained candidate is first judged cheaply (a few epochs on part of "
+               "the training images, its schedule compressed to that run); only the best third of a rung goes "
+               "on. One panel per rung, each on its own axis: a score there says nothing next to a full "
+               "training's. Filled: promoted; open: stopped there.",
+               lambda: figures.rungs_figure(records),
+               None if any(r.rungs for r in records) else "this study trains every candidate at full fidelity"),
         _guard("Parameter importances",
                "How much each sampled choice explains the validation accuracy of complete trials (Optuna's "
                "default PED-ANOVA). Choices that only exist in some candidates (a third stage, an optimizer's "
@@ -136,7 +143,8 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
 # ---------------------------------------------------------------- the tables
 
 
-def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datetime.datetime) -> str:
+def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datetime.datetime,
+                 winner: tuple[TrialRecord, Reevaluation | None] | None = None) -> str:
     records = trials.records
     counts = Counter(r.outcome for r in records)
     epochs = settings.get("epochs", "?")
@@ -144,7 +152,9 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
         epochs = f"{epochs}, on {settings['train_images']:,} training images"
     rows = [("study", html.escape(name)), ("search space", html.escape(str(settings.get("space", "?")))),
             ("budget", f"fewer than {settings['budget']:,} parameters" if "budget" in settings else "?"),
-            ("epochs per trial", html.escape(str(epochs))),
+            ("epochs of a full training", html.escape(str(epochs))),
+            ("cheap rungs", " → ".join(f"{e} x {n:,}" for e, n in settings["rungs"]) + " (epochs x images), "
+                            "then the full training" if settings.get("rungs") else "none (full fidelity only)"),
             ("trials", f"{len(records)}: " + ", ".join(f"{counts[k]} {k.value}" for k in Outcome))]
     spans = [(r.started, r.finished or now) for r in records if r.started]
     if spans:
@@ -158,6 +168,12 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
         rows.append(("best trial", f"#{best.number}: {best.value:.2f} % validation accuracy, "
                                    f"{best.params or 0:,} parameters, {best.macs or 0:,} MACs — "
                                    f"<code>{html.escape(best.code or '?')}</code>"))
+    if winner is not None and winner[1] is not None:
+        record, again = winner
+        rows.append(("winner", f"#{record.number}: {again.mean:.2f} ± {again.std:.2f} % (min "
+                               f"{min(again.val_accs.values()):.2f} %) validation accuracy over "
+                               f"{len(again.val_accs)} new seeds, the best mean of the top {settings.get('finalists')} "
+                               "trials"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     notice = ""
     if not records:
@@ -234,7 +250,8 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> s
             parts.append(f'<p class="note">{html.escape(s.note)}</p>')
         parts.append("</section>")
     return PAGE.format(title=html.escape(f"Search report: {study.study_name}"), made=f"{now:%Y-%m-%d %H:%M}",
-                       summary=summary_html(study.study_name, settings, trials, now), top=top_table_html(trials),
+                       summary=summary_html(study.study_name, settings, trials, now, select_winner(study)),
+                       top=top_table_html(trials),
                        sections="\n".join(parts))
 
 

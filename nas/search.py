@@ -28,16 +28,20 @@ import torch
 
 from . import retrain
 from .bundled import DEFAULT_SPACE
-from .cli import add_device_args, add_study_args, format_duration, positive_float, positive_int, run_command
+from .cli import (add_device_args, add_study_args, format_duration, non_negative_int, positive_float, positive_int,
+                  run_command)
+from .finalists import MAX_SEEDS, reevaluate, table
 from .cost import count_macs, count_params
-from .data import Splits, check_data, load_search_data, resolve_data_dir, search_sizes
+from .data import Split, Splits, check_data, load_search_data, resolve_data_dir, search_sizes
 from .device import describe, resolve_device, usable_cores
 from .errors import StorageError, UsageError
 from .heartbeat import HOST, beating, heal
 from .model import build
 from .retrain import METRICS_FILE
-from .record import (Fidelity, Outcome, StudySettings, read_settings, read_trial, read_trials, record_candidate,
-                     record_epochs, record_outcome, write_best, write_settings)
+from .fidelity import ETA, RungPruner, ladder, parse_rung
+from .record import (Fidelity, Outcome, RungScore, StudySettings, read_settings, read_trial, read_trials,
+                     record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs, write_best,
+                     write_settings)
 from .report import write_report
 from .sampler import BudgetAwareTPESampler
 from .space import Space, load_space
@@ -46,11 +50,6 @@ from .study import (TRANSIENT, check_study_name, create_or_load, default_storage
 from .train import EpochResult, TrainResult, train
 from .warm_start import enqueue, warm_starts
 
-# Median stopping: a trial is stopped when its accuracy at an epoch is below the median of the
-# completed trials at that epoch. It needs no bracket arithmetic (Hyperband's rungs barely fit in
-# 15 epochs) and does not judge epochs 1-2, where warm-up schedules make accuracy a poor predictor:
-# Optuna judges steps >= n_warmup_steps, so the first epoch a trial can be stopped at is epoch 3.
-PRUNER_STARTUP_TRIALS, PRUNER_WARMUP_EPOCHS = 5, 3
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
 Trainer = Callable[..., TrainResult]  # nas.train.train's signature
@@ -64,9 +63,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=positive_int,
                    help="trials this command runs, all workers together (default: 50, or unlimited with --timeout)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
-    p.add_argument("--epochs", type=positive_int, default=15, help="epochs per trial")
+    p.add_argument("--epochs", type=positive_int, default=15, help="epochs of the full training (the top rung)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the trials' training")
     p.add_argument("--subset", type=positive_int, help="train on only this many training images (smoke runs)")
+    p.add_argument("--rungs", nargs="+", metavar="EPOCHSxIMAGES",
+                   help="the cheap rungs every candidate climbs before its full training, cheapest first, e.g. "
+                        "2x11000 4x27500; 'none': every candidate trains at full fidelity (median stopping only). "
+                        "Default: 2/15 of --epochs on 1/5 of the training images, then 4/15 on half (2x11000 "
+                        "4x27500 for 15 epochs on 55,000); a study keeps the rungs it was created with")
+    p.add_argument("--eta", type=positive_float, default=ETA,
+                   help="promote the best 1/ETA of the candidates at each cheap rung (must be > 1)")
+    p.add_argument("--finalists", type=non_negative_int, default=3,
+                   help="before naming the winner, train the best N trials again with new seeds at full fidelity "
+                        "(validation split only) and pick the best mean; 0: the best single run wins")
+    p.add_argument("--finalist-seeds", type=positive_int, default=3, help="new seeds per finalist")
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes sharing the study (each with its own CPU threads or CUDA context)")
     p.add_argument("--warm-start", nargs="+", metavar="SPEC",
@@ -154,12 +164,19 @@ class Progress:
 
 
 def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress,
-                   trainer: Trainer = train, in_flight: set[int] | None = None) -> Callable[[optuna.Trial], float]:
-    """The objective: sample, count, gate, then train with `trainer` (nas.train.train's signature).
+                   trainer: Trainer = train, in_flight: set[int] | None = None,
+                   cheap_rungs: tuple[Fidelity, ...] = ()) -> Callable[[optuna.Trial], float]:
+    """The objective: sample, count, gate, climb the cheap rungs, then train at full fidelity with
+    `trainer` (nas.train.train's signature). The trial's value is the full training's final epoch.
 
+    `cheap_rungs` (cheapest first; nas.fidelity.ladder) each train the candidate afresh on the first
+    images of `data.train`; the study's pruner decides after each whether it goes on.
     `in_flight` collects the numbers of the trials this process is running (for heal()).
     """
-    fidelity = Fidelity(epochs, len(data.train))
+    full = Fidelity(epochs, len(data.train))
+    climb = (*cheap_rungs, full)
+    rung_data = [Splits(Split(data.train.x[:r.train_images], data.train.y[:r.train_images]), data.held_out)
+                 for r in cheap_rungs]  # views: the first images of the (already shuffled) search split
     in_flight = set() if in_flight is None else in_flight
 
     def objective(trial: optuna.Trial) -> float:
@@ -185,7 +202,7 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
         spec = space.sample(trial)
         module = build(spec)
         params = count_params(module)
-        record_candidate(trial, spec, params, count_macs(module), fidelity)
+        record_candidate(trial, spec, params, count_macs(module), climb[0], climb if cheap_rungs else ())
         # feasible when <= 0, i.e. params < budget; the sampler learns from the violation's size
         trial.set_constraint("params", params - budget + 1)
         if params >= budget:
@@ -195,29 +212,52 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
 
         epoch_seconds: list[float] = []
         last = [time.perf_counter()]
+        where = f"trial {trial.number} ({params:,} params)"
 
-        def on_epoch(r: EpochResult) -> None:
-            epoch_seconds.append(r.seconds)
+        def timed(r: EpochResult) -> None:
             now = time.perf_counter()
             progress.epoch_done(trial.number, now - last[0])
             last[0] = now
+
+        def on_rung_epoch(r: EpochResult) -> None:
+            timed(r)
+            progress.show(f"{where} rung {len(scores) + 1}/{len(climb)} ({climb[len(scores)]}) epoch "
+                          f"{r.epoch}/{r.epochs} loss {r.train_loss:.3f} val {r.eval_acc:.2f}%")
+
+        def on_epoch(r: EpochResult) -> None:
+            timed(r)
+            epoch_seconds.append(r.seconds)
             # the storage may hiccup (a database restart): wait for it rather than lose the trial's epochs
             with_retry(lambda: record_epochs(trial, epoch_seconds), "recording an epoch")
-            with_retry(lambda: trial.report(r.eval_acc, r.epoch), "reporting an epoch")
+            with_retry(lambda: trial.report(r.eval_acc, len(cheap_rungs) + r.epoch), "reporting an epoch")
             pruned = with_retry(trial.should_prune, "asking the pruner")
-            progress.show(f"trial {trial.number} ({params:,} params) epoch {r.epoch}/{r.epochs} "
-                          f"loss {r.train_loss:.3f} val {r.eval_acc:.2f}%{' pruned' if pruned else ''}",
-                          final=pruned or r.epoch == r.epochs)
+            rung = f"rung {len(climb)}/{len(climb)} ({full}) " if cheap_rungs else ""
+            progress.show(f"{where} {rung}epoch {r.epoch}/{r.epochs} loss {r.train_loss:.3f} "
+                          f"val {r.eval_acc:.2f}%{' pruned' if pruned else ''}", final=pruned or r.epoch == r.epochs)
             if pruned:
                 record_outcome(trial, Outcome.PRUNED)
                 raise optuna.TrialPruned(f"val {r.eval_acc:.2f}% at epoch {r.epoch}")
 
         record_outcome(trial, Outcome.RUNNING)
+        scores: list[RungScore] = []
         try:
+            for step, (rung, rung_split) in enumerate(zip(cheap_rungs, rung_data)):
+                start = time.perf_counter()
+                score = trainer(spec, rung_split, epochs=rung.epochs, seed=seed + trial.number,
+                                on_epoch=on_rung_epoch).final_acc
+                scores.append(RungScore(rung, score, time.perf_counter() - start))
+                with_retry(lambda: record_rungs(trial, scores), "recording a rung")
+                with_retry(lambda: trial.report(score, step), "reporting a rung")
+                if with_retry(trial.should_prune, "asking the pruner"):
+                    record_outcome(trial, Outcome.SCREENED)
+                    progress.show(f"{where} screened out at rung {step + 1}/{len(climb)} ({rung}): "
+                                  f"val {score:.2f}%, not promoted", final=True)
+                    raise optuna.TrialPruned(f"val {score:.2f}% at rung {step + 1}")
+                with_retry(lambda: record_fidelity(trial, climb[step + 1]), "recording the fidelity")
             result = trainer(spec, data, epochs=epochs, seed=seed + trial.number, on_epoch=on_epoch)
         except FloatingPointError as exc:  # a diverged schedule is a bad candidate, not a broken study
             record_outcome(trial, Outcome.DIVERGED)
-            progress.show(f"trial {trial.number} {exc}", final=True)
+            progress.show(f"{where} {exc}", final=True)
             raise optuna.TrialPruned(str(exc)) from None
         with_retry(lambda: record_outcome(trial, Outcome.COMPLETE), "recording the outcome")
         return result.final_acc
@@ -249,9 +289,17 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
     lines = [f"study {study.study_name}: {len(records)} trials: "
              + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)]
+    trained: dict[Fidelity, int] = {}  # how many candidates were trained at each rung (trials per fidelity)
+    for r in records:
+        for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
+            trained[f] = trained.get(f, 0) + 1
+    if trained:
+        lines.append("trained at each fidelity (epochs x images): "
+                     + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in sorted(trained.items(),
+                                                                                          key=lambda i: i[0].cost)))
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
-        return lines[0] + "\nno trial completed yet"
+        return "\n".join(lines + ["no trial completed yet"])
     lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'val acc':>8} {'epochs':>6}  code")
     for r in complete:
         lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {r.value:>7.2f}% {len(r.curve):>6}  {r.code}")
@@ -274,8 +322,12 @@ def _percent(flags: list[bool]) -> str:
 def check_settings(study_name: str, stored: dict, settings: StudySettings) -> None:
     """Refuse to continue a study with settings that would make its trials incomparable."""
     for key, value in vars(settings).items():
-        if key == "space_file" or value is None or key not in stored or stored[key] == value:
+        if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
             continue
+        if key == "rungs":
+            shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
+            raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
+                             "pick another --study, or continue it with the same rungs")
         raise UsageError(f"study {study_name!r} was run with {key} {stored[key]}, not {value}: "
                          "pick another --study, or continue it with the same settings")
 
@@ -300,6 +352,8 @@ class Job:
     timeout: float | None
     quiet: bool
     out: str
+    rungs: tuple[tuple[int, int], ...] = ()  # the cheap rungs (epochs, images), cheapest first
+    eta: float = ETA
     index: int = 0
     workers: int = 1
     threads: int | None = None
@@ -351,14 +405,15 @@ def work(job: Job, data: Splits | None = None) -> int:
     study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budget),
                                           seed=sampler_seed(job.seed, len(study.trials), job.index),
                                           multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
-    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                               n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+    cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
+    study.pruner = RungPruner(len(cheap_rungs), job.eta)
     label = f"w{job.index + 1}/{job.workers} " if job.workers > 1 else ""
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label)
     if study.best_trials:
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
     in_flight: set[int] = set()
-    objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight)
+    objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight,
+                               cheap_rungs=cheap_rungs)
     out = Path(job.out)
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -460,20 +515,32 @@ def run(args: argparse.Namespace) -> int:
     if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
         raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
+    if not args.eta > 1:
+        raise UsageError(f"--eta {args.eta:g} must be > 1 (the best 1/ETA of a rung are promoted)")
+    if args.finalist_seeds > MAX_SEEDS:
+        raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
+    full = Fidelity(args.epochs, train_images)
+    asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
+    cheap = ladder(full, asked)[:-1]  # checked before any storage is touched
     starts = warm_starts(space, args.budget, args.warm_start or [], references=not args.no_warm_start)
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
     storage = open_storage(url, root)
-    settings = StudySettings(budget=args.budget, space=space.name, space_file=space.path, epochs=args.epochs,
-                             train_images=train_images)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         existing = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         existing = None
-    if existing is not None:
-        check_settings(study_name, read_settings(existing), settings)
+    stored = read_settings(existing) if existing is not None else {}
+    if existing is not None and "rungs" not in stored and existing.get_trials(deepcopy=False):
+        stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
+    if asked is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
+        cheap = tuple(Fidelity(*r) for r in stored["rungs"])
+    settings = StudySettings(budget=args.budget, space=space.name, space_file=space.path, epochs=args.epochs,
+                             train_images=train_images, rungs=[[r.epochs, r.train_images] for r in cheap],
+                             finalists=args.finalists, finalist_seeds=args.finalist_seeds)
+    check_settings(study_name, stored, settings)
     study = create_or_load(study_name, storage, direction="maximize")  # the schema and the study: once, here
     n_before = len(study.trials)
     if trials is not None and args.seed + n_before + trials > MAX_SEED:
@@ -486,27 +553,47 @@ def run(args: argparse.Namespace) -> int:
               + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(url)}\n"
               f"budget < {args.budget:,} parameters, space {space.name} ({space.path}), outputs in {out}\n"
               f"device {describe(device)}\n"
-              f"{train_images:,} training / {val_images:,} validation images, {args.epochs} epochs per trial, "
+              f"{train_images:,} training / {val_images:,} validation images, {args.epochs} epochs per full training, "
               f"{trials or 'unlimited'} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
-              + f", {args.jobs} worker process(es)"
+              + f", {args.jobs} worker process(es)\n"
+              + (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, full))} (epochs x images; "
+                 f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
+                 "rungs: none (every candidate at full fidelity, median stopping)")
+              + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
+                 if args.finalists else "")
               + (f"\nwarm start: {'; '.join(started)}" if started else ""), file=sys.stderr)
 
     job = Job(space=space.path, budget=args.budget, study=study_name, storage=url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(data_dir), device=device.type, trials=trials,
-              timeout=args.timeout, quiet=args.quiet, out=str(out))
+              timeout=args.timeout, quiet=args.quiet, out=str(out),
+              rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta)
     start = time.perf_counter()
+    data = None
     if args.jobs == 1:
         _on_signals(_raise_interrupted)
         try:
-            code = work(job, load_search_data(data_dir, device, args.subset))
+            data = load_search_data(data_dir, device, args.subset)
+            code = work(job, data)
         except Interrupted as exc:
             code = 128 + exc.signum
     else:
         code = _run_workers(job, args.jobs)
 
-    # the end, however the run ended: what the storage holds now
     study = with_retry(lambda: optuna.load_study(study_name=study_name, storage=open_storage(url)), "reading the study")
+    if code == 0 and args.finalists:
+        _on_signals(_raise_interrupted)
+        try:
+            if data is None:  # the workers had their own copies
+                data = load_search_data(data_dir, device, args.subset)
+            reevaluate(study, data, epochs=args.epochs, base_seed=args.seed, count=args.finalists,
+                       seeds=args.finalist_seeds, quiet=args.quiet)
+        except Interrupted as exc:
+            code = 128 + exc.signum
+
+    # the end, however the run ended: what the storage holds now
     print(summary(study))
+    if args.finalists:
+        print(table(study, args.finalists))
     print(rejection_report(study))
     print(f"this run: {len(study.trials) - n_before} trials in {format_duration(time.perf_counter() - start)} "
           f"on {describe(device)}, {args.jobs} worker process(es)")

@@ -2,7 +2,11 @@
 
 This is the only module that calls `trial.suggest_*`. Every key of a space file is a
 *domain*: a list of choices, a range `{low, high[, step][, log]}`, or a single fixed value.
-`train.lr` may instead map each optimizer to its own domain.
+`train.lr` may instead map each optimizer to its own domain. The keys added with spec version 2
+(`arch.block`, `arch.activation`, `arch.head_width`, `train.ema`, `train.rotation`, `train.shift`,
+`train.scale`) may be left out and then take version 1's value, so older space files draw exactly
+the specs (and parameter names) they drew before; such a file's `train.augment` is still drawn as
+`augment` and mapped onto the three augmentation strengths.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import yaml
 
 from .bundled import find_space, spaces
 from .errors import SpaceError, first_line
-from .spec import HEADS, OPTIMIZERS, PADDINGS, SCHEDULES, TRANSITIONS, Arch, Spec, Train, feature_sizes
+from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, SCHEDULES, TRANSITIONS, Arch, Spec, Train,
+                   augment_strengths, feature_sizes, v1_strength)
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,13 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "arch.stages": ("int", lambda v: 1 <= v <= 4, "an integer from 1 to 4"),
     "arch.blocks_per_stage": ("int", lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
     "arch.width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.block": ("str", BLOCKS.__contains__, f"one of {', '.join(BLOCKS)}"),
     "arch.padding": ("str", PADDINGS.__contains__, f"one of {', '.join(PADDINGS)}"),
     "arch.transition": ("str", TRANSITIONS.__contains__, f"one of {', '.join(TRANSITIONS)}"),
     "arch.transition_width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.activation": ("str", ACTIVATIONS.__contains__, f"one of {', '.join(ACTIVATIONS)}"),
     "arch.head": ("str", HEADS.__contains__, f"one of {', '.join(HEADS)}"),
+    "arch.head_width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
     "arch.batch_norm": ("bool", lambda v: True, "true or false"),
     "arch.dropout": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.optimizer": ("str", OPTIMIZERS.__contains__, f"one of {', '.join(OPTIMIZERS)}"),
@@ -48,8 +56,17 @@ _KEYS: dict[str, tuple[str, Any, str]] = {
     "train.batch_size": ("int", lambda v: 1 <= v <= 65536, "an integer from 1 to 65536"),
     "train.label_smoothing": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.weight_decay": ("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "train.ema": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.augment": ("float", lambda v: 0 <= v <= 2, "a number in [0, 2]"),
+    "train.rotation": ("float", lambda v: 0 <= v <= 180, "a number of degrees in [0, 180]"),
+    "train.shift": ("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "train.scale": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
 }
+# Keys a space file may leave out, with version 1's value. (train.augment and the three strengths are either
+# or: a file with neither draws no augmentation. arch.head_width is needed only where gap_mlp is offered.)
+_DEFAULTS: dict[str, tuple] = {"arch.block": ("conv3",), "arch.activation": ("relu",), "train.ema": (0.0,),
+                               "train.rotation": (0.0,), "train.shift": (0.0,), "train.scale": (0.0,)}
+_OPTIONAL = {*_DEFAULTS, "arch.head_width", "train.augment", "train.lr"}
 
 
 def _of_kind(value: Any, kind: str) -> bool:
@@ -93,24 +110,43 @@ class Space:
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Spec:
         """Draw one candidate. Parameter names are stable, so studies can be resumed and compared."""
-        d = lambda key, name=None: _suggest(trial, name or key.split(".")[-1], self.domains[key])  # noqa: E731
+        return Spec(self._arch(trial), self._train(trial))
+
+    def _draw(self, trial: optuna.trial.BaseTrial, key: str, name: str | None = None) -> Any:
+        return _suggest(trial, name or key.split(".")[-1], self.domains[key])
+
+    def _arch(self, trial: optuna.trial.BaseTrial) -> Arch:
+        d = lambda key, name=None: self._draw(trial, key, name)  # noqa: E731
         n_stages = d("arch.stages")
         blocks = [d("arch.blocks_per_stage", f"blocks_s{s + 1}") for s in range(n_stages)]
-        stages = tuple(tuple(d("arch.width", f"width_s{s + 1}_b{b + 1}") for b in range(n)) for s, n in enumerate(blocks))
+        per_block = lambda key, name: tuple(  # noqa: E731 (one value per block, e.g. width_s2_b1)
+            tuple(d(key, f"{name}_s{s + 1}_b{b + 1}") for b in range(n)) for s, n in enumerate(blocks))
+        stages, kinds = per_block("arch.width", "width"), per_block("arch.block", "block")
         transition = d("arch.transition") if n_stages > 1 else "pool"
         transition_width = d("arch.transition_width") if transition != "pool" else 0
         # 'valid' padding is only offered where the feature map stays at least 3 pixels wide
-        paddings = tuple(p for p in self.domains["arch.padding"] if p == "same" or _fits_valid(stages))
+        paddings = tuple(p for p in self.domains["arch.padding"] if p == "same" or _fits_valid(stages, kinds))
         padding = _suggest(trial, "padding", paddings or ("same",))
-        arch = Arch(stages, transition, transition_width, padding, d("arch.head"), d("arch.batch_norm"),
-                    float(d("arch.dropout")))
+        head = d("arch.head")
+        batch_norm, dropout = d("arch.batch_norm"), float(d("arch.dropout"))
+        activation = d("arch.activation")
+        head_width = d("arch.head_width") if head == "gap_mlp" else 0
+        return Arch(stages, transition, transition_width, padding, head, batch_norm, dropout, kinds=kinds,
+                    activation=activation, head_width=head_width)
+
+    def _train(self, trial: optuna.trial.BaseTrial) -> Train:
+        d = lambda key, name=None: self._draw(trial, key, name)  # noqa: E731
         optimizer = d("train.optimizer")
         lr_key = f"train.lr.{optimizer}" if f"train.lr.{optimizer}" in self.domains else "train.lr"
         lr = _suggest(trial, f"lr_{optimizer}" if lr_key != "train.lr" else "lr", self.domains[lr_key])
-        train = Train(optimizer, float(lr), d("train.schedule"), d("train.batch_size"),
-                      float(d("train.label_smoothing")), float(d("train.weight_decay")), float(d("train.augment")))
-        return Spec(arch, train)
-
+        schedule, batch_size = d("train.schedule"), d("train.batch_size")
+        label_smoothing, weight_decay = float(d("train.label_smoothing")), float(d("train.weight_decay"))
+        if "train.augment" in self.domains:  # a version-1 space: one strength, drawn under its old name
+            rotation, shift, scale = augment_strengths(float(d("train.augment")))
+        else:
+            rotation, shift, scale = (float(d(f"train.{key}")) for key in ("rotation", "shift", "scale"))
+        return Train(optimizer, float(lr), schedule, batch_size, label_smoothing, weight_decay,
+                     rotation=rotation, shift=shift, scale=scale, ema=float(d("train.ema")))
 
     def params_for(self, spec: Spec) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None:
         """The sampled parameters that stand for `spec` in this space (to enqueue it as a trial).
@@ -120,32 +156,43 @@ class Space:
         not offer, or a fixed choice that differs, gives None: the space cannot draw that design.
         """
         a, t = spec.arch, spec.train
+        # a version-1 space draws one strength: the spec's own if it has v1's proportions, else the largest
+        strength = v1_strength(t)
+        if strength is None:
+            strength = max(value / limit for value, limit in zip((t.rotation, t.shift, t.scale), augment_strengths(1)))
         answers: dict[str, Any] = {  # every name sample() may ask for, with the spec's value
             "stages": len(a.stages), "transition": a.transition, "transition_width": a.transition_width,
-            "padding": a.padding, "head": a.head, "batch_norm": a.batch_norm, "dropout": a.dropout,
+            "padding": a.padding, "activation": a.activation, "head": a.head, "head_width": a.head_width,
+            "batch_norm": a.batch_norm, "dropout": a.dropout,
             "optimizer": t.optimizer, "lr": t.lr, f"lr_{t.optimizer}": t.lr, "schedule": t.schedule,
             "batch_size": t.batch_size, "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,
-            "augment": t.augment}
-        for s, stage in enumerate(a.stages):
+            "augment": strength, "rotation": t.rotation, "shift": t.shift, "scale": t.scale, "ema": t.ema}
+        for s, (stage, kinds) in enumerate(zip(a.stages, a.kinds)):
             answers[f"blocks_s{s + 1}"] = len(stage)
             answers.update({f"width_s{s + 1}_b{b + 1}": width for b, width in enumerate(stage)})
+            answers.update({f"block_s{s + 1}_b{b + 1}": kind for b, kind in enumerate(kinds)})
         replay = _Replay(answers)
         try:
             drawn = self.sample(replay)  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
         except _Outside:
             return None
         moved = {name: (answers[name], value) for name, value in replay.params.items() if value != answers[name]}
+        if "augment" in replay.params and v1_strength(t) is None:  # say what the one strength replaced
+            old = f"rotation {t.rotation:g}, shift {t.shift:g}, scale {t.scale:g}"
+            moved["augment"] = (old, replay.params["augment"])
         # the architecture itself must be drawable as it is (its dropout may move into range)
         return (replay.params, moved) if replace(drawn.arch, dropout=a.dropout) == a else None
 
     def lowest_specs(self) -> Iterator[Spec]:
-        """Every spec with each numeric choice at its low end, for each combination of the categorical
-        choices: the smallest model the space can build is one of them."""
+        """Every spec with each numeric choice at its low end, for each combination of the architecture's
+        categorical choices (the training choices, which do not change the model, take their first):
+        the smallest model the space can build is one of them."""
+        train = self._train(_Lowest(None))  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
         stack: list[dict[str, Any]] = [{}]
         while stack:
             chosen = stack.pop()
             try:
-                yield self.sample(_Lowest(chosen))  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
+                yield Spec(self._arch(_Lowest(chosen)), train)  # type: ignore[arg-type]
             except _Branch as branch:
                 stack.extend({**chosen, branch.name: choice} for choice in branch.choices)
 
@@ -168,6 +215,8 @@ class _Replay:
         self.answers, self.params = answers, {}
 
     def _number(self, name: str, low: float, high: float, step: float | None) -> float:
+        if name not in self.answers:  # e.g. blocks_s2 of a one-stage design, where the space has 2-3 stages
+            raise _Outside(name)
         value = min(max(self.answers[name], low), high)
         if step:
             value = low + round((value - low) / step) * step
@@ -181,7 +230,7 @@ class _Replay:
         return float(self._number(name, low, high, step))
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
-        if self.answers[name] not in choices:
+        if name not in self.answers or self.answers[name] not in choices:
             raise _Outside(name)
         self.params[name] = self.answers[name]
         return self.answers[name]
@@ -193,9 +242,10 @@ class _Branch(Exception):
 
 
 class _Lowest:
-    """A stand-in trial: numbers at their low end, categorical choices from `chosen` (else branch on them)."""
+    """A stand-in trial: numbers at their low end, categorical choices from `chosen` (else branch on them),
+    or with `chosen` None, each categorical's first choice."""
 
-    def __init__(self, chosen: dict[str, Any]) -> None:
+    def __init__(self, chosen: dict[str, Any] | None) -> None:
         self.chosen = chosen
 
     def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
@@ -205,13 +255,15 @@ class _Lowest:
         return low
 
     def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        if self.chosen is None:
+            return choices[0]
         if name not in self.chosen:
             raise _Branch(name, list(choices))
         return self.chosen[name]
 
 
-def _fits_valid(stages: tuple[tuple[int, ...], ...]) -> bool:
-    probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0)
+def _fits_valid(stages: tuple[tuple[int, ...], ...], kinds: tuple[tuple[str, ...], ...]) -> bool:
+    probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0, kinds=kinds)
     return min(feature_sizes(probe)) >= 3
 
 
@@ -261,11 +313,18 @@ def load_space(path: str | Path) -> Space:
                     domains[f"train.lr.{opt}"] = _parse_domain(sub, "train.lr", where)
                 continue
             domains[full] = _parse_domain(value, full, where)
-    missing = [k for k in _KEYS if k not in domains and k != "train.lr"]
+    missing = [k for k in _KEYS if k not in domains and k not in _OPTIONAL]
     if "train.lr" not in domains:
         optimizers = domains.get("train.optimizer", ())
         missing += [f"train.lr.{o}" for o in (optimizers if isinstance(optimizers, tuple) else ())
                     if f"train.lr.{o}" not in domains]
+    heads = domains.get("arch.head", ())
+    if "arch.head_width" not in domains and isinstance(heads, tuple) and "gap_mlp" in heads:
+        missing.append("arch.head_width (the gap_mlp head needs it)")
     if missing:
         raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
-    return Space(name, str(path), domains)
+    strengths = [f"train.{k}" for k in ("rotation", "shift", "scale") if f"train.{k}" in domains]
+    if "train.augment" in domains and strengths:
+        raise SpaceError(f"{where}: train.augment (version 1's one strength) and {', '.join(strengths)} "
+                         "exclude each other: use one or the other")
+    return Space(name, str(path), {**_DEFAULTS, **domains})

@@ -2,6 +2,11 @@
 
 A `Spec` is what a search trial samples, what the builder turns into a module, what `best.json`
 and exported spec files hold, and what every checkpoint carries. It holds no torch objects.
+
+Its JSON form is versioned. Version 2 (written since per-block kinds, activations, the gap_mlp head,
+EMA and separate augmentation strengths) has `"version": 2`; version 1 has no `version` key and one
+augmentation strength `train.augment`. `Spec.from_dict` reads both and upgrades version 1 in memory,
+so old spec files, checkpoints and the trials of old studies keep loading; the in-memory form is v2.
 """
 
 from __future__ import annotations
@@ -16,20 +21,32 @@ from typing import Any
 from .errors import SpecError
 from .files import write_json
 
+VERSION = 2  # of the JSON form that `Spec.to_dict` writes
 PADDINGS = ("valid", "same")
 TRANSITIONS = ("pool", "1x1_pool", "pool_1x1")
-HEADS = ("gap_conv", "gap_linear", "flatten_linear")
+BLOCKS = ("conv3", "sep3", "conv1")  # 3x3 conv; depthwise 3x3 then pointwise 1x1; 1x1 conv
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "silu")
+HEADS = ("gap_conv", "gap_linear", "gap_mlp", "flatten_linear")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+# Version 1's augmentation strength a meant rotation ±15°·a, shift ±10 %·a of the side, scale 1 ± 10 %·a.
+V1_AUGMENT = (15.0, 0.10, 0.10)
+
+
+def augment_strengths(a: float) -> tuple[float, float, float]:
+    """(rotation in degrees, shift, scale) of version 1's single augmentation strength `a`."""
+    rotation, shift, scale = V1_AUGMENT
+    return rotation * a, shift * a, scale * a
 
 
 @dataclass(frozen=True)
 class Arch:
-    """A plain CNN: stages of 3x3 conv blocks, a transition between stages, then a head.
+    """A plain CNN: stages of conv blocks, a transition between stages, then a head.
 
-    `stages` holds the output width of every 3x3 conv block, stage by stage. Between two stages
+    `stages` holds the output width of every block, stage by stage, and `kinds` the kind of each
+    block in the same shape (left out: every block a 3x3 conv, as in version 1). Between two stages
     sits a transition: a 2x2 max-pool, optionally with a 1x1 conv of `transition_width` channels
-    before ("1x1_pool") or after ("pool_1x1") it.
+    before ("1x1_pool") or after ("pool_1x1") it. `head_width` is the hidden width of the gap_mlp head.
     """
 
     stages: tuple[tuple[int, ...], ...]
@@ -39,9 +56,16 @@ class Arch:
     head: str
     batch_norm: bool
     dropout: float
+    kinds: tuple[tuple[str, ...], ...] = ()
+    activation: str = "relu"
+    head_width: int = 0
     in_channels: int = 1
     input_size: int = 28
     num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        if not self.kinds:  # one in-memory form: "all 3x3 convs" is spelt out, so equal designs compare equal
+            object.__setattr__(self, "kinds", tuple(("conv3",) * len(stage) for stage in self.stages))
 
 
 @dataclass(frozen=True)
@@ -54,7 +78,18 @@ class Train:
     batch_size: int
     label_smoothing: float
     weight_decay: float
-    augment: float  # 0 = none, 1 = rotation ±15°, translation ±10 %, scale ±10 %
+    rotation: float = 0.0  # degrees: each image turns by U(-rotation, rotation)
+    shift: float = 0.0  # fraction of the side: each image moves by U(-shift, shift) along each axis
+    scale: float = 0.0  # each image is scaled by 1 + U(-scale, scale)
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which is then the model; 0 = off
+
+
+def v1_strength(train: Train) -> float | None:
+    """The version-1 strength `augment` that these three strengths stand for, or None if none does."""
+    a = train.rotation / V1_AUGMENT[0]
+    close = all(math.isclose(value, limit * a, rel_tol=1e-9, abs_tol=1e-12)
+                for value, limit in zip((train.shift, train.scale), V1_AUGMENT[1:]))
+    return a if close else None
 
 
 @dataclass(frozen=True)
@@ -64,42 +99,77 @@ class Spec:
 
     @property
     def code(self) -> str:
-        """A short human-readable code, e.g. `v c10-16 T10 c16-16-16 gapc bn d.05 | sgd .05 oc b128 ls.1 a.5`."""
+        """A short human-readable code, e.g. `v c10-16 T10 c16-s16-p16 gapc bn d.05 | sgd .05 oc b128 ls.1 a.5`."""
         a, t = self.arch, self.train
         width = {"pool": "M", "1x1_pool": f"T{a.transition_width}", "pool_1x1": f"M{a.transition_width}"}
+        kind = {"conv3": "", "sep3": "s", "conv1": "p"}  # a block's width is prefixed by its kind
         parts = [a.padding[0]]
-        for i, stage in enumerate(a.stages):
+        for i, (stage, kinds) in enumerate(zip(a.stages, a.kinds)):
             if i:
                 parts.append(width[a.transition])
-            parts.append("c" + "-".join(map(str, stage)))
-        head = {"gap_conv": "gapc", "gap_linear": "gapl", "flatten_linear": "fc"}[a.head]
-        parts += [head, "bn" if a.batch_norm else "nobn", f"d{_short(a.dropout)}"]
+            parts.append("c" + "-".join(kind[k] + str(w) for w, k in zip(stage, kinds)))
+        head = {"gap_conv": "gapc", "gap_linear": "gapl", "gap_mlp": f"gapm{a.head_width}",
+                "flatten_linear": "fc"}[a.head]
+        parts += [head, "bn" if a.batch_norm else "nobn"]
+        parts += [] if a.activation == "relu" else [{"leaky_relu": "lrelu"}.get(a.activation, a.activation)]
+        parts.append(f"d{_short(a.dropout)}")
         sched = {"onecycle": "oc", "cosine": "cos", "step": "step", "constant": "const"}[t.schedule]
-        parts += ["|", t.optimizer, _short(t.lr), sched, f"b{t.batch_size}", f"ls{_short(t.label_smoothing)}",
-                  f"a{_short(t.augment)}"]
+        parts += ["|", t.optimizer, _short(t.lr), sched, f"b{t.batch_size}", f"ls{_short(t.label_smoothing)}"]
+        strength = v1_strength(t)  # in version 1's proportions: its code, unchanged
+        parts += ([f"a{_short(strength)}"] if strength is not None
+                  else [f"rot{_short(t.rotation)}", f"sh{_short(t.shift)}", f"sc{_short(t.scale)}"])
+        parts += [f"ema{_short(t.ema, 4)}"] if t.ema else []
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The version-2 JSON form: {"version": 2, "arch": {...}, "train": {...}}."""
+        return {"version": VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Spec":
-        """Build and validate a spec from its JSON form; raises SpecError naming what is wrong."""
-        if not isinstance(data, dict) or set(data) != {"arch", "train"}:
-            raise SpecError("a spec is an object with exactly the keys 'arch' and 'train'")
-        arch_data = dict(_fields_of(Arch, data["arch"], "arch"))
-        stages = arch_data.get("stages")
-        if not isinstance(stages, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in stages):
-            raise SpecError("arch.stages must be a list of lists of channel widths")
-        arch_data["stages"] = tuple(tuple(s) for s in stages)
-        spec = cls(Arch(**arch_data), Train(**_fields_of(Train, data["train"], "train")))
+        """Build and validate a spec from its JSON form, version 1 or 2; raises SpecError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise SpecError("a spec is an object with the keys 'version', 'arch' and 'train'")
+        version = data.get("version", 1)  # version 1 had no version key
+        if not _is_int(version) or not 1 <= version <= VERSION:
+            raise SpecError(f"unknown spec version {version!r}: this nas-budget reads spec versions 1 and {VERSION}")
+        if set(data) - {"version"} != {"arch", "train"}:
+            raise SpecError("a spec is an object with exactly the keys 'arch' and 'train' (and 'version')")
+        arch, train = (_upgrade_v1(data["arch"], data["train"]) if version == 1 else (data["arch"], data["train"]))
+        arch_data = dict(_fields_of(Arch, arch, "arch"))
+        for key, what in (("stages", "channel widths"), ("kinds", "block kinds")):
+            value = arch_data.get(key, ())
+            if not isinstance(value, (list, tuple)) or not all(isinstance(s, (list, tuple)) for s in value):
+                raise SpecError(f"arch.{key} must be a list of lists of {what}")
+            arch_data[key] = tuple(tuple(s) for s in value)
+        spec = cls(Arch(**arch_data), Train(**_fields_of(Train, train, "train")))
         validate(spec)
         return spec
 
 
-def _short(x: float) -> str:
+def _upgrade_v1(arch: Any, train: Any) -> tuple[Any, Any]:
+    """Version 1 -> version 2: its blocks were all 3x3 convs with ReLU (the defaults), and its one
+    augmentation strength `augment` becomes the three strengths it stood for."""
+    newer = {"arch": {"kinds", "activation", "head_width"}, "train": {"rotation", "shift", "scale", "ema"}}
+    for where, block in (("arch", arch), ("train", train)):
+        if isinstance(block, dict) and set(block) & newer[where]:
+            keys = ", ".join(sorted(set(block) & newer[where]))
+            raise SpecError(f"{where}: {keys}: only in spec version {VERSION}; add \"version\": {VERSION} "
+                            "(a spec without one is read as version 1)")
+    if not isinstance(train, dict):
+        return arch, train  # _fields_of says what is wrong
+    if "augment" not in train:
+        raise SpecError("train: missing key(s) augment")
+    a = train["augment"]
+    _check(_is_number(a) and 0 <= a <= 2, "train.augment must be in [0, 2]")
+    upgraded = {k: v for k, v in train.items() if k != "augment"}
+    upgraded.update(zip(("rotation", "shift", "scale"), augment_strengths(a)))
+    return arch, upgraded
+
+
+def _short(x: float, digits: int = 3) -> str:
     """0.05 -> '.05', 1.0 -> '1', 0.0 -> '0': compact numbers for codes."""
-    text = f"{x:.3g}"
+    text = f"{x:.{digits}g}"
     return text[1:] if text.startswith("0.") else text
 
 
@@ -133,10 +203,10 @@ def _is_number(x: Any) -> bool:
 def feature_sizes(arch: Arch) -> list[int]:
     """Spatial size of the feature map after each stage (before the next transition)."""
     size, shrink, sizes = arch.input_size, (2 if arch.padding == "valid" else 0), []
-    for i, stage in enumerate(arch.stages):
+    for i, kinds in enumerate(arch.kinds):
         if i:
             size //= 2  # every transition has a 2x2 max-pool
-        size -= shrink * len(stage)
+        size -= shrink * sum(kind != "conv1" for kind in kinds)  # a 1x1 conv keeps the size, even unpadded
         sizes.append(size)
     return sizes
 
@@ -146,11 +216,17 @@ def validate(spec: Spec) -> None:
     a, t = spec.arch, spec.train
     _check(len(a.stages) >= 1 and all(len(s) >= 1 for s in a.stages), "arch.stages: every stage needs a block")
     _check(all(_is_int(w) and w >= 1 for s in a.stages for w in s), "arch.stages: widths must be positive integers")
+    _check(len(a.kinds) == len(a.stages) and all(len(k) == len(s) for k, s in zip(a.kinds, a.stages)),
+           "arch.kinds must give one block kind per width in arch.stages")
+    _check(all(k in BLOCKS for kinds in a.kinds for k in kinds), f"arch.kinds: each must be one of {', '.join(BLOCKS)}")
+    _check(a.activation in ACTIVATIONS, f"arch.activation must be one of {', '.join(ACTIVATIONS)}")
     _check(a.transition in TRANSITIONS, f"arch.transition must be one of {', '.join(TRANSITIONS)}")
     _check(_is_int(a.transition_width) and a.transition_width >= 0, "arch.transition_width must be an integer >= 0")
     _check(a.transition == "pool" or a.transition_width >= 1, "arch.transition_width must be >= 1 with a 1x1 conv")
     _check(a.padding in PADDINGS, f"arch.padding must be one of {', '.join(PADDINGS)}")
     _check(a.head in HEADS, f"arch.head must be one of {', '.join(HEADS)}")
+    _check(_is_int(a.head_width) and a.head_width >= 0, "arch.head_width must be an integer >= 0")
+    _check(a.head != "gap_mlp" or a.head_width >= 1, "arch.head_width must be >= 1 with the gap_mlp head")
     _check(isinstance(a.batch_norm, bool), "arch.batch_norm must be true or false")
     _check(_is_number(a.dropout) and 0 <= a.dropout < 1, "arch.dropout must be in [0, 1)")
     for name in ("in_channels", "input_size", "num_classes"):
@@ -162,7 +238,10 @@ def validate(spec: Spec) -> None:
     _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size must be a positive integer")
     _check(_is_number(t.label_smoothing) and 0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
     _check(_is_number(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay must be >= 0")
-    _check(_is_number(t.augment) and 0 <= t.augment <= 2, "train.augment must be in [0, 2]")
+    _check(_is_number(t.rotation) and 0 <= t.rotation <= 180, "train.rotation must be in [0, 180] degrees")
+    _check(_is_number(t.shift) and 0 <= t.shift <= 1, "train.shift must be in [0, 1] (a fraction of the side)")
+    _check(_is_number(t.scale) and 0 <= t.scale < 1, "train.scale must be in [0, 1)")
+    _check(_is_number(t.ema) and 0 <= t.ema < 1, "train.ema must be in [0, 1) (0 = no weight averaging)")
 
 
 def load_spec(path: str | os.PathLike) -> Spec:

@@ -10,6 +10,7 @@ for what each gained or lost).
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from contextlib import nullcontext
@@ -143,7 +144,10 @@ def make_optimizer(train: Train, model: nn.Module, fused: bool = False) -> torch
 def make_scheduler(train: Train, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     """Per-step LR schedule over the whole run, peaking at `train.lr`."""
     if train.schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps, pct_start=0.2)
+        # OneCycleLR's warm-up ends at step pct_start * total_steps - 1 and it divides by that: 0 (a
+        # ZeroDivisionError) for a 5-step run (a cheap rung or smoke run on ~600 images), so those warm up longer
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train.lr, total_steps=total_steps,
+                                                   pct_start=0.2 if total_steps != 5 else 0.3)
     if train.schedule == "cosine":
         factor = lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))  # noqa: E731
     elif train.schedule == "step":  # x0.1 at half and at three quarters of the run
@@ -151,6 +155,36 @@ def make_scheduler(train: Train, optimizer: torch.optim.Optimizer, total_steps: 
     else:
         factor = lambda step: 1.0  # noqa: E731
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class WeightAverage:
+    """An exponential moving average of a module's weights: `module` is a copy that holds the average.
+
+    After each optimizer step, `update()` moves every parameter and floating buffer (BN's running
+    statistics too) of the copy towards the live one: avg = d·avg + (1 - d)·live, with the decay
+    warming up as d = min(decay, (1 + t) / (10 + t)) at update t, so early, random weights fade fast.
+    One foreach lerp for all tensors and a decay computed on the host from a counter: no host sync.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay, self.updates = decay, 0
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        pairs = list(zip([*model.parameters(), *model.buffers()], [*self.module.parameters(), *self.module.buffers()]))
+        self._live = [live for live, _ in pairs if live.is_floating_point()]
+        self._average = [avg for live, avg in pairs if live.is_floating_point()]
+        self._counters = [(live, avg) for live, avg in pairs if not live.is_floating_point()]  # BN's batch count
+
+    @torch.no_grad()
+    def update(self) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_(self._average, self._live, 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_counters(self) -> None:
+        """Copy the integer buffers (not averaged), so the average's state_dict is complete."""
+        for live, avg in self._counters:
+            avg.copy_(live)
 
 
 _heap_tuned = False
@@ -233,7 +267,8 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
 
     The model lives on the data's device. `on_epoch` may raise to stop training early. `speed`
     defaults to `speed_for(device)`; the returned model is plain `build(spec)` (standard memory
-    format and modules) whatever the settings.
+    format and modules) whatever the settings. With `spec.train.ema` > 0 the held-out accuracy of
+    every epoch and the returned model are those of the averaged weights (`WeightAverage`).
     """
     device = data.train.x.device
     speed = speed_for(device) if speed is None else speed
@@ -243,6 +278,8 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
     model = build(spec).to(device)
     if speed.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # copied before dropout is swapped: the average is evaluated and returned, never trained, so it keeps nn.Dropout
+    average = WeightAverage(model, spec.train.ema) if spec.train.ema > 0 else None
     if speed.fast_dropout:
         _swap_dropout(model, fast=True)
     opt = make_optimizer(spec.train, model, fused=speed.fused_optimizer)
@@ -251,7 +288,8 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
     sched = make_scheduler(spec.train, opt, epochs * steps)
     chance_loss = math.log(max(2, spec.arch.num_classes))  # cross-entropy of a uniform guess
     forward = torch.compile(model) if speed.compile else model
-    result = TrainResult(model)
+    result = TrainResult(average.module if average is not None else model)
+    strengths = (spec.train.rotation, spec.train.shift, spec.train.scale)  # of the augmentation
     stream = torch.cuda.Stream(device) if speed.side_stream and device.type == "cuda" else None
     if stream is not None:  # the data was written on the default stream
         stream.wait_stream(torch.cuda.current_stream(device))
@@ -266,7 +304,7 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 correct = torch.zeros((), dtype=torch.int64, device=device)
                 for i in range(steps):
                     idx = order[i * batch:(i + 1) * batch]
-                    x, y = random_affine(data.train.x[idx], spec.train.augment), data.train.y[idx]
+                    x, y = random_affine(data.train.x[idx], *strengths), data.train.y[idx]
                     if speed.channels_last:  # a no-op for 1-channel images, but keeps layouts explicit
                         x = x.contiguous(memory_format=torch.channels_last)
                     with _autocast(device, speed.amp):
@@ -276,6 +314,8 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                     loss.backward()
                     opt.step()
                     sched.step()
+                    if average is not None:
+                        average.update()
                     # accumulate on the device: no host sync inside the loop
                     loss_sum += loss.detach() * len(y)
                     correct += (logits.detach().argmax(1) == y).sum()
@@ -285,7 +325,9 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 if not math.isfinite(train_loss) or train_loss > EXPLODED_LOSS_FACTOR * chance_loss:
                     raise FloatingPointError(f"training diverged in epoch {epoch} (mean training loss {train_loss:.4g}, "
                                              f"a uniform guess scores {chance_loss:.2f})")
-                eval_acc = evaluate(forward, data.held_out, amp=speed.amp)
+                if average is not None:
+                    average.copy_counters()
+                eval_acc = evaluate(forward if average is None else average.module, data.held_out, amp=speed.amp)
                 record = EpochResult(epoch, epochs, train_loss, train_acc, eval_acc, seconds)
                 result.history.append(record)
                 if on_epoch is not None:
@@ -295,4 +337,6 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
             torch.cuda.current_stream(device).wait_stream(stream)
         _swap_dropout(model, fast=False)
         model.to(memory_format=torch.contiguous_format)
+        if average is not None:
+            average.module.to(memory_format=torch.contiguous_format)
     return result

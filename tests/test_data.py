@@ -53,11 +53,11 @@ def test_bad_magic_number_is_corrupt(data_dir, tmp_path):
 
 def test_augmentation_is_batched_seeded_and_keeps_the_background(small_data):
     x = small_data.train.x[:64]
-    assert random_affine(x, 0.0) is x
+    assert random_affine(x, 0.0, 0.0, 0.0) is x
     torch.manual_seed(0)
-    a = random_affine(x, 1.0)
+    a = random_affine(x, 15.0, 0.1, 0.1)
     torch.manual_seed(0)
-    b = random_affine(x, 1.0)
+    b = random_affine(x, 15.0, 0.1, 0.1)
     assert torch.equal(a, b) and a.shape == x.shape and not torch.allclose(a, x)
     # the corners stay black after a shift or rotation
     assert torch.allclose(a[:, :, 0, 0], torch.full_like(a[:, :, 0, 0], BACKGROUND), atol=1e-4)

@@ -17,7 +17,7 @@ from nas import build, count_macs, count_params, load_spec
 from nas.bundled import reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
-from nas.record import Fidelity, Outcome, best_record, read_trial, record_candidate, record_outcome
+from nas.record import Fidelity, Outcome, best_record, read_trial, record_candidate, record_outcome, select_winner
 from nas.spec import Spec
 
 REFERENCE = reference_files()
@@ -36,13 +36,17 @@ def tiny_study(tmp_path_factory):
     return root, study
 
 
-def test_export_writes_the_best_trial_and_trial_n(tiny_study, cli):
+def test_export_writes_the_winner_and_trial_n(tiny_study, cli):
     root, study = tiny_study
     best = root / "studies" / "tiny" / "best.json"
-    best.unlink()  # the search wrote one already: show that export writes it
+    written_by_search = json.loads(best.read_text())
+    best.unlink()  # the search wrote one already: show that export writes the same
     result = run_cli("nas.export", "--study", "tiny", cwd=root)
     assert result.returncode == 0, result.stderr
-    assert json.loads(best.read_text()) == json.loads(json.dumps(best_record(read_trial(study.best_trial), study)))
+    winner, reevaluation = select_winner(study)
+    assert reevaluation is not None and len(reevaluation.val_accs) == 3  # the search re-evaluated its finalists
+    assert json.loads(best.read_text()) == json.loads(json.dumps(best_record(winner, study, reevaluation)))
+    assert json.loads(best.read_text()) == written_by_search
     spec = load_spec(best)
     assert count_params(build(spec)) == json.loads(best.read_text())["params"]
 
@@ -220,12 +224,12 @@ def test_reference_ladder_is_the_classic_one():
     assert list(ladder) == ["1_basic", "2_bn_dropout", "3_gap", "4_final"]
     basic, basic_record = ladder["1_basic"]
     assert 190_000 <= basic_record["params"] <= 200_000
-    assert not basic.arch.batch_norm and basic.arch.dropout == 0 and basic.train.augment == 0
+    assert not basic.arch.batch_norm and basic.arch.dropout == 0 and basic.train.rotation == basic.train.shift == basic.train.scale == 0
     lighter, lighter_record = ladder["2_bn_dropout"]
     assert lighter.arch.batch_norm and lighter.arch.dropout > 0 and lighter_record["params"] < basic_record["params"]
     gap, gap_record = ladder["3_gap"]
     assert gap.arch.head.startswith("gap") and 5_000 <= gap_record["params"] <= 6_000
     final, final_record = ladder["4_final"]
     assert 7_300 <= final_record["params"] <= 7_600 < 8_000
-    assert final.train.augment > 0 and final.train.schedule != "constant"
+    assert final.train.rotation > 0 and final.train.schedule != "constant"
     assert [r["published"] for _, r in ladder.values()] == ["99.05 %", None, "98.79 %", "99.42–99.50 %"]

@@ -18,8 +18,8 @@ from nas.cli import run_command
 from nas.cost import count_macs, count_params
 from nas.model import build
 from nas.study import output_dir
-from nas.record import (Fidelity, Outcome, StudySettings, optuna_state, pareto_front, read_trials, record_candidate,
-                        record_epochs, record_outcome, write_settings)
+from nas.record import (Fidelity, Outcome, RungScore, StudySettings, optuna_state, pareto_front, read_trials,
+                        record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs, write_settings)
 from nas.report import Trials, build_report, sections, write_report
 from nas.figures import SCALE, tradeoff_figure
 from nas.space import load_space
@@ -27,11 +27,12 @@ from nas.space import load_space
 TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
 BUDGET = 1500
 FIDELITY = Fidelity(epochs=3, train_images=512)
+RUNG = Fidelity(epochs=1, train_images=128)  # one cheap rung before the full training
 # what each under-budget candidate of the crafted study becomes, in order (the running one last)
-PLAN = [Outcome.COMPLETE, Outcome.PRUNED, Outcome.COMPLETE, Outcome.DIVERGED, Outcome.COMPLETE, Outcome.PRUNED,
-        Outcome.FAILED, Outcome.INTERRUPTED, Outcome.COMPLETE, Outcome.RUNNING]
+PLAN = [Outcome.COMPLETE, Outcome.PRUNED, Outcome.COMPLETE, Outcome.DIVERGED, Outcome.SCREENED, Outcome.COMPLETE,
+        Outcome.PRUNED, Outcome.FAILED, Outcome.INTERRUPTED, Outcome.SCREENED, Outcome.COMPLETE, Outcome.RUNNING]
 EPOCHS = {Outcome.COMPLETE: 3, Outcome.PRUNED: 2, Outcome.DIVERGED: 1, Outcome.FAILED: 0, Outcome.INTERRUPTED: 2,
-          Outcome.RUNNING: 1}
+          Outcome.RUNNING: 1, Outcome.SCREENED: 0}
 
 
 def craft_study(url: str, name: str = "crafted") -> optuna.Study:
@@ -42,7 +43,7 @@ def craft_study(url: str, name: str = "crafted") -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=url, direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=3,
-                                        train_images=FIDELITY.train_images))
+                                        train_images=FIDELITY.train_images, rungs=[[RUNG.epochs, RUNG.train_images]]))
     plan = list(PLAN)
     while plan:
         assert len(study.trials) < 60, "the tiny space should give enough candidates under the budget"
@@ -50,16 +51,21 @@ def craft_study(url: str, name: str = "crafted") -> optuna.Study:
         spec = space.sample(trial)
         module = build(spec)
         params = count_params(module)
-        record_candidate(trial, spec, params, count_macs(module), FIDELITY)
+        record_candidate(trial, spec, params, count_macs(module), RUNG, (RUNG, FIDELITY))
         trial.set_constraint("params", params - BUDGET + 1)
         if params >= BUDGET:
             record_outcome(trial, Outcome.REJECTED)
             study.tell(trial, state=optuna_state(Outcome.REJECTED))
             continue
         kind = plan.pop(0)
-        final = 62.0 if len(plan) == 7 else 97.0 + (params % 200) / 100  # the second complete trial: a dud
+        final = 62.0 if len(plan) == len(PLAN) - 3 else 97.0 + (params % 200) / 100  # the 2nd complete one: a dud
+        if kind != Outcome.FAILED:  # steps: 0 the cheap rung, 1 + e the full training's epoch e
+            trial.report(final - 5, 0)
+            record_rungs(trial, [RungScore(RUNG, final - 5, 0.2)])
+        if kind != Outcome.SCREENED:
+            record_fidelity(trial, FIDELITY)
         for epoch in range(1, EPOCHS[kind] + 1):
-            trial.report(final - 2.5 * (3 - epoch), epoch)
+            trial.report(final - 2.5 * (3 - epoch), 1 + epoch)
         record_epochs(trial, [0.5] * EPOCHS[kind])
         record_outcome(trial, kind)
         if kind == Outcome.COMPLETE:
@@ -185,7 +191,9 @@ def test_optuna_figures_do_not_mistake_rejections_for_pruned_trials(crafted):
     best = next(t for t in figures["Optimization history"].data if t.name == "best so far")
     assert list(best.x) == _of(kinds, Outcome.COMPLETE)
     curves = figures["Learning curves"].data
-    assert sorted(t.meta["trial"] for t in curves) == sorted(t.number for t in crafted.trials if t.intermediate_values)
+    # the full training's epochs only: a screened trial's cheap-rung score (step 0) is no point of a curve
+    assert sorted(t.meta["trial"] for t in curves) == sorted(r.number for r in read_trials(crafted) if r.curve)
+    assert not {t.meta["trial"] for t in curves} & set(_of(kinds, Outcome.SCREENED))
     assert {t.meta["outcome"]: kinds[t.meta["trial"]].value for t in curves} == {
         k: k for k in ("complete", "pruned", "diverged", "interrupted", "running")}
 
@@ -236,9 +244,9 @@ def test_report_page_is_one_self_contained_file(crafted, tmp_path):
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
     assert not any("src" in attrs for attrs, _ in scripts) and "<link" not in page  # nothing to fetch
     assert len([body for _, body in scripts if len(body) > 1_000_000]) == 1  # plotly.js, embedded once
-    assert page.count('class="plotly-graph-div"') == 8 and "not drawn" not in page
+    assert page.count('class="plotly-graph-div"') == 9 and "not drawn" not in page
     n = {k: list(_kinds(crafted).values()).count(k) for k in Outcome}
-    assert (f"{n[Outcome.COMPLETE]} complete, {n[Outcome.PRUNED]} pruned, {n[Outcome.REJECTED]} rejected, "
+    assert (f"{n[Outcome.COMPLETE]} complete, {n[Outcome.PRUNED]} pruned, 2 screened, {n[Outcome.REJECTED]} rejected, "
             "1 diverged, 1 failed, 1 interrupted, 1 running") in page
     assert "1 trial(s) interrupted" in page
     best = max((r for r in read_trials(crafted) if r.outcome == Outcome.COMPLETE), key=lambda r: r.value)
@@ -381,7 +389,7 @@ def test_report_renders_in_headless_chromium(source, crafted, searched, tmp_path
         report = searched / "studies" / "mnist-tiny-b1500" / "report.html"
     page = report.read_text()
     expected = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
-    assert len(expected) == 8
+    assert len(expected) == (9 if source == "crafted" else 8)  # the searched study is too small for cheap rungs
     probe = tmp_path / "probe.html"  # the same page with the error recorder first in <head>
     probe.write_text(page.replace("<head>", "<head>" + RECORDER, 1))
 

@@ -5,7 +5,7 @@ import optuna
 import pytest
 
 from conftest import TINY, one_line_error, run_cli, tree_hashes
-from nas.record import Outcome, best_record, read_settings, read_trial, read_trials
+from nas.record import Outcome, best_record, read_settings, read_trials, select_winner
 
 SMALL = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
 
@@ -17,22 +17,23 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     # the header comes first and says what will run where
     header = first.stderr.splitlines()[:4]
     assert header[0].startswith("new study 'mnist-tiny-b3000' in sqlite:///studies/mnist-tiny-b3000.db")
-    assert "device CPU" in header[2] and "256 training / 5,000 validation images, 2 epochs per trial, 3 trials" in header[3]
+    assert "device CPU" in header[2] and "256 training / 5,000 validation images, 2 epochs per full training, 3 trials" in header[3]
     assert "this run: 0/3 trials, 0 rejected" in first.stderr  # counters of this run, from the start
     db = tmp_path / "studies" / "mnist-tiny-b3000.db"
     study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
     assert len(study.trials) == 3
     assert read_settings(study) == {"budget": 3000, "space": "mnist-tiny", "space_file": TINY, "epochs": 2,
-                                    "train_images": 256}
+                                    "train_images": 256, "rungs": [], "finalists": 3, "finalist_seeds": 3}
     records = read_trials(study)
     assert all(r.params > 0 and r.spec and r.macs and r.fidelity.epochs == 2 for r in records)
     complete = [r for r in records if r.outcome == Outcome.COMPLETE]
     assert complete, "3 trials of the tiny space should give at least one complete trial"
     for r in complete:
         assert r.params < 3000 and len(r.epoch_seconds) == 2 and r.fidelity.train_images == 256
-    best = (tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text()
-    assert best_record(read_trial(study.best_trial), study)["val_acc"] == study.best_value
-    assert f'"trial": {study.best_trial.number}' in best
+    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    winner, reevaluation = select_winner(study)  # the finalists' best mean over 3 new seeds each
+    assert best == json.loads(json.dumps(best_record(winner, study, reevaluation)))
+    assert len(best["reevaluation"]["seeds"]) == 3 and "finalists (top" in first.stdout
 
     again = run_cli("nas.search", *SMALL, "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
@@ -122,7 +123,7 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     result = cli("search", "--budget", "8000", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
                  "--no-report", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="mnist-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist-b8000.db")
+    study = optuna.load_study(study_name="mnist2-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist2-b8000.db")
     records = read_trials(study)
     assert [r.warm_start for r in records if r.warm_start] == expected
     # the first trial is the known design exactly when one was queued

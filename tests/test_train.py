@@ -3,11 +3,14 @@ import dataclasses
 import optuna
 import pytest
 import torch
+from torch import nn
 
+from nas.data import Split, Splits
 from nas.record import Outcome, read_trial
 from nas.search import Progress, make_objective
 from nas.space import load_space
-from nas.train import train
+from nas.spec import Train
+from nas.train import FastDropout, WeightAverage, evaluate, make_scheduler, train
 
 from test_spec import CLASSIC
 
@@ -29,6 +32,45 @@ def test_trainer_is_deterministic_for_a_seed(small_data):
     sa, sb, sc = (r.model.state_dict() for r in (a, b, c))
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # every weight, every BN statistic
     assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # and the seed matters
+
+
+def test_the_weight_average_follows_its_update_rule():
+    torch.manual_seed(0)
+    live = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    average = WeightAverage(live, decay=0.5)
+    expected = {k: v.clone() for k, v in live.state_dict().items()}
+    assert not any(p.requires_grad for p in average.module.parameters())
+    for t in range(3):
+        with torch.no_grad():
+            for p in live.parameters():
+                p.add_(torch.randn_like(p))
+        live.train()(torch.randn(4, 3))  # moves BN's running statistics and batch count
+        average.update()
+        decay = min(0.5, (1 + t) / (10 + t))  # 0.1, 0.18, 0.25: the warm-up, then at most 0.5
+        for k, v in live.state_dict().items():
+            if v.is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * v
+    average.copy_counters()
+    got = average.module.state_dict()
+    assert all(torch.allclose(got[k].float(), expected[k].float()) for k in expected if expected[k].is_floating_point())
+    assert got["1.num_batches_tracked"] == 3  # copied, not averaged
+    assert not torch.allclose(got["0.weight"], live[0].weight)
+
+
+def test_training_with_ema_returns_the_average_deterministically(small_data):
+    tiny = Splits(Split(small_data.train.x[:256], small_data.train.y[:256]),
+                  Split(small_data.held_out.x[:256], small_data.held_out.y[:256]))
+    plain = dataclasses.replace(CLASSIC, train=dataclasses.replace(CLASSIC.train, batch_size=32))
+    averaged = dataclasses.replace(plain, train=dataclasses.replace(plain.train, ema=0.9))
+    live = train(plain, tiny, epochs=1, seed=5)  # the same live training: the average draws no random numbers
+    a, b = (train(averaged, tiny, epochs=1, seed=5) for _ in range(2))
+    assert a.history[0].train_loss == b.history[0].train_loss == live.history[0].train_loss
+    sa, sb, sl = (r.model.state_dict() for r in (a, b, live))
+    assert sa.keys() == sl.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)  # deterministic
+    assert not torch.equal(sa["0.weight"], sl["0.weight"])  # the average, not the last live weights
+    assert evaluate(a.model, tiny.held_out) == a.history[0].eval_acc  # the epoch's accuracy is the average's
+    assert not any(isinstance(m, FastDropout) for m in a.model.modules())  # a plain build(spec) module
+    assert all(p.is_contiguous() for p in a.model.parameters())
 
 
 def test_a_callback_can_stop_training(small_data):
@@ -76,3 +118,17 @@ def test_candidates_under_budget_train_with_the_given_trainer(small_data):
         record = read_trial(trial)
         assert record.outcome == Outcome.COMPLETE and len(record.epoch_seconds) == 2 and len(record.curve) == 2
         assert record.value == record.curve[2]  # the final epoch's accuracy, never the best one
+
+
+def test_one_cycle_reaches_its_peak_in_every_short_run():
+    """Cheap rungs and smoke runs are a few steps long; a 5-step run once divided by a zero-length warm-up."""
+    for steps in range(2, 40):
+        optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+        schedule = make_scheduler(Train("sgd", 0.1, "onecycle", 128, 0.0, 0.0), optimizer, steps)
+        lrs = []
+        for step in range(steps):
+            lrs.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            if step < steps - 1:
+                schedule.step()
+        assert max(lrs) > 0.05 and lrs[-1] < 0.1, (steps, lrs)

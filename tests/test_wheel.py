@@ -30,4 +30,4 @@ def test_wheel_installs_and_searches_from_an_unrelated_directory(tmp_path):
                              "--epochs", "1", "--subset", "64", "-q", "--no-report"],
                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert search.returncode == 0, search.stderr
-    assert (elsewhere / "studies" / "mnist-b8000.db").is_file()  # the default space, found inside the package
+    assert (elsewhere / "studies" / "mnist2-b8000.db").is_file()  # the default space, found inside the package

@@ -16,7 +16,7 @@ from conftest import DATA_DIR, ROOT, TINY
 from nas.record import Outcome, best_record, read_trial, read_trials
 from nas.study import load_study, open_storage, output_dir
 
-TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu"]
+TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0"]  # workers, not selection
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:

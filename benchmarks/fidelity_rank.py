@@ -1,0 +1,160 @@
+"""Does the cheap judgement rank candidates like the full one? Spearman correlation per fidelity.
+
+Draws N candidates under the budget at random from a space (the gate's fvcore count decides), trains
+each at full fidelity (`--epochs` on the whole 55,000-image search split) and at each cheap fidelity
+(EPOCHSxIMAGES: that many epochs on the first IMAGES of the split, the schedule compressed to the run),
+and prints the Spearman rank correlation between every cheap score and the full final-epoch validation
+accuracy: over all candidates, and over the better half (the candidates a search spends its time on).
+"Epoch k of the full run" (what a pruner inside one training sees) is listed too, at no extra cost.
+
+Results go to a JSON-lines file as each candidate finishes; a rerun with the same file skips the
+candidates already measured, so a long run can be stopped and continued.
+
+    python benchmarks/fidelity_rank.py --budget 8000 --candidates 20 --out studies/fidelity_rank.jsonl \
+        [--space mnist] [--cheap 2x11000 4x27500] [--epochs 15] [--seed 0] [--data-dir ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import optuna
+import torch
+
+from nas import build, count_params
+from nas.data import Split, Splits, load_search_data, resolve_data_dir
+from nas.device import describe, resolve_device
+from nas.errors import SpecError
+from nas.space import load_space
+from nas.spec import Spec
+from nas.train import train
+
+
+def fidelity(text: str) -> tuple[int, int]:
+    epochs, images = text.lower().split("x")
+    return int(epochs), int(images)
+
+
+def candidates(space_name: str, budget: int, n: int, seed: int) -> list[Spec]:
+    """The first n random draws of the space that fit the budget (same seed, same list)."""
+    space = load_space(space_name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    found: list[Spec] = []
+    while len(found) < n:
+        trial = study.ask()
+        spec = space.sample(trial)
+        study.tell(trial, 0.0)
+        if count_params(build(spec)) < budget:
+            found.append(spec)
+    return found
+
+
+def ranks(values: list[float]) -> np.ndarray:
+    """Ranks with ties sharing their mean rank (as Spearman's rho wants)."""
+    order = np.argsort(values, kind="stable")
+    r = np.empty(len(values))
+    r[order] = np.arange(len(values), dtype=float)
+    values_arr = np.asarray(values)
+    for v in np.unique(values_arr):
+        tied = values_arr == v
+        r[tied] = r[tied].mean()
+    return r
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
+def subset(data: Splits, images: int) -> Splits:
+    return Splits(Split(data.train.x[:images], data.train.y[:images]), data.held_out)
+
+
+def measure(spec: Spec, data: Splits, epochs: int, cheap: list[tuple[int, int]], seed: int) -> dict:
+    row: dict = {"code": spec.code, "spec": spec.to_dict(), "params": count_params(build(spec)),
+                 "train_images": len(data.train)}
+    start = time.perf_counter()
+    try:
+        full = train(spec, data, epochs=epochs, seed=seed)
+        row["full_curve"] = [r.eval_acc for r in full.history]
+    except FloatingPointError:
+        row["full_curve"] = None  # diverged: ranks last at every fidelity it also diverges at
+    row["full_seconds"] = time.perf_counter() - start
+    for e, n in cheap:
+        start = time.perf_counter()
+        try:
+            acc = train(spec, subset(data, n), epochs=e, seed=seed).final_acc
+        except FloatingPointError:
+            acc = None
+        row[f"{e}x{n}"] = acc
+        row[f"{e}x{n}_seconds"] = time.perf_counter() - start
+    return row
+
+
+def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]]) -> None:
+    rows = [r for r in rows if r["full_curve"] is not None]
+    full = [r["full_curve"][-1] for r in rows]
+    better = sorted(range(len(rows)), key=lambda i: -full[i])[:max(2, len(rows) // 2)]
+    print(f"{len(rows)} candidates (diverged ones left out); full: {epochs} epochs x all images, "
+          f"final-epoch val acc {min(full):.2f}-{max(full):.2f} %")
+    print(f"{'cheap judgement':<28} {'cost':>6} {'rho (all)':>10} {'rho (better half)':>18}")
+    scores = {f"{e} epochs x {n:,} images": (f"{e}x{n}", e * n) for e, n in cheap}
+    scores.update({f"epoch {k} of the full run": (k, None) for k in (1, 2, 3, 5, 8) if k < epochs})
+    for label, (key, cost) in scores.items():
+        values = [(r[key] if isinstance(key, str) else r["full_curve"][key - 1]) for r in rows]
+        values = [-1.0 if v is None else v for v in values]  # a diverged cheap run ranks last
+        # cost in images seen, a share of the full training's (seconds would depend on the machine's load)
+        share = cost / (epochs * rows[0]["train_images"]) if cost else key / epochs
+        print(f"{label:<28} {100 * share:>5.1f}% {spearman(values, full):>10.3f} "
+              f"{spearman([values[i] for i in better], [full[i] for i in better]):>18.3f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--space", default="mnist_classic")
+    p.add_argument("--budget", type=int, default=8000)
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--cheap", type=fidelity, nargs="+", default=[(2, 11_000), (4, 27_500)])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("studies/fidelity_rank.jsonl"))
+    p.add_argument("--data-dir")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--report-only", action="store_true", help="print the table of what the file holds")
+    args = p.parse_args()
+    warnings.filterwarnings("ignore")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    done = {}
+    if args.out.is_file():
+        for line in args.out.read_text().splitlines():
+            row = json.loads(line)
+            done[json.dumps(Spec.from_dict(row["spec"]).to_dict(), sort_keys=True)] = row  # v1 rows too
+    if not args.report_only:
+        device = resolve_device(args.device)
+        data = load_search_data(resolve_data_dir(args.data_dir), device)
+        print(f"{describe(device)}, {torch.get_num_threads()} thread(s)", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed)):
+            key = json.dumps(spec.to_dict(), sort_keys=True)
+            if key in done:
+                continue
+            row = measure(spec, data, args.epochs, args.cheap, args.seed + i)
+            done[key] = row
+            with args.out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            curve = row["full_curve"]
+            print(f"candidate {i + 1}/{args.candidates}: {row['params']:,} params, full "
+                  f"{'diverged' if curve is None else f'{curve[-1]:.2f} %'} in {row['full_seconds']:.0f} s; "
+                  + ", ".join(f"{e}x{n}: {row[f'{e}x{n}']}" for e, n in args.cheap) + f" | {spec.code}", flush=True)
+    report(list(done.values()), args.epochs, args.cheap)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SpecError as exc:
+        raise SystemExit(f"fidelity_rank: error: {exc}")

@@ -1,0 +1,89 @@
+"""Write a found model into search_spaces/found/: the winner of a measured search, with its retrain
+results and how it was found, in the reference spec format (any command that reads a spec reads it).
+
+    python benchmarks/ship_found.py --study mnist2-b8000 [--storage URL] [--studies-dir studies] \
+        --retrain-dir studies/mnist2-b8000/trial42_retrain --command "nas search --budget 8000 ..." \
+        --out nas/search_spaces/found/b8000.json
+
+Reads the study (winner, trials per fidelity, search wall time from the trials' own timestamps),
+its best.json (the spec and how it was selected) and the retrain's metrics.json (test accuracy per
+seed, final epoch); refuses a retrain of another spec than the winner's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from nas.errors import UsageError
+from nas.files import write_json
+from nas.record import read_settings, read_trials, select_winner
+from nas.spec import Spec
+from nas.study import load_study, studies_dir
+
+
+def trials_per_fidelity(records) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in records:
+        for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
+            counts[f"{f.epochs}x{f.train_images}"] = counts.get(f"{f.epochs}x{f.train_images}", 0) + 1
+    return counts
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--study", required=True)
+    p.add_argument("--storage")
+    p.add_argument("--studies-dir")
+    p.add_argument("--retrain-dir", type=Path, required=True)
+    p.add_argument("--command", required=True, help="the search command as it was run (quoted)")
+    p.add_argument("--hardware", help="where the search ran (default: the retrain's device)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    study = load_study(args.study, args.storage, studies_dir(args.studies_dir))
+    winner = select_winner(study)
+    if winner is None:
+        raise UsageError(f"study {args.study!r} has no complete trial")
+    record, reevaluation = winner
+    spec = Spec.from_dict(record.spec)
+    metrics = json.loads((args.retrain_dir / "metrics.json").read_text())
+    if Spec.from_dict(metrics["spec"]) != spec:
+        raise UsageError(f"{args.retrain_dir} retrained {metrics['code']}, not the winner {spec.code}")
+    records = read_trials(study)
+    starts = [r.started for r in records if r.started]
+    ends = [r.finished for r in records if r.finished]
+    settings = read_settings(study)
+    found = {
+        "name": args.out.stem,
+        "description": f"found by nas search at budget {settings.get('budget'):,}: trial {record.number} of study "
+                       f"{study.study_name} (space {settings.get('space')})",
+        "code": spec.code,
+        "spec": spec.to_dict(),
+        "params": metrics["params"],
+        "macs": metrics["macs"],
+        "retrain": {k: metrics[k] for k in ("seeds", "epochs", "test_acc", "mean", "std", "min", "max",
+                                            "train_images", "test_images", "device", "wall_seconds")},
+        "search": {
+            "command": args.command,
+            "study": study.study_name,
+            "space": settings.get("space"),
+            "budget": settings.get("budget"),
+            "wall_seconds": round((max(ends) - min(starts)).total_seconds()) if starts and ends else None,
+            "trials": len(records),
+            "trials_per_fidelity": trials_per_fidelity(records),
+            "val_acc": record.value,
+            "reevaluation": reevaluation.to_dict() if reevaluation else None,
+            "hardware": args.hardware or metrics["device"],
+        },
+    }
+    write_json(found, args.out)
+    print(f"wrote {args.out}: {spec.code}, {metrics['params']:,} params, test {metrics['mean']:.2f} ± "
+          f"{metrics['std']:.2f} % (min {metrics['min']:.2f} %) over {len(metrics['seeds'])} seeds")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UsageError as exc:
+        raise SystemExit(f"ship_found: error: {exc}")

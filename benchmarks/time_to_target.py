@@ -1,0 +1,110 @@
+"""Time to target: wall time until a search holds a full-fidelity candidate with >= TARGET % validation accuracy.
+
+Runs `nas search` as a user would, in a fresh studies folder per variant, and watches its study: the
+time to target is from the command's start to the end of the first complete trial (full fidelity,
+final epoch) at or above the target. The search is stopped there, or at the cap (reported as "> cap").
+No finalists: the question is how soon a good enough candidate is found, not which one wins.
+
+    python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
+        [--cap-minutes 90] [--seed 0] [--out studies/time_to_target] [--device auto] [--data-dir ...]
+
+Variants: old = every candidate at full fidelity with the median pruner, no warm start (the search before
+cheap rungs); new = cheap rungs + warm start (the default); new-no-warm = cheap rungs, no warm start.
+Each variant's result is appended to <out>/results.jsonl; never run two variants, or anything else
+CPU-heavy, at the same time on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+VARIANTS = {
+    "old": ["--rungs", "none", "--no-warm-start"],
+    "new": [],
+    "new-no-warm": ["--no-warm-start"],
+}
+POLL_SECONDS = 10
+
+
+def reached(storage: str, study: str, target: float) -> datetime.datetime | None:
+    """When the first complete trial at or above the target finished (None: none yet)."""
+    try:
+        trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    except Exception:  # not created yet, or the database is busy: ask again later
+        return None
+    hits = [t.datetime_complete for t in trials if t.value is not None and t.value >= target]
+    return min(hits) if hits else None
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    folder = args.out / name
+    if folder.exists():
+        raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
+    folder.mkdir(parents=True)
+    study = f"ttt-{name}"
+    storage = f"sqlite:///{folder / 'study.db'}"
+    command = [sys.executable, "-m", "nas.search", "--budget", str(args.budget), "--study", study,
+               "--storage", storage, "--studies-dir", str(folder), "--timeout", str(args.cap_minutes * 60),
+               "--seed", str(args.seed), "--finalists", "0", "--device", args.device, "-q", "--no-report",
+               *(["--data-dir", args.data_dir] if args.data_dir else []), *VARIANTS[name]]
+    started = datetime.datetime.now()
+    clock = time.perf_counter()
+    with open(folder / "search.log", "w") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        hit = None
+        while proc.poll() is None:
+            time.sleep(POLL_SECONDS)
+            hit = reached(storage, study, args.target)
+            if hit is not None or time.perf_counter() - clock > args.cap_minutes * 60:
+                proc.send_signal(signal.SIGTERM)  # the search stores its running trial and exits cleanly
+                proc.wait()
+                break
+    wall = time.perf_counter() - clock
+    hit = hit or reached(storage, study, args.target)
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    seconds = (hit - started).total_seconds() if hit else None
+    if seconds is not None and seconds > args.cap_minutes * 60:  # a trial that ended after the cap does not count
+        seconds = None
+    result = {"variant": name, "flags": VARIANTS[name], "budget": args.budget, "target": args.target,
+              "seed": args.seed, "seconds_to_target": seconds, "cap_seconds": args.cap_minutes * 60,
+              "wall_seconds": wall, "trials": len(trials), "command": " ".join(command),
+              "load_before": os.getloadavg()[0], "started": started.isoformat(timespec="seconds")}
+    with open(args.out / "results.jsonl", "a") as f:
+        f.write(json.dumps(result) + "\n")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    p.add_argument("--budget", type=int, default=8000)
+    p.add_argument("--target", type=float, default=99.4)
+    p.add_argument("--cap-minutes", type=int, default=90)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir")
+    args = p.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.variants:
+        r = run_variant(name, args)
+        shown = (f"{r['seconds_to_target'] / 60:.1f} min" if r["seconds_to_target"] is not None
+                 else f"> {args.cap_minutes} min")
+        print(f"{name:<12} {shown:>10} to a full-fidelity candidate >= {args.target} % val "
+              f"({r['trials']} trials, load {r['load_before']:.2f} at the start)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,229 @@
+"""Multi-fidelity bookkeeping and the finalists' re-evaluation, with a stand-in trainer on a real study.
+
+The stand-in scores every cheap rung far above any full training (95-99 % against 80-83 %), so a
+comparison across fidelities anywhere (the pruner, the best trial, best.json, the Pareto front, a
+figure) would show up as a cheap score where a full one belongs.
+"""
+
+import json
+import sys
+
+import optuna
+import pytest
+import torch
+
+from conftest import TINY
+from nas import build, count_params
+from nas.data import Split, Splits
+from nas.errors import UsageError
+from nas.fidelity import RungPruner, ladder, parse_rung, promoted
+from nas.figures import rungs_figure, tradeoff_figure
+from nas.finalists import reevaluate, seeds_of
+from nas.record import (Fidelity, Outcome, StudySettings, read_reevaluations, read_trials, select_winner, write_best,
+                        write_settings)
+from nas.search import Progress, make_objective
+from nas.space import load_space
+from nas.train import EpochResult, TrainResult
+
+FULL = Fidelity(2, 1000)
+CHEAP = (Fidelity(1, 200), Fidelity(1, 500))
+BUDGET = 3000
+
+
+def fake_data(images: int = FULL.train_images) -> Splits:
+    return Splits(Split(torch.zeros(images, 1, 28, 28), torch.zeros(images, dtype=torch.int64)),
+                  Split(torch.zeros(10, 1, 28, 28), torch.zeros(10, dtype=torch.int64)))
+
+
+def stand_in(calls: list, score=None):
+    """A trainer with nas.train.train's signature: a score from the spec's size and the fidelity."""
+    def trainer(spec, data, *, epochs, seed, on_epoch=None, speed=None):
+        calls.append((spec.code, len(data.train), epochs, seed))
+        params = count_params(build(spec))
+        if score is not None:
+            final = score(spec, seed)
+        elif len(data.train) == FULL.train_images:
+            final = 80 + params / 1000
+        else:
+            final = 95 + params / 1000 + len(data.train) / 1000
+        result = TrainResult(None)
+        for e in range(1, epochs + 1):
+            result.history.append(EpochResult(e, epochs, 1.0, 50.0, final - (epochs - e), 0.01))
+            if on_epoch:
+                on_epoch(result.history[-1])
+        return result
+    return trainer
+
+
+def test_ladder_defaults_scale_to_the_full_fidelity_and_bad_rungs_are_refused():
+    assert ladder(Fidelity(15, 55_000)) == (Fidelity(2, 11_000), Fidelity(4, 27_500), Fidelity(15, 55_000))
+    assert ladder(Fidelity(3, 3000)) == (Fidelity(1, 600), Fidelity(1, 1500), Fidelity(3, 3000))
+    assert ladder(Fidelity(2, 256)) == (Fidelity(2, 256),)  # rungs of a few dozen images say nothing: dropped
+    assert ladder(FULL, []) == (FULL,)
+    assert ladder(FULL, [Fidelity(1, 200), FULL]) == (Fidelity(1, 200), FULL)
+    assert parse_rung("2x11000") == Fidelity(2, 11_000)
+    for bad in ("2x", "x100", "0x100", "2x0", "two"):
+        with pytest.raises(UsageError):
+            parse_rung(bad)
+    with pytest.raises(UsageError, match="above the full fidelity"):
+        ladder(FULL, [Fidelity(3, 100)])
+    with pytest.raises(UsageError, match="cost more at each step"):
+        ladder(FULL, [Fidelity(1, 500), Fidelity(1, 400)])
+
+
+def test_promotion_keeps_the_best_third_so_far():
+    assert promoted(50.0, [])  # alone at its rung: the best one goes on
+    assert not promoted(50.0, [60.0])
+    assert promoted(70.0, [60.0, 50.0])
+    assert promoted(65.0, [70.0, 60.0, 50.0, 40.0, 30.0])  # 6 scores: the best 2 go on
+    assert not promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0])
+    assert promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0], eta=2)  # best 3 of 6
+
+
+def test_the_pruner_compares_one_step_at_a_time():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2))
+    for rung0 in (90.0, 91.0, 92.0):  # three candidates through rung 0 only
+        trial = study.ask()
+        trial.report(rung0, 0)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    trial = study.ask()
+    trial.report(50.0, 0)  # far below the others at rung 0: stopped
+    assert trial.should_prune()
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    trial = study.ask()
+    trial.report(93.0, 0)
+    assert not trial.should_prune()
+    trial.report(10.0, 1)  # the first score at rung 1: only its own rung's scores count, none yet
+    assert not trial.should_prune()
+    # full-training epochs are steps 3, 4, ...: never judged against the rungs' steps 0 and 1
+    trial.report(5.0, 3)
+    assert not trial.should_prune()
+
+
+@pytest.fixture(scope="module")
+def climbed():
+    """A real study of 30 candidates of the tiny space up the ladder FULL <- CHEAP, as nas.search runs them."""
+    calls: list = []
+    space = load_space(TINY)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=RungPruner(len(CHEAP)))
+    write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=FULL.epochs,
+                                        train_images=FULL.train_images, rungs=[[1, 200], [1, 500]]))
+    objective = make_objective(space, fake_data(), BUDGET, FULL.epochs, 0, Progress(True, None, None, FULL.epochs),
+                               trainer=stand_in(calls), cheap_rungs=CHEAP)
+    study.optimize(objective, n_trials=30)
+    return study, calls
+
+
+def test_each_trial_records_its_rungs_and_the_fidelity_it_reached(climbed):
+    study, calls = climbed
+    records = read_trials(study)
+    outcomes = {r.outcome for r in records}
+    assert {Outcome.SCREENED, Outcome.COMPLETE} <= outcomes and outcomes <= {Outcome.SCREENED, Outcome.COMPLETE,
+                                                                              Outcome.REJECTED}
+    trained_at = {}
+    for code, images, epochs, seed in calls:
+        trained_at.setdefault(seed, []).append(Fidelity(epochs, images))
+    for r in records:
+        if r.outcome == Outcome.REJECTED:
+            assert not r.rungs and not r.curve and r.number not in trained_at
+            continue
+        ladder_so_far = [s.fidelity for s in r.rungs] + ([FULL] if r.outcome == Outcome.COMPLETE else [])
+        assert trained_at[r.number] == ladder_so_far == list((*CHEAP, FULL))[:len(ladder_so_far)]
+        assert r.fidelity == ladder_so_far[-1]
+        if r.outcome == Outcome.SCREENED:
+            assert not r.curve and r.value is None and r.accuracy is None
+            assert study.trials[r.number].state == optuna.trial.TrialState.PRUNED
+        else:
+            assert len(r.rungs) == 2 and set(r.curve) == {1, 2} and r.value == r.curve[2] < 90
+    # successive halving: fewer candidates at each rung, each decision by the promotion rule on its rung alone
+    at = [sum(len(r.rungs) > k for r in records) for k in range(2)]
+    complete = sum(r.outcome == Outcome.COMPLETE for r in records)
+    assert at[0] > at[1] > complete >= 1
+    for k in range(2):
+        seen = []
+        for r in sorted((r for r in records if len(r.rungs) > k), key=lambda r: r.number):
+            went_on = len(r.rungs) > k + 1 or r.outcome == Outcome.COMPLETE
+            assert went_on == promoted(r.rungs[k].val_acc, seen)
+            seen.append(r.rungs[k].val_acc)
+
+
+def test_nothing_compares_a_cheap_score_with_a_full_one(climbed, tmp_path):
+    study, _ = climbed
+    records = read_trials(study)
+    full_values = {r.number: r.value for r in records if r.outcome == Outcome.COMPLETE}
+    assert study.best_value == max(full_values.values())
+    best = write_best(study, tmp_path)
+    assert best["val_acc"] == max(full_values.values()) and best["fidelity"] == FULL.to_dict()
+    assert json.loads((tmp_path / "best.json").read_text())["trial"] == study.best_trial.number
+    figure = tradeoff_figure(records, "params", "parameters", BUDGET)
+    placed = [d for trace in figure.data if trace.customdata is not None and trace.yaxis in (None, "y")
+              for d in trace.customdata if isinstance(d, (list, tuple)) and len(d) >= 2]
+    assert placed and all(d[0] < 90 for d in placed)  # the stand-in's full scores: no cheap score on the axis
+    lanes = [t for t in figure.data if t.name and t.name.startswith("screened out")]
+    assert len(lanes) == 1 and len(lanes[0].x) == sum(r.outcome == Outcome.SCREENED for r in records)
+    panels = rungs_figure(records)
+    assert [a.text for a in panels.layout.annotations] == ["rung 1: 1 epoch x 200 images", "rung 2: 1 epoch x 500 images"]
+
+
+def _complete_study(values: list[float]) -> optuna.Study:
+    """A study with complete trials of the given final-epoch values, as the search records them."""
+    space = load_space(TINY)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=FULL.epochs,
+                                        train_images=FULL.train_images, rungs=[], finalists=3, finalist_seeds=2))
+    from nas.record import record_candidate, record_outcome
+    for value in values:
+        trial = study.ask()
+        spec = space.sample(trial)
+        module = build(spec)
+        record_candidate(trial, spec, count_params(module), 1, FULL)
+        record_outcome(trial, Outcome.COMPLETE)
+        study.tell(trial, value)
+    return study
+
+
+def test_finalists_are_ranked_by_the_mean_of_new_seeds(tmp_path):
+    study = _complete_study([99.0, 99.5, 97.0, 99.3])  # trial 1 was lucky in the search
+    again = {1: 98.8, 3: 99.2, 0: 99.1}  # what each finalist scores with new seeds (trial 2 is not a finalist)
+    calls: list = []
+    trainer = stand_in(calls, score=lambda spec, seed: again[seed % 1_000_000] + (seed // 1_000_000) * 0.01)
+    assert select_winner(study)[0].number == 1 and select_winner(study)[1] is None  # before: the single best
+    data = fake_data(300)
+    reevaluate(study, data, epochs=FULL.epochs, base_seed=0, count=3, seeds=2, quiet=True, trainer=trainer)
+    assert sorted(seed for *_, seed in calls) == sorted(seeds_of(n, 0, 2)[j] for n in (0, 1, 3) for j in range(2))
+    assert all(images == 300 and epochs == FULL.epochs for _, images, epochs, _ in calls)  # full, on the given split
+    assert not set(seed for *_, seed in calls) & {0, 1, 2, 3}  # new seeds, never the search's own
+    record, reevaluation = select_winner(study)
+    assert record.number == 3 and reevaluation.mean == pytest.approx(99.215)
+    best = write_best(study, tmp_path)
+    assert best["trial"] == 3 and best["val_acc"] == 99.3  # the search's own score stays what it was
+    assert best["reevaluation"]["seeds"] == seeds_of(3, 0, 2)
+    assert best["reevaluation"]["val_acc"] == pytest.approx([99.21, 99.22])
+    assert best["reevaluation"]["std"] == pytest.approx(0.00707, abs=1e-4)
+    assert "mean validation accuracy over 2 new seeds" in best["selected_by"]
+    calls.clear()  # a resumed selection trains only what is missing: nothing here
+    reevaluate(study, data, epochs=FULL.epochs, base_seed=0, count=3, seeds=2, quiet=True, trainer=trainer)
+    assert calls == [] and len(read_reevaluations(study)) == 3
+
+
+def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
+    opened: list[str] = []
+    watching = [True]
+
+    def hook(event, args):
+        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
+    try:
+        result = cli("search", "--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "1", "--subset",
+                     "256", "--finalists", "2", "--finalist-seeds", "2", "-q", "--no-report", cwd=tmp_path)
+    finally:
+        watching[0] = False
+    assert result.returncode == 0, result.stderr
+    assert any("train-images-idx3-ubyte" in p for p in opened)  # the hook sees the data being read
+    assert not [p for p in opened if "t10k" in p]
+    assert "finalists (top" in result.stdout and "<- winner" in result.stdout
+    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    assert len(best["reevaluation"]["seeds"]) == 2
