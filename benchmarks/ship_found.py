@@ -18,17 +18,9 @@ from pathlib import Path
 
 from nas.errors import UsageError
 from nas.files import write_json
-from nas.record import read_settings, read_trials, select_winner
+from nas.record import read_settings, read_trials, select_winner, trained_per_fidelity
 from nas.spec import Spec
 from nas.study import load_study, studies_dir
-
-
-def trials_per_fidelity(records) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records:
-        for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
-            counts[f"{f.epochs}x{f.train_images}"] = counts.get(f"{f.epochs}x{f.train_images}", 0) + 1
-    return counts
 
 
 def main() -> None:
@@ -39,6 +31,9 @@ def main() -> None:
     p.add_argument("--retrain-dir", type=Path, required=True)
     p.add_argument("--command", required=True, help="the search command as it was run (quoted)")
     p.add_argument("--hardware", help="where the search ran (default: the retrain's device)")
+    p.add_argument("--search-seconds", type=float,
+                   help="the search's wall time as its runs printed it ('this run: ... in'), finalists included; "
+                        "the trials' own span is recorded either way")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
     study = load_study(args.study, args.storage, studies_dir(args.studies_dir))
@@ -69,9 +64,11 @@ def main() -> None:
             "study": study.study_name,
             "space": settings.get("space"),
             "budget": settings.get("budget"),
-            "wall_seconds": round((max(ends) - min(starts)).total_seconds()) if starts and ends else None,
+            "wall_seconds": args.search_seconds,
+            "trials_span_seconds": round((max(ends) - min(starts)).total_seconds()) if starts and ends else None,
             "trials": len(records),
-            "trials_per_fidelity": trials_per_fidelity(records),
+            "trials_per_fidelity": {f"{f.epochs}x{f.train_images}": n
+                                    for f, n in trained_per_fidelity(records).items()},
             "val_acc": record.value,
             "reevaluation": reevaluation.to_dict() if reevaluation else None,
             "hardware": args.hardware or metrics["device"],

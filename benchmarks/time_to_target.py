@@ -8,8 +8,9 @@ No finalists: the question is how soon a good enough candidate is found, not whi
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
         [--cap-minutes 90] [--seed 0] [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
-Variants: old = every candidate at full fidelity with the median pruner, no warm start (the search before
-cheap rungs); new = cheap rungs + warm start (the default); new-no-warm = cheap rungs, no warm start.
+Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
+with the median pruner, no warm start; new = the default (the richer space, cheap rungs, warm start);
+new-no-warm = the default without warm start.
 Each variant's result is appended to <out>/results.jsonl; never run two variants, or anything else
 CPU-heavy, at the same time on one machine.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 import optuna
 
 VARIANTS = {
-    "old": ["--rungs", "none", "--no-warm-start"],
+    "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"],
     "new": [],
     "new-no-warm": ["--no-warm-start"],
 }

@@ -3,8 +3,9 @@
 A candidate is first judged cheaply (a few epochs on a slice of the training images, the LR schedule
 compressed to that short run); only the best third at a rung is trained at the next, and only
 those that survive every cheap rung get the full training (`--epochs` on all the search images).
-Each rung is a fresh training, so a short run gets its whole schedule (warm-up and annealing), which
-ranks candidates far better than the first epochs of a long run at peak learning rate.
+Each rung is a fresh training, so a short run gets its whole schedule (warm-up and annealing), where
+the first epochs of a long run sit at a one-cycle schedule's peak learning rate.
+benchmarks/fidelity_rank.py measures how each rung ranks candidates against the full training.
 
 In Optuna's terms a trial reports its score at cheap rung k as the intermediate value of step k, and
 the epochs of its full training as steps K+1 ... K+epochs (K = number of cheap rungs). One step is one
@@ -21,7 +22,7 @@ from .errors import UsageError
 from .record import Fidelity
 
 # the default ladder, as shares of the full fidelity: (epochs, images). 2/15 x 1/5 and 4/15 x 1/2 of the
-# full 15 x 55,000: 2.7 % and 13 % of its cost. benchmarks/fidelity_rank.py measures how they rank.
+# full 15 x 55,000: 2.7 % and 13 % of its cost (in images trained on)
 DEFAULT_RUNGS = ((2 / 15, 1 / 5), (4 / 15, 1 / 2))
 ETA = 3  # keep the best 1/ETA at each cheap rung (successive halving's reduction factor)
 MIN_RUNG_IMAGES = 256  # below this a rung's score says little; such rungs are dropped

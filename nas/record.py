@@ -228,6 +228,15 @@ def read_trials(study: optuna.Study) -> list[TrialRecord]:
     return [read_trial(t) for t in study.get_trials(deepcopy=False)]
 
 
+def trained_per_fidelity(records: list[TrialRecord]) -> dict[Fidelity, int]:
+    """How many candidates were trained at each fidelity (each cheap rung and the full training), cheapest first."""
+    counts: dict[Fidelity, int] = {}
+    for r in records:
+        for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
+            counts[f] = counts.get(f, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: item[0].cost))
+
+
 def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
     """The (cost, accuracy, trial number) points no other point beats: cheaper-or-equal and more accurate."""
     front: list[tuple[float, float, int]] = []

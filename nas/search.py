@@ -40,8 +40,8 @@ from .model import build
 from .retrain import METRICS_FILE
 from .fidelity import ETA, RungPruner, ladder, parse_rung
 from .record import (Fidelity, Outcome, RungScore, StudySettings, read_settings, read_trial, read_trials,
-                     record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs, write_best,
-                     write_settings)
+                     record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs,
+                     trained_per_fidelity, write_best, write_settings)
 from .report import write_report
 from .sampler import BudgetAwareTPESampler
 from .space import Space, load_space
@@ -289,14 +289,9 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
     lines = [f"study {study.study_name}: {len(records)} trials: "
              + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)]
-    trained: dict[Fidelity, int] = {}  # how many candidates were trained at each rung (trials per fidelity)
-    for r in records:
-        for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
-            trained[f] = trained.get(f, 0) + 1
-    if trained:
+    if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
-                     + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in sorted(trained.items(),
-                                                                                          key=lambda i: i[0].cost)))
+                     + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])

@@ -227,3 +227,24 @@ def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
     assert "finalists (top" in result.stdout and "<- winner" in result.stdout
     best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
     assert len(best["reevaluation"]["seeds"]) == 2
+
+
+def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path):
+    args = ["--budget", "3000", "--space", TINY, "--epochs", "1", "--subset", "1500", "--finalists", "0",
+            "--no-report", "--device", "cpu"]
+    result = cli("search", *args, "--trials", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on)" in result.stderr
+    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{tmp_path}/studies/mnist-tiny-b3000.db")
+    assert study.user_attrs["rungs"] == [[1, 300], [1, 750]]
+    trained = [r for r in read_trials(study) if r.rungs]
+    assert trained and all(r.rungs[0].fidelity == Fidelity(1, 300) for r in trained)
+    assert all(r.outcome in (Outcome.SCREENED, Outcome.COMPLETE) for r in trained)
+    assert "trained at each fidelity (epochs x images): 1x300: " in result.stdout
+    # continued without --rungs: the study's own; with other rungs: refused, nothing run
+    again = cli("search", *args, "--trials", "1", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    refused = cli("search", *args, "--trials", "1", "--rungs", "none", cwd=tmp_path)
+    assert refused.returncode == 2 and "was run with --rungs 1x300 1x750, not none" in refused.stderr
+    assert len(optuna.load_study(study_name="mnist-tiny-b3000",
+                                 storage=f"sqlite:///{tmp_path}/studies/mnist-tiny-b3000.db").trials) == 5
