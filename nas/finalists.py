@@ -62,11 +62,12 @@ def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int
 
 def table(study: optuna.Study, count: int) -> str:
     """The finalists with their search score and re-evaluation, the winner marked."""
-    top: list[TrialRecord] = finalists(read_trials(study), count)
+    records = read_trials(study)
+    top: list[TrialRecord] = finalists(records, count)
     if not top:
         return ""
     done = read_reevaluations(study)
-    winner = select_winner(study)
+    winner = select_winner(study, records)
     lines = [f"finalists (top {len(top)} by their search run; new seeds at full fidelity, validation split):",
              f"{'trial':>6} {'params':>7} {'search val':>10} {'re-evaluated: mean ± std':>25} {'min':>7} {'seeds':>5}"]
     for r in top:

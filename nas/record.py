@@ -330,13 +330,14 @@ def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
     return sorted(complete, key=lambda r: (-r.value, r.number))[:count]
 
 
-def select_winner(study: optuna.Study) -> tuple[TrialRecord, Reevaluation | None] | None:
+def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
+                  ) -> tuple[TrialRecord, Reevaluation | None] | None:
     """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
     finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
-    with no re-evaluation. None: no trial completed."""
+    with no re-evaluation. None: no trial completed. `records`: the study's trials, if already read."""
     settings = read_settings(study)
     count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
-    top = finalists(read_trials(study), max(1, count))
+    top = finalists(read_trials(study) if records is None else records, max(1, count))
     if not top:
         return None
     reevaluated = read_reevaluations(study)

@@ -250,7 +250,7 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> s
             parts.append(f'<p class="note">{html.escape(s.note)}</p>')
         parts.append("</section>")
     return PAGE.format(title=html.escape(f"Search report: {study.study_name}"), made=f"{now:%Y-%m-%d %H:%M}",
-                       summary=summary_html(study.study_name, settings, trials, now, select_winner(study)),
+                       summary=summary_html(study.study_name, settings, trials, now, select_winner(study, trials.records)),
                        top=top_table_html(trials),
                        sections="\n".join(parts))
 

@@ -214,18 +214,18 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
         last = [time.perf_counter()]
         where = f"trial {trial.number} ({params:,} params)"
 
-        def timed(r: EpochResult) -> None:
+        def timed() -> None:  # wall time of the epoch, validation included, for the ETA
             now = time.perf_counter()
             progress.epoch_done(trial.number, now - last[0])
             last[0] = now
 
         def on_rung_epoch(r: EpochResult) -> None:
-            timed(r)
+            timed()
             progress.show(f"{where} rung {len(scores) + 1}/{len(climb)} ({climb[len(scores)]}) epoch "
                           f"{r.epoch}/{r.epochs} loss {r.train_loss:.3f} val {r.eval_acc:.2f}%")
 
         def on_epoch(r: EpochResult) -> None:
-            timed(r)
+            timed()
             epoch_seconds.append(r.seconds)
             # the storage may hiccup (a database restart): wait for it rather than lose the trial's epochs
             with_retry(lambda: record_epochs(trial, epoch_seconds), "recording an epoch")
