@@ -143,4 +143,6 @@ def test_search_goes_on_through_a_database_restart(postgres, tmp_path):
     study = optuna.load_study(study_name="outage", storage=open_storage(url))
     records = read_trials(study)
     assert not [r for r in records if r.outcome == Outcome.RUNNING]
-    assert sum(r.outcome in (Outcome.COMPLETE, Outcome.PRUNED, Outcome.REJECTED) for r in records) >= 2
+    # both trials ended on their own; with --subset 1024 the second may be screened at the cheap rung
+    ended = (Outcome.COMPLETE, Outcome.PRUNED, Outcome.SCREENED, Outcome.REJECTED, Outcome.DIVERGED)
+    assert sum(r.outcome in ended for r in records) >= 2, [r.outcome for r in records]
