@@ -8,16 +8,23 @@ accuracy: over all candidates, and over the better half (the candidates a search
 "Epoch k of the full run" (what a pruner inside one training sees) is listed too, at no extra cost.
 
 Results go to a JSON-lines file as each candidate finishes; a rerun with the same file skips the
-candidates already measured, so a long run can be stopped and continued.
+candidates already measured, so a long run can be stopped and continued. `--jobs N` measures N
+candidates at once in N processes, each with its share of the CPU threads (on a CPU, two one-thread
+trainings get through more than one two-thread training); the seconds recorded are then those of a
+shared machine, and only the scores are compared.
 
     python benchmarks/fidelity_rank.py --budget 8000 --min-params 2000 --candidates 20 \
         --out studies/fidelity_rank.jsonl [--space mnist] [--cheap 2x11000 4x27500] [--epochs 15] [--seed 0]
+        [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import multiprocessing
+import os
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +35,7 @@ import torch
 
 from nas import build, count_params
 from nas.data import Split, Splits, load_search_data, resolve_data_dir
-from nas.device import describe, resolve_device
+from nas.device import describe, resolve_device, usable_cores
 from nas.errors import SpecError
 from nas.space import load_space
 from nas.spec import Spec
@@ -95,6 +102,40 @@ def measure(spec: Spec, data: Splits, epochs: int, cheap: list[tuple[int, int]],
     return row
 
 
+def read_rows(path: Path) -> dict[str, dict]:
+    """The candidates measured so far, keyed by their spec (v1 rows upgraded, so a key never changes)."""
+    done = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[json.dumps(Spec.from_dict(row["spec"]).to_dict(), sort_keys=True)] = row
+    return done
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One line, under a lock: several worker processes append to the same file."""
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(json.dumps(row) + "\n")
+
+
+def measure_share(args: argparse.Namespace, todo: list[tuple[int, Spec]], threads: int | None) -> None:
+    """Measure `todo` (candidate index, spec) one after the other, appending each row as it ends."""
+    warnings.filterwarnings("ignore")
+    device = resolve_device(args.device)
+    if threads:
+        torch.set_num_threads(threads)
+    data = load_search_data(resolve_data_dir(args.data_dir), device)
+    print(f"pid {os.getpid()}: {describe(device)}, {len(todo)} candidate(s)", flush=True)
+    for i, spec in todo:
+        row = measure(spec, data, args.epochs, args.cheap, args.seed + i)
+        append_row(args.out, row)
+        curve = row["full_curve"]
+        print(f"candidate {i + 1}/{args.candidates}: {row['params']:,} params, full "
+              f"{'diverged' if curve is None else f'{curve[-1]:.2f} %'} in {row['full_seconds']:.0f} s; "
+              + ", ".join(f"{e}x{n}: {row[f'{e}x{n}']}" for e, n in args.cheap) + f" | {spec.code}", flush=True)
+
+
 def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]]) -> None:
     rows = [r for r in rows if r["full_curve"] is not None]
     full = [r["full_curve"][-1] for r in rows]
@@ -127,32 +168,29 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("studies/fidelity_rank.jsonl"))
     p.add_argument("--data-dir")
     p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", type=int, default=1, help="candidates measured at once, one process each")
     p.add_argument("--report-only", action="store_true", help="print the table of what the file holds")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    done = {}
-    if args.out.is_file():
-        for line in args.out.read_text().splitlines():
-            row = json.loads(line)
-            done[json.dumps(Spec.from_dict(row["spec"]).to_dict(), sort_keys=True)] = row  # v1 rows too
     if not args.report_only:
-        device = resolve_device(args.device)
-        data = load_search_data(resolve_data_dir(args.data_dir), device)
-        print(f"{describe(device)}, {torch.get_num_threads()} thread(s)", flush=True)
+        done = read_rows(args.out)
+        todo = [(i, spec) for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed,
+                                                              args.min_params))
+                if json.dumps(spec.to_dict(), sort_keys=True) not in done]
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed, args.min_params)):
-            key = json.dumps(spec.to_dict(), sort_keys=True)
-            if key in done:
-                continue
-            row = measure(spec, data, args.epochs, args.cheap, args.seed + i)
-            done[key] = row
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            curve = row["full_curve"]
-            print(f"candidate {i + 1}/{args.candidates}: {row['params']:,} params, full "
-                  f"{'diverged' if curve is None else f'{curve[-1]:.2f} %'} in {row['full_seconds']:.0f} s; "
-                  + ", ".join(f"{e}x{n}: {row[f'{e}x{n}']}" for e, n in args.cheap) + f" | {spec.code}", flush=True)
+        jobs = min(args.jobs, len(todo))
+        if jobs > 1:  # candidate k goes to worker k % jobs; each worker loads the data itself
+            ctx = multiprocessing.get_context("spawn")
+            threads = max(1, usable_cores() // jobs)
+            procs = [ctx.Process(target=measure_share, args=(args, todo[k::jobs], threads)) for k in range(jobs)]
+            for proc in procs:
+                proc.start()
+            for proc in procs:
+                proc.join()
+        elif todo:
+            measure_share(args, todo, None)
+    done = read_rows(args.out)
     report(list(done.values()), args.epochs, args.cheap)
 
 

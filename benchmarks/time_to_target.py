@@ -29,6 +29,8 @@ from pathlib import Path
 
 import optuna
 
+from nas.device import cpu_model, usable_cores
+
 VARIANTS = {
     "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"],
     "new": [],
@@ -59,6 +61,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
                "--storage", storage, "--studies-dir", str(folder), "--timeout", str(args.cap_minutes * 60),
                "--seed", str(args.seed), "--finalists", "0", "--device", args.device, "-q", "--no-report",
                *(["--data-dir", args.data_dir] if args.data_dir else []), *VARIANTS[name]]
+    load_before = os.getloadavg()[0]
     started = datetime.datetime.now()
     clock = time.perf_counter()
     with open(folder / "search.log", "w") as log:
@@ -80,7 +83,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     result = {"variant": name, "flags": VARIANTS[name], "budget": args.budget, "target": args.target,
               "seed": args.seed, "seconds_to_target": seconds, "cap_seconds": args.cap_minutes * 60,
               "wall_seconds": wall, "trials": len(trials), "command": " ".join(command),
-              "load_before": os.getloadavg()[0], "started": started.isoformat(timespec="seconds")}
+              "load_before": load_before, "hardware": f"{cpu_model()}, {usable_cores()} cores",
+              "started": started.isoformat(timespec="seconds")}
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
     return result

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Collection
 
 import optuna
 
@@ -34,19 +35,28 @@ def seeds_of(trial: int, base_seed: int, seeds: int) -> list[int]:
     return [base_seed + (j + 1) * SEED_STRIDE + trial for j in range(seeds)]
 
 
-def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int, count: int, seeds: int,
-               quiet: bool = False, trainer=train) -> None:
-    """Train each of the `count` best complete trials with `seeds` new seeds (those not stored yet)."""
-    top = finalists(read_trials(study), count)
+def pending(study: optuna.Study, *, base_seed: int, count: int, seeds: int) -> list[tuple[TrialRecord, int]]:
+    """The finalists' trainings not stored yet, as (trial, seed) pairs in a fixed order."""
     done = read_reevaluations(study)
-    todo = [(r, seed) for r in top for seed in seeds_of(r.number, base_seed, seeds)
+    return [(r, seed) for r in finalists(read_trials(study), count) for seed in seeds_of(r.number, base_seed, seeds)
             if seed not in done.get(r.number, Reevaluation(r.number, {})).val_accs]
+
+
+def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int, count: int, seeds: int,
+               quiet: bool = False, trainer=train, only: Collection[tuple[int, int]] | None = None,
+               label: str = "") -> None:
+    """Train each of the `count` best complete trials with `seeds` new seeds (those not stored yet).
+
+    `only`: this worker's share, as (trial, seed) pairs, when several workers split the trainings; one
+    stored meanwhile (by another machine) is skipped. `label` prefixes this worker's lines."""
+    todo = [(r, seed) for r, seed in pending(study, base_seed=base_seed, count=count, seeds=seeds)
+            if only is None or (r.number, seed) in only]
     if not todo:
         return
-    say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    say(f"finalists: trials {', '.join(f'#{r.number}' for r in top)} again with {seeds} new seed(s) each at "
-        f"{epochs} epochs x {len(data.train):,} images ({len(todo)} training(s) to go), ranked by mean validation "
-        "accuracy")
+    say = (lambda text: None) if quiet else (lambda text: print(label + text, file=sys.stderr, flush=True))
+    trials = ", ".join(f"#{n}" for n in dict.fromkeys(r.number for r, _ in todo))
+    say(f"finalists: trials {trials} again with new seeds at {epochs} epochs x {len(data.train):,} images "
+        f"({len(todo)} training(s) to go here), ranked by mean validation accuracy over {seeds} seed(s) each")
     start = time.perf_counter()
     for k, (record, seed) in enumerate(todo, 1):
         try:

@@ -30,7 +30,7 @@ from . import retrain
 from .bundled import DEFAULT_SPACE
 from .cli import (add_device_args, add_study_args, format_duration, non_negative_int, positive_float, positive_int,
                   run_command)
-from .finalists import MAX_SEEDS, reevaluate, table
+from .finalists import MAX_SEEDS, pending, reevaluate, table
 from .cost import count_macs, count_params
 from .data import Split, Splits, check_data, load_search_data, resolve_data_dir, search_sizes
 from .device import describe, resolve_device, usable_cores
@@ -352,6 +352,9 @@ class Job:
     index: int = 0
     workers: int = 1
     threads: int | None = None
+    finalists: int = 0  # the finalists' phase (finalist_work): how many top trials, with how many new seeds,
+    finalist_seeds: int = 0
+    finalist_share: tuple[tuple[int, int], ...] = ()  # and this worker's (trial, seed) trainings
 
 
 def sampler_seed(seed: int, trials_so_far: int, index: int) -> int:
@@ -450,25 +453,46 @@ def work(job: Job, data: Splits | None = None) -> int:
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
 
 
-def _worker_main(job: Job) -> None:
+def finalist_work(job: Job) -> int:
+    """One worker of the finalists' phase: its share of the trainings (those still not stored)."""
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+    study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=open_storage(job.storage)),
+                       "opening the study")
+    try:
+        reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists, seeds=job.finalist_seeds,
+                   quiet=job.quiet, only=set(job.finalist_share), label=f"w{job.index + 1}/{job.workers} ")
+    except StorageError as exc:
+        print(f"nas search: error: w{job.index + 1}/{job.workers} {exc}; stopping this worker", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _process_main(target: Callable[[Job], int], job: Job) -> None:
     """A worker process: in its own process group (the parent forwards signals exactly once)."""
     os.setpgid(0, 0)
     _on_signals(_raise_interrupted)
     try:
-        code = work(job)
+        code = target(job)
     except Interrupted as exc:
         code = 128 + exc.signum
     sys.exit(code)
 
 
 def _run_workers(job: Job, jobs: int) -> int:
-    """N worker processes sharing the study; returns 0, or the first signal's 128 + signum, or 3."""
-    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: own threads, own CUDA context
+    """N worker processes sharing the study's trials; returns 0, or the first signal's 128 + signum, or 3."""
     shares = [None] * jobs if job.trials is None else [job.trials // jobs + (k < job.trials % jobs) for k in range(jobs)]
     threads = max(1, usable_cores() // jobs)
-    procs = [ctx.Process(target=_worker_main, name=f"nas-search-w{k + 1}",
-                         args=(replace(job, index=k, workers=jobs, trials=shares[k], threads=threads),))
-             for k in range(jobs) if shares[k] != 0]
+    return _run_processes(work, [replace(job, index=k, workers=jobs, trials=shares[k], threads=threads)
+                                 for k in range(jobs) if shares[k] != 0])
+
+
+def _run_processes(target: Callable[[Job], int], jobs: list[Job]) -> int:
+    """One process per job running `target(job)`; returns 0, or the first signal's 128 + signum, or 3 (storage
+    lost), or 1."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: own threads, own CUDA context
+    procs = [ctx.Process(target=_process_main, name=f"nas-search-w{j.index + 1}", args=(target, j)) for j in jobs]
     signalled: list[int] = []
 
     def forward(signum: int) -> None:
@@ -576,14 +600,8 @@ def run(args: argparse.Namespace) -> int:
 
     study = with_retry(lambda: optuna.load_study(study_name=study_name, storage=open_storage(url)), "reading the study")
     if code == 0 and args.finalists:
-        _on_signals(_raise_interrupted)
-        try:
-            if data is None:  # the workers had their own copies
-                data = load_search_data(data_dir, device, args.subset)
-            reevaluate(study, data, epochs=args.epochs, base_seed=args.seed, count=args.finalists,
-                       seeds=args.finalist_seeds, quiet=args.quiet)
-        except Interrupted as exc:
-            code = 128 + exc.signum
+        code = _reevaluate_finalists(study, replace(job, finalists=args.finalists, finalist_seeds=args.finalist_seeds),
+                                     args.jobs, data)
 
     # the end, however the run ended: what the storage holds now
     print(summary(study))
@@ -603,6 +621,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
               "summary and report written; run the same command to continue", file=sys.stderr)
     return code
+
+
+def _reevaluate_finalists(study: optuna.Study, job: Job, jobs: int, data: Splits | None) -> int:
+    """The finalists' trainings not stored yet: split between up to `jobs` worker processes (on a CPU two
+    one-thread trainings get through more than one two-thread training), or in this process."""
+    todo = [(r.number, seed) for r, seed in pending(study, base_seed=job.seed, count=job.finalists,
+                                                    seeds=job.finalist_seeds)]
+    workers = min(jobs, len(todo))
+    if workers > 1:  # worker k takes every workers-th training from the k-th
+        threads = max(1, usable_cores() // workers)
+        return _run_processes(finalist_work, [replace(job, index=k, workers=workers, threads=threads,
+                                                      finalist_share=tuple(todo[k::workers]))
+                                              for k in range(workers)])
+    if not todo:
+        return 0
+    _on_signals(_raise_interrupted)
+    try:
+        if data is None:  # the search's workers had their own copies
+            data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+        reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists,
+                   seeds=job.finalist_seeds, quiet=job.quiet)
+    except Interrupted as exc:
+        return 128 + exc.signum
+    return 0
 
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:

@@ -18,9 +18,9 @@ from nas.data import Split, Splits
 from nas.errors import UsageError
 from nas.fidelity import RungPruner, ladder, parse_rung, promoted
 from nas.figures import rungs_figure, tradeoff_figure
-from nas.finalists import reevaluate, seeds_of
-from nas.record import (Fidelity, Outcome, StudySettings, read_reevaluations, read_trials, select_winner, write_best,
-                        write_settings)
+from nas.finalists import pending, reevaluate, seeds_of
+from nas.record import (Fidelity, Outcome, StudySettings, read_reevaluations, read_trials, record_reevaluation,
+                        select_winner, write_best, write_settings)
 from nas.search import Progress, make_objective
 from nas.space import load_space
 from nas.train import EpochResult, TrainResult
@@ -205,6 +205,21 @@ def test_finalists_are_ranked_by_the_mean_of_new_seeds(tmp_path):
     calls.clear()  # a resumed selection trains only what is missing: nothing here
     reevaluate(study, data, epochs=FULL.epochs, base_seed=0, count=3, seeds=2, quiet=True, trainer=trainer)
     assert calls == [] and len(read_reevaluations(study)) == 3
+
+
+def test_workers_splitting_the_finalists_train_each_seed_once():
+    study = _complete_study([99.0, 99.5, 97.0, 99.3])
+    todo = [(r.number, seed) for r, seed in pending(study, base_seed=0, count=3, seeds=3)]
+    assert len(todo) == 9
+    record_reevaluation(study, *todo[4], 99.0)  # stored meanwhile, by another machine
+    trained = []
+    for k in range(2):  # two workers, as `nas search --jobs 2` splits them: every 2nd from the k-th
+        calls: list = []
+        reevaluate(study, fake_data(300), epochs=FULL.epochs, base_seed=0, count=3, seeds=3, quiet=True,
+                   trainer=stand_in(calls, score=lambda spec, seed: 99.0), only=set(todo[k::2]))
+        trained.append([seed for *_, seed in calls])
+    assert trained == [[seed for _, seed in todo[0::2] if seed != todo[4][1]], [seed for _, seed in todo[1::2]]]
+    assert pending(study, base_seed=0, count=3, seeds=3) == [] and select_winner(study)[1] is not None
 
 
 def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):

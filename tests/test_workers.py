@@ -13,7 +13,8 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import DATA_DIR, ROOT, TINY
-from nas.record import Outcome, best_record, read_trial, read_trials
+from nas.finalists import seeds_of
+from nas.record import Outcome, best_record, read_trial, read_trials, select_winner
 from nas.study import load_study, open_storage, output_dir
 
 TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0"]  # workers, not selection
@@ -63,6 +64,22 @@ def test_three_worker_processes_share_the_default_local_storage(tmp_path):
     best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
     assert best == json.loads(json.dumps(best_record(read_trial(study.best_trial), study)))
     assert "6 trials" in out and "3 worker process(es)" in out
+
+
+def test_the_finalists_trainings_are_split_between_the_worker_processes(tmp_path):
+    code, out, err = finish(start("--trials", "4", "--epochs", "1", "--subset", "128", "--jobs", "2",
+                                  "--finalists", "2", "--finalist-seeds", "2", cwd=tmp_path))
+    assert code == 0, err
+    study = load_study("mnist-tiny-b3000", None, tmp_path / "studies")
+    top = sorted((r for r in read_trials(study) if r.outcome == Outcome.COMPLETE), key=lambda r: (-r.value, r.number))[:2]
+    assert top, err
+    stored = {k for k in study.user_attrs if k.startswith("reevaluation:")}
+    assert stored == {f"reevaluation:{r.number}:{seed}" for r in top for seed in seeds_of(r.number, 0, 2)}
+    # each worker process trained its own half of them
+    for worker in ("w1/2", "w2/2"):
+        assert sum(line.startswith(f"{worker} finalist #") for line in err.splitlines()) == len(stored) // 2, err
+    assert "<- winner" in out and json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())[
+        "reevaluation"]["seeds"] == seeds_of(select_winner(study)[0].number, 0, 2)
 
 
 def test_three_machines_share_a_postgres_study(postgres, tmp_path):
