@@ -15,6 +15,8 @@ pytest_plugins = ["postgres"]  # tests/postgres.py: a real PostgreSQL server on 
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("NAS_DATA_DIR") or ROOT.parent / "shared" / "data").resolve()
+# absolute for every command a test runs, in-process ones included: they run in temporary folders
+os.environ["NAS_DATA_DIR"] = str(DATA_DIR)
 TINY = str(spaces()["mnist_tiny"])  # 1-2 stages of 2-12 channels: fast trials
 
 
