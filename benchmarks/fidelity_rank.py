@@ -102,14 +102,15 @@ def measure(spec: Spec, data: Splits, epochs: int, cheap: list[tuple[int, int]],
     return row
 
 
+def key(spec: Spec) -> str:
+    """A candidate's identity in the results file (v1 rows are upgraded first, so a key never changes)."""
+    return json.dumps(spec.to_dict(), sort_keys=True)
+
+
 def read_rows(path: Path) -> dict[str, dict]:
-    """The candidates measured so far, keyed by their spec (v1 rows upgraded, so a key never changes)."""
-    done = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
-            done[json.dumps(Spec.from_dict(row["spec"]).to_dict(), sort_keys=True)] = row
-    return done
+    """The candidates measured so far, keyed by their spec."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return {key(Spec.from_dict(row["spec"])): row for row in rows}
 
 
 def append_row(path: Path, row: dict) -> None:
@@ -176,8 +177,7 @@ def main() -> None:
     if not args.report_only:
         done = read_rows(args.out)
         todo = [(i, spec) for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed,
-                                                              args.min_params))
-                if json.dumps(spec.to_dict(), sort_keys=True) not in done]
+                                                              args.min_params)) if key(spec) not in done]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         jobs = min(args.jobs, len(todo))
         if jobs > 1:  # candidate k goes to worker k % jobs; each worker loads the data itself

@@ -453,16 +453,25 @@ def work(job: Job, data: Splits | None = None) -> int:
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
 
 
-def finalist_work(job: Job) -> int:
-    """One worker of the finalists' phase: its share of the trainings (those still not stored)."""
+def finalist_work(job: Job, data: Splits | None = None) -> None:
+    """The finalists' trainings still not stored: this worker's share (`finalist_share`) when several
+    workers split them, else all of them. `data`: the search split, if this process holds it already."""
     if job.threads:
         torch.set_num_threads(job.threads)
-    data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+    if data is None:
+        data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=open_storage(job.storage)),
                        "opening the study")
+    split = job.workers > 1
+    reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists, seeds=job.finalist_seeds,
+               quiet=job.quiet, only=set(job.finalist_share) if split else None,
+               label=f"w{job.index + 1}/{job.workers} " if split else "")
+
+
+def _finalist_process(job: Job) -> int:
+    """A finalists' worker process: its exit status, as `work`'s (3: the storage is gone)."""
     try:
-        reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists, seeds=job.finalist_seeds,
-                   quiet=job.quiet, only=set(job.finalist_share), label=f"w{job.index + 1}/{job.workers} ")
+        finalist_work(job)
     except StorageError as exc:
         print(f"nas search: error: w{job.index + 1}/{job.workers} {exc}; stopping this worker", file=sys.stderr)
         return 3
@@ -631,17 +640,14 @@ def _reevaluate_finalists(study: optuna.Study, job: Job, jobs: int, data: Splits
     workers = min(jobs, len(todo))
     if workers > 1:  # worker k takes every workers-th training from the k-th
         threads = max(1, usable_cores() // workers)
-        return _run_processes(finalist_work, [replace(job, index=k, workers=workers, threads=threads,
-                                                      finalist_share=tuple(todo[k::workers]))
-                                              for k in range(workers)])
+        return _run_processes(_finalist_process, [replace(job, index=k, workers=workers, threads=threads,
+                                                          finalist_share=tuple(todo[k::workers]))
+                                                  for k in range(workers)])
     if not todo:
         return 0
     _on_signals(_raise_interrupted)
     try:
-        if data is None:  # the search's workers had their own copies
-            data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
-        reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists,
-                   seeds=job.finalist_seeds, quiet=job.quiet)
+        finalist_work(job, data)  # data None: the search's workers had their own copies
     except Interrupted as exc:
         return 128 + exc.signum
     return 0
