@@ -36,7 +36,7 @@ import torch
 from nas import build, count_params
 from nas.data import Split, Splits, load_search_data, resolve_data_dir
 from nas.device import describe, resolve_device, usable_cores
-from nas.errors import SpecError
+from nas.cli import run_script
 from nas.space import load_space
 from nas.spec import Spec
 from nas.train import train
@@ -195,7 +195,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SpecError as exc:
-        raise SystemExit(f"fidelity_rank: error: {exc}")
+    run_script("fidelity_rank", main)

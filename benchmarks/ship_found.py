@@ -5,7 +5,7 @@ results and how it was found, in the reference spec format (any command that rea
         --retrain-dir studies/mnist2-b8000/trial42_retrain --command "nas search --budget 8000 ..." \
         --out nas/search_spaces/found/b8000.json
 
-Reads the study (winner, trials per fidelity, search wall time from the trials' own timestamps),
+Reads the study (winner, trials per fidelity, the time its trials ran from their own timestamps),
 its best.json (the spec and how it was selected) and the retrain's metrics.json (test accuracy per
 seed, final epoch); refuses a retrain of another spec than the winner's.
 """
@@ -16,11 +16,26 @@ import argparse
 import json
 from pathlib import Path
 
+from nas.cli import run_script
 from nas.errors import UsageError
 from nas.files import write_json
-from nas.record import read_settings, read_trials, select_winner, trained_per_fidelity
+from nas.record import TrialRecord, read_settings, read_trials, select_winner, trained_per_fidelity
 from nas.spec import Spec
 from nas.study import load_study, studies_dir
+
+
+def busy_seconds(records: list[TrialRecord]) -> float:
+    """Seconds in which at least one trial ran: the union of the trials' intervals, so the idle gap
+    between the runs of a resumed study is not counted, nor twice the time two workers shared."""
+    total, end = 0.0, None
+    for started, finished in sorted((r.started, r.finished) for r in records if r.started and r.finished):
+        if end is None or started > end:
+            total += (finished - started).total_seconds()
+            end = finished
+        elif finished > end:
+            total += (finished - end).total_seconds()
+            end = finished
+    return total
 
 
 def main() -> None:
@@ -33,21 +48,25 @@ def main() -> None:
     p.add_argument("--hardware", help="where the search ran (default: the retrain's device)")
     p.add_argument("--search-seconds", type=float,
                    help="the search's wall time as its runs printed it ('this run: ... in'), finalists included; "
-                        "the trials' own span is recorded either way")
+                        "the time the trials ran (trials_busy_seconds) is recorded either way")
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = p.parse_args()
+    if args.out.exists() and not args.overwrite:
+        raise UsageError(f"{args.out} exists: pass --overwrite to replace it")
+    metrics_file = args.retrain_dir / "metrics.json"
+    if not metrics_file.is_file():
+        raise UsageError(f"no retrain results in {args.retrain_dir} (no metrics.json)")
     study = load_study(args.study, args.storage, studies_dir(args.studies_dir))
     winner = select_winner(study)
     if winner is None:
         raise UsageError(f"study {args.study!r} has no complete trial")
     record, reevaluation = winner
     spec = Spec.from_dict(record.spec)
-    metrics = json.loads((args.retrain_dir / "metrics.json").read_text())
+    metrics = json.loads(metrics_file.read_text())
     if Spec.from_dict(metrics["spec"]) != spec:
         raise UsageError(f"{args.retrain_dir} retrained {metrics['code']}, not the winner {spec.code}")
     records = read_trials(study)
-    starts = [r.started for r in records if r.started]
-    ends = [r.finished for r in records if r.finished]
     settings = read_settings(study)
     found = {
         "name": args.out.stem,
@@ -65,7 +84,7 @@ def main() -> None:
             "space": settings.get("space"),
             "budget": settings.get("budget"),
             "wall_seconds": args.search_seconds,
-            "trials_span_seconds": round((max(ends) - min(starts)).total_seconds()) if starts and ends else None,
+            "trials_busy_seconds": round(busy_seconds(records)),
             "trials": len(records),
             "trials_per_fidelity": {f"{f.epochs}x{f.train_images}": n
                                     for f, n in trained_per_fidelity(records).items()},
@@ -80,7 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except UsageError as exc:
-        raise SystemExit(f"ship_found: error: {exc}")
+    run_script("ship_found", main)

@@ -1,4 +1,5 @@
-"""The files that ship inside the package: search spaces and the hand-made reference specs.
+"""The files that ship inside the package: search spaces, the hand-made reference specs and the
+models our measured searches found.
 
 They are package data, read through `importlib.resources`, so an installed wheel finds them from
 any working directory; the repository's top-level `search_spaces/` links here for users to browse.
@@ -30,3 +31,8 @@ def find_space(value: str) -> Path:
 def reference_files() -> list[Path]:
     """The hand-made reference ladder, in order (1_basic ... 4_final)."""
     return sorted((ROOT / "reference").glob("*.json"))
+
+
+def found_files() -> list[Path]:
+    """The winners of the measured searches (found/b8000.json, ...): spec files with their retrain results."""
+    return sorted((ROOT / "found").glob("*.json"))

@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 from types import ModuleType
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from .errors import EXPECTED_ERRORS
 
@@ -69,9 +69,14 @@ def command_parser(name: str) -> tuple[ModuleType, Parser]:
 
 
 def _run(prog: str, module: ModuleType, args: argparse.Namespace) -> NoReturn:
-    """Run a command; expected errors become one line on stderr and exit status 2."""
+    run_script(prog, lambda: module.run(args))
+
+
+def run_script(prog: str, main: Callable[[], int | None]) -> NoReturn:
+    """Run a command (or a script under benchmarks/): expected errors become one line on stderr and
+    exit status 2; `main`'s return value is the exit status."""
     try:
-        code = module.run(args)
+        code = main()
     except EXPECTED_ERRORS as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         code = 2

@@ -389,15 +389,23 @@ def _raise_interrupted(signum: int) -> None:
     raise Interrupted(signum)
 
 
+def worker_device(job: Job) -> torch.device:
+    """A worker process's device and its share of the CPU threads. The share is set after
+    resolve_device, which gives a CPU every core: two workers on 2 cores with 2 threads each run
+    several times slower than with one each (OpenMP threads spinning for a core)."""
+    device = resolve_device(job.device)
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    return device
+
+
 def work(job: Job, data: Splits | None = None) -> int:
     """One worker: train trials of the study until its share is done. Returns its exit status."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
-    if job.threads:
-        torch.set_num_threads(job.threads)
     space = load_space(job.space)
     if data is None:
-        data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
     study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budget),
@@ -456,10 +464,8 @@ def work(job: Job, data: Splits | None = None) -> int:
 def finalist_work(job: Job, data: Splits | None = None) -> None:
     """The finalists' trainings still not stored: this worker's share (`finalist_share`) when several
     workers split them, else all of them. `data`: the search split, if this process holds it already."""
-    if job.threads:
-        torch.set_num_threads(job.threads)
     if data is None:
-        data = load_search_data(Path(job.data_dir), resolve_device(job.device), job.subset)
+        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=open_storage(job.storage)),
                        "opening the study")
     split = job.workers > 1

@@ -12,9 +12,9 @@ import optuna
 import pytest
 import torch
 
-from conftest import TINY, one_line_error, run_cli, tree_hashes
+from conftest import ROOT, TINY, one_line_error, run_cli, tree_hashes
 from nas import build, count_macs, count_params, load_spec
-from nas.bundled import reference_files
+from nas.bundled import found_files, reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
 from nas.record import Fidelity, Outcome, best_record, read_trial, record_candidate, record_outcome, select_winner
@@ -22,6 +22,7 @@ from nas.spec import Spec
 
 REFERENCE = reference_files()
 FINAL = REFERENCE[-1]
+FOUND = found_files()
 
 
 @pytest.fixture(scope="module")
@@ -209,14 +210,70 @@ def test_retrain_bad_input_is_one_line_and_overwrites_nothing(tmp_path, cli, cas
     assert tree_hashes(tmp_path) == before
 
 
-@pytest.mark.parametrize("path", REFERENCE, ids=[p.stem for p in REFERENCE])
+def _ship_found(root, *args):
+    env = {k: v for k, v in os.environ.items() if k != "NAS_STUDIES_DIR"}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ship_found.py"), "--study", "tiny", *args],
+                          cwd=root, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+
+
+def test_ship_found_writes_the_winner_with_its_retrain_and_refuses_another_spec(tiny_study, retrained, tmp_path):
+    root, study = tiny_study
+    _, out, _ = retrained
+    found_file = tmp_path / "found" / "b10000.json"
+    result = _ship_found(root, "--retrain-dir", str(out), "--command", "nas search --budget 10000 ...",
+                         "--search-seconds", "12.5", "--out", str(found_file))
+    assert result.returncode == 0, result.stderr
+    found, metrics = json.loads(found_file.read_text()), json.loads((out / "metrics.json").read_text())
+    winner, reevaluation = select_winner(study)
+    assert load_spec(found_file) == Spec.from_dict(winner.spec)  # any command that reads a spec reads it
+    assert found["params"] == count_params(build(load_spec(found_file))) == metrics["params"]
+    assert {k: found["retrain"][k] for k in ("test_acc", "mean", "std", "min")} == \
+        {k: metrics[k] for k in ("test_acc", "mean", "std", "min")}
+    search = found["search"]
+    assert search["trials"] == len(study.trials) and search["wall_seconds"] == 12.5 and search["budget"] == 10_000
+    assert sum(search["trials_per_fidelity"].values()) <= len(study.trials)
+    assert search["reevaluation"] == json.loads(json.dumps(reevaluation.to_dict()))
+    assert search["val_acc"] == winner.value
+    span = max(t.datetime_complete for t in study.trials) - min(t.datetime_start for t in study.trials)
+    assert 0 < search["trials_busy_seconds"] <= round(span.total_seconds())
+
+    # bad input: one line, exit status 2, nothing written
+    other = tmp_path / "other_retrain"
+    other.mkdir()
+    (other / "metrics.json").write_text(json.dumps({**metrics, "spec": json.loads(FINAL.read_text())["spec"],
+                                                    "code": "the 4_final spec"}))
+    before = tree_hashes(tmp_path)
+    for args, message in (
+        (["--retrain-dir", str(other), "--out", str(tmp_path / "new.json")], "not the winner"),
+        (["--retrain-dir", str(tmp_path / "none"), "--out", str(tmp_path / "new.json")], "no retrain results"),
+        (["--retrain-dir", str(out), "--out", str(found_file)], "exists: pass --overwrite"),
+    ):
+        assert message in one_line_error(_ship_found(root, *args, "--command", "c"))
+    assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize("path", REFERENCE + FOUND, ids=[p.stem for p in REFERENCE + FOUND])
 def test_reference_spec_builds_and_declares_its_fvcore_count(path):
     record = json.loads(path.read_text())
-    assert {"name", "spec", "params", "macs", "published"} <= set(record)
+    assert {"name", "spec", "params", "macs"} <= set(record) and ("published" in record or "retrain" in record)
     model = build(load_spec(path))
     assert count_params(model) == record["params"]
     assert count_macs(model) == record["macs"]
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("path", FOUND, ids=[p.stem for p in FOUND])
+def test_found_model_is_under_its_budget_with_a_five_seed_final_epoch_retrain(path):
+    record = json.loads(path.read_text())
+    budget = int(path.stem.removeprefix("b"))
+    assert record["params"] < budget == record["search"]["budget"]
+    retrain = record["retrain"]
+    assert len(retrain["test_acc"]) == len(retrain["seeds"]) == 5 and retrain["epochs"] == 15
+    assert retrain["train_images"] == 60_000 and retrain["test_images"] == 10_000
+    assert retrain["mean"] == pytest.approx(np.mean(retrain["test_acc"]))
+    assert retrain["std"] == pytest.approx(np.std(retrain["test_acc"], ddof=1))
+    assert retrain["min"] == min(retrain["test_acc"])
+    assert {"command", "wall_seconds", "trials_per_fidelity", "hardware"} <= set(record["search"])
 
 
 def test_reference_ladder_is_the_classic_one():

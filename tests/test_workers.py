@@ -163,3 +163,24 @@ def test_search_goes_on_through_a_database_restart(postgres, tmp_path):
     # both trials ended on their own; with --subset 1024 the second may be screened at the cheap rung
     ended = (Outcome.COMPLETE, Outcome.PRUNED, Outcome.SCREENED, Outcome.REJECTED, Outcome.DIVERGED)
     assert sum(r.outcome in ended for r in records) >= 2, [r.outcome for r in records]
+
+
+def test_a_worker_trains_with_its_share_of_the_cpu_threads(monkeypatch):
+    """resolve_device gives a CPU every core; a worker's share is set after it. Set before, two workers
+    on 2 cores ran 2 OpenMP threads each and trained several times slower than with one each."""
+    import torch
+
+    import nas.device
+    from nas.search import Job, worker_device
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(nas.device, "usable_cores", lambda: 4)  # the machine's cores, whatever runs the test
+    job = Job(space=TINY, budget=3000, study="s", storage="sqlite://", epochs=1, seed=0, subset=64,
+              data_dir=str(DATA_DIR), device="cpu", trials=1, timeout=None, quiet=True, out=".", rungs=(), eta=3,
+              index=0, workers=4, threads=1)
+    before = torch.get_num_threads()
+    try:
+        assert worker_device(job).type == "cpu"
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
