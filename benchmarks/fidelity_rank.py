@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-import torch
 
 from nas import build, count_params
 from nas.data import Split, Splits, load_search_data, resolve_data_dir
@@ -123,9 +122,7 @@ def append_row(path: Path, row: dict) -> None:
 def measure_share(args: argparse.Namespace, todo: list[tuple[int, Spec]], threads: int | None) -> None:
     """Measure `todo` (candidate index, spec) one after the other, appending each row as it ends."""
     warnings.filterwarnings("ignore")
-    device = resolve_device(args.device)
-    if threads:
-        torch.set_num_threads(threads)
+    device = resolve_device(args.device, threads)
     data = load_search_data(resolve_data_dir(args.data_dir), device)
     print(f"pid {os.getpid()}: {describe(device)}, {len(todo)} candidate(s)", flush=True)
     for i, spec in todo:

@@ -11,14 +11,18 @@ import torch
 from .errors import UsageError
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` (CUDA if available), `cpu` or `cuda`; on a CPU, torch uses every core this process may use."""
+def resolve_device(name: str, threads: int | None = None) -> torch.device:
+    """`auto` (CUDA if available), `cpu` or `cuda`. On a CPU, torch uses `threads` threads (a worker's
+    share of the cores), else every core this process may use: set here, once, so that no later call
+    undoes a worker's share (two workers on 2 cores with 2 threads each train several times slower)."""
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for, but no CUDA device is available")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
-    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
+    if device.type == "cpu" and threads:
+        torch.set_num_threads(threads)
+    elif device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
         torch.set_num_threads(usable_cores())
     return device
 

@@ -390,13 +390,8 @@ def _raise_interrupted(signum: int) -> None:
 
 
 def worker_device(job: Job) -> torch.device:
-    """A worker process's device and its share of the CPU threads. The share is set after
-    resolve_device, which gives a CPU every core: two workers on 2 cores with 2 threads each run
-    several times slower than with one each (OpenMP threads spinning for a core)."""
-    device = resolve_device(job.device)
-    if job.threads:
-        torch.set_num_threads(job.threads)
-    return device
+    """A worker process's device, with its share of the CPU threads."""
+    return resolve_device(job.device, job.threads)
 
 
 def work(job: Job, data: Splits | None = None) -> int:
