@@ -12,7 +12,7 @@ the specs (and parameter names) they drew before; such a file's `train.augment` 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator, Union
 
@@ -177,11 +177,33 @@ class Space:
         except _Outside:
             return None
         moved = {name: (answers[name], value) for name, value in replay.params.items() if value != answers[name]}
-        if "augment" in replay.params and v1_strength(t) is None:  # say what the one strength replaced
-            old = f"rotation {t.rotation:g}, shift {t.shift:g}, scale {t.scale:g}"
-            moved["augment"] = (old, replay.params["augment"])
+        drawn_fields = {name.split("_")[0] if name.startswith("lr_") else name for name in replay.params}
+        if "augment" in replay.params:
+            drawn_fields |= {"rotation", "shift", "scale"}
+            if v1_strength(t) is None:  # say what the one strength replaced
+                old = f"rotation {t.rotation:g}, shift {t.shift:g}, scale {t.scale:g}"
+                moved["augment"] = (old, replay.params["augment"])
+        # a training value the space fixes (one choice: nothing is suggested) is not replayed: compare it here
+        for field in fields(Train):
+            mine, fixed = getattr(t, field.name), getattr(drawn.train, field.name)
+            if field.name not in drawn_fields and mine != fixed:
+                if isinstance(mine, str):  # e.g. a constant LR where the space fixes one-cycle
+                    return None
+                moved[field.name] = (mine, fixed)
         # the architecture itself must be drawable as it is (its dropout may move into range)
         return (replay.params, moved) if replace(drawn.arch, dropout=a.dropout) == a else None
+
+    def nearest(self, key: str, value: Any) -> Any:
+        """The value nearest `value` that the domain of `key` (e.g. "arch.width") draws; `value` itself
+        where the space has no such key."""
+        domain = self.domains.get(key)
+        if domain is None:
+            return value
+        if isinstance(domain, tuple):
+            return min(domain, key=lambda choice: abs(choice - value))
+        if domain.integer:
+            return int(_snap(value, domain.low, domain.high, domain.step or 1))
+        return _snap(value, domain.low, domain.high, domain.step)
 
     def lowest_specs(self) -> Iterator[Spec]:
         """Every spec with each numeric choice at its low end, for each combination of the architecture's
@@ -217,9 +239,7 @@ class _Replay:
     def _number(self, name: str, low: float, high: float, step: float | None) -> float:
         if name not in self.answers:  # e.g. blocks_s2 of a one-stage design, where the space has 2-3 stages
             raise _Outside(name)
-        value = min(max(self.answers[name], low), high)
-        if step:
-            value = low + round((value - low) / step) * step
+        value = _snap(self.answers[name], low, high, step)
         self.params[name] = value
         return value
 
@@ -265,6 +285,12 @@ class _Lowest:
 def _fits_valid(stages: tuple[tuple[int, ...], ...], kinds: tuple[tuple[str, ...], ...]) -> bool:
     probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0, kinds=kinds)
     return min(feature_sizes(probe)) >= 3
+
+
+def _snap(value: float, low: float, high: float, step: float | None) -> float:
+    """`value` moved into [low, high] and onto the step's grid: the nearest value such a range draws."""
+    value = min(max(value, low), high)
+    return low + round((value - low) / step) * step if step else value
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, domain: Domain) -> Any:

@@ -130,6 +130,17 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     assert records[0].code.startswith("v c8-16 T8 c16-16-16 gapc bn d.05 | sgd .05 oc b128") == bool(expected)
 
 
+def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
+    result = cli("search", "--space", "mnist_small", "--budget", "4000", "--trials", "1", "--epochs", "1",
+                 "--subset", "64", "--no-report", "--finalists", "0", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06" in result.stderr
+    study = optuna.load_study(study_name="mnist-small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-small-b4000.db")
+    [record] = read_trials(study)
+    assert record.warm_start == "4_final at widths x0.68" and record.params == 3764
+    assert record.code.startswith("v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128")
+
+
 def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
     from nas.bundled import reference_files
 

@@ -100,6 +100,17 @@ def test_a_version_2_spec_in_a_version_1_space_moves_onto_one_augment_strength()
     assert params["augment"] == pytest.approx(0.8) and moved["augment"][0] == "rotation 12, shift 0, scale 0.05"
 
 
+def test_a_training_value_the_space_fixes_is_compared_not_replayed(tmp_path):
+    """One choice is never suggested, so only a comparison sees it: a fixed schedule or optimizer that
+    differs means the space cannot draw the design; a fixed number that differs is moved, and said."""
+    gap, final = (load_spec(reference_files()[i]) for i in (2, 3))  # a constant LR; a one-cycle one
+    assert load_space("mnist_small").params_for(gap) is None  # mnist_small fixes schedule: onecycle
+    fixed = _write(tmp_path, _default_text().replace("batch_size: [64, 128, 256]", "batch_size: 256"))
+    params, moved = load_space(fixed).params_for(final)
+    assert moved == {"weight_decay": (0.0, 1e-06), "batch_size": (128, 256)}
+    assert load_space(fixed).spec_from_params(params).train.batch_size == 256
+
+
 def _write(tmp_path, text):
     path = tmp_path / "space.yaml"
     path.write_text(text)
