@@ -15,7 +15,7 @@ from .model import build
 from .space import Space
 from .spec import Spec, load_spec
 
-# Narrowing tries every width at 99 %, 98 %, ... of the design's (a count takes about a millisecond); below a
+# Narrowing tries every width at 99 %, 98 %, ... of the design's (a count takes a few milliseconds); below a
 # quarter it is no longer the design people made (and, clamped at the space's narrowest widths, stops shrinking)
 NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 
@@ -30,8 +30,8 @@ def warm_starts(space: Space, budget: int, files: list[str], references: bool = 
     for name, spec, required in bundled + named:
         params = count_params(build(spec))
         if params >= budget and not required and (narrow := narrowed(spec, space, budget)):
-            (spec, factor), params = narrow, budget - 1  # under the budget, by narrowed()
-            name = f"{name} at widths x{factor:.2f}"
+            spec, factor = narrow
+            name, params = f"{name} at widths x{factor:.2f}", count_params(build(spec))
         fit = space.params_for(spec)
         if params < budget and fit is not None:
             chosen.append((name, *fit))
