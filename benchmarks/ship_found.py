@@ -29,11 +29,9 @@ def busy_seconds(records: list[TrialRecord]) -> float:
     between the runs of a resumed study is not counted, nor twice the time two workers shared."""
     total, end = 0.0, None
     for started, finished in sorted((r.started, r.finished) for r in records if r.started and r.finished):
-        if end is None or started > end:
-            total += (finished - started).total_seconds()
-            end = finished
-        elif finished > end:
-            total += (finished - end).total_seconds()
+        begin = started if end is None else max(started, end)  # the part not already counted
+        if finished > begin:
+            total += (finished - begin).total_seconds()
             end = finished
     return total
 

@@ -177,7 +177,7 @@ class Space:
         except _Outside:
             return None
         moved = {name: (answers[name], value) for name, value in replay.params.items() if value != answers[name]}
-        drawn_fields = {name.split("_")[0] if name.startswith("lr_") else name for name in replay.params}
+        drawn_fields = {"lr" if name.startswith("lr_") else name for name in replay.params}  # lr_sgd: lr
         if "augment" in replay.params:
             drawn_fields |= {"rotation", "shift", "scale"}
             if v1_strength(t) is None:  # say what the one strength replaced

@@ -30,8 +30,8 @@ def warm_starts(space: Space, budget: int, files: list[str], references: bool = 
     for name, spec, required in bundled + named:
         params = count_params(build(spec))
         if params >= budget and not required and (narrow := narrowed(spec, space, budget)):
-            spec, factor = narrow
-            name, params = f"{name} at widths x{factor:.2f}", count_params(build(spec))
+            spec, factor, params = narrow
+            name = f"{name} at widths x{factor:.2f}"
         fit = space.params_for(spec)
         if params < budget and fit is not None:
             chosen.append((name, *fit))
@@ -42,10 +42,10 @@ def warm_starts(space: Space, budget: int, files: list[str], references: bool = 
     return chosen
 
 
-def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float] | None:
+def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float, int] | None:
     """The widest copy of `spec` under `budget` with every width (blocks, transition, head) scaled by one
-    factor and moved to the nearest width the space draws, and that factor; None if none fits. Its
-    shape (stages, blocks, head) and its training recipe stay the design's own."""
+    factor and moved to the nearest width the space draws, with that factor and its parameter count;
+    None if none fits. Its shape (stages, blocks, head) and its training recipe stay the design's own."""
     a = spec.arch
 
     def scaled(width: int, key: str, factor: float) -> int:
@@ -56,8 +56,9 @@ def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float] | None
                        transition_width=scaled(a.transition_width, "arch.transition_width", factor),
                        head_width=scaled(a.head_width, "arch.head_width", factor))
         candidate = replace(spec, arch=arch)
-        if count_params(build(candidate)) < budget:
-            return candidate, factor
+        params = count_params(build(candidate))
+        if params < budget:
+            return candidate, factor, params
     return None
 
 
