@@ -82,7 +82,7 @@ def main() -> None:
             "space": settings.get("space"),
             "budget": settings.get("budget"),
             "wall_seconds": args.search_seconds,
-            "trials_busy_seconds": round(busy_seconds(records)),
+            "trials_busy_seconds": round(busy_seconds(records), 1),  # tenths: a smoke study runs under a second
             "trials": len(records),
             "trials_per_fidelity": {f"{f.epochs}x{f.train_images}": n
                                     for f, n in trained_per_fidelity(records).items()},
