@@ -60,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="search-space YAML file, or the name of a bundled space (mnist, mnist_tiny)")
     add_study_args(p, required=False)
-    p.add_argument("--trials", type=positive_int,
-                   help="trials this command runs, all workers together (default: 50, or unlimited with --timeout)")
+    p.add_argument("--trials", type=non_negative_int,
+                   help="trials this command runs, all workers together (default: 50, or unlimited with --timeout); "
+                        "0: none, only finish what a stopped run left (its finalists, --retrain)")
     p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--epochs", type=positive_int, default=15, help="epochs of the full training (the top rung)")
     p.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the trials' training")
@@ -583,7 +584,8 @@ def run(args: argparse.Namespace) -> int:
               f"budget < {args.budget:,} parameters, space {space.name} ({space.path}), outputs in {out}\n"
               f"device {describe(device)}\n"
               f"{train_images:,} training / {val_images:,} validation images, {args.epochs} epochs per full training, "
-              f"{trials or 'unlimited'} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
+              f"{'unlimited' if trials is None else f'{trials:,}'} trials"
+              + (f" or {format_duration(args.timeout)}" if args.timeout else "")
               + f", {args.jobs} worker process(es)\n"
               + (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, full))} (epochs x images; "
                  f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
@@ -598,7 +600,9 @@ def run(args: argparse.Namespace) -> int:
               rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta)
     start = time.perf_counter()
     data = None
-    if args.jobs == 1:
+    if trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
+        code = 0
+    elif args.jobs == 1:
         _on_signals(_raise_interrupted)
         try:
             data = load_search_data(data_dir, device, args.subset)

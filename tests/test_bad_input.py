@@ -130,7 +130,7 @@ CASES = [  # (id, command, arguments, what the one line must say)
      "afile.txt is not a writable directory"),
     ("search-epochs-0", "search", ["--budget", "3000", *SEARCH, "--epochs", "0"], "--epochs: expected a positive integer"),
     ("search-trials-negative", "search", ["--budget", "3000", *SEARCH, "--trials", "-1"],
-     "--trials: expected a positive integer"),
+     "--trials: expected an integer >= 0"),
     ("search-timeout-nan", "search", ["--budget", "3000", *SEARCH, "--timeout", "nan"],
      "--timeout: expected a positive number"),
     ("search-jobs-0", "search", ["--budget", "3000", *SEARCH, "--jobs", "0"], "--jobs: expected a positive integer"),

@@ -161,3 +161,25 @@ def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
     assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0] and metrics["test_images"] == 10_000
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt"]
     assert "test accuracy, final epoch of 1, 1 seed(s)" in result.stdout
+
+
+def test_trials_0_only_finishes_the_finalists_and_the_retrain_of_a_stopped_run(tmp_path, cli):
+    # a run stopped after its trials (here: one that had no finalists), continued with --trials 0
+    first = cli("search", "--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "1", "--subset", "128",
+                "-q", "--no-report", "--finalists", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    db = tmp_path / "studies" / "mnist-tiny-b3000.db"
+    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="mnist-tiny-b3000",
+                                                                        storage=f"sqlite:///{db}").trials]
+    rest = cli("search", "--budget", "3000", "--space", TINY, "--trials", "0", "--epochs", "1", "--subset", "128",
+               "--no-report", "--finalists", "2", "--finalist-seeds", "2", "--retrain", "1", cwd=tmp_path)
+    assert rest.returncode == 0, rest.stderr
+    assert "0 trials" in rest.stderr.splitlines()[3] and "this run: 0 trials" in rest.stdout
+    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
+    assert [(t.number, t.state, t.value) for t in study.trials] == before  # no trial started, none changed
+    winner, reevaluation = select_winner(study)
+    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    assert best["trial"] == winner.number and len(best["reevaluation"]["seeds"]) == 2
+    metrics = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / f"trial{winner.number}_retrain"
+                          / "metrics.json").read_text())
+    assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0]
