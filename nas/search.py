@@ -629,7 +629,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_report:
         print(f"report: {write_report(study, out)}")
     if args.retrain and code == 0:
-        code = _retrain_winner(args, out)
+        _on_signals(_raise_interrupted)  # the workers' handler forwards to processes no longer there
+        try:
+            code = _retrain_winner(args, out)
+        except Interrupted as exc:
+            print(f"nas search: interrupted by {exc}: the study is unchanged, the winner's retrain unfinished; "
+                  "run the same command with --trials 0 to finish it", file=sys.stderr)
+            return 128 + exc.signum
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         name = signal.Signals(code - 128).name
         print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
@@ -668,10 +674,13 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     if (target / METRICS_FILE).is_file():  # this winner was retrained by an earlier run: keep its results
         print(f"the winner was retrained before: {target / METRICS_FILE}")
         return 0
-    print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}", flush=True)
+    # checkpoints without metrics: a retrain of ours that was stopped; its seeds are trained again from the first
+    unfinished = target.is_dir() and any(target.iterdir())
+    print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
+          + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain.run(argparse.Namespace(
         spec=str(best), epochs=args.epochs, seeds=args.retrain, subset=args.subset, out=str(target),
-        budget=args.budget, overwrite=False, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
+        budget=args.budget, overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
         download=False))
 
 

@@ -144,6 +144,35 @@ def test_signals_stop_cleanly(tmp_path, sig, jobs):
     assert not [r for r in records if r.outcome == Outcome.RUNNING]
 
 
+def test_a_signal_during_the_winners_retrain_stops_it_cleanly_and_trials_0_finishes_it(tmp_path):
+    args = ("--trials", "1", "--epochs", "30", "--subset", "1024", "--retrain", "2")
+    proc, seen = start(*args, cwd=tmp_path), []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:  # the second seed's first epoch: the first seed's checkpoint is written
+        seen.append(line)
+        if "seed 1 (2/2) epoch 1/" in line:
+            break
+        assert time.monotonic() < deadline, "no second retrain seed within the time limit"
+    proc.send_signal(signal.SIGTERM)
+    code, out, err = finish(proc, seen)
+    assert code == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    said = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(said) == 1 and "retrain unfinished" in said[0] and "--trials 0" in said[0], said
+    out_dir = tmp_path / "studies" / "mnist-tiny-b3000"
+    target = out_dir / f"trial{json.loads((out_dir / 'best.json').read_text())['trial']}_retrain"
+    assert (target / "seed0.pt").is_file() and not (target / "metrics.json").exists()
+    before = [(t.number, t.state, t.value) for t in load_study("mnist-tiny-b3000", None, tmp_path / "studies").trials]
+
+    code, out, err = finish(start(*args[2:], "--trials", "0", cwd=tmp_path))
+    assert code == 0, err
+    assert "did not finish: started again" in out
+    assert [(t.number, t.state, t.value)
+            for t in load_study("mnist-tiny-b3000", None, tmp_path / "studies").trials] == before
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["seeds"] == [0, 1] and len(metrics["test_acc"]) == 2
+
+
 def test_search_goes_on_through_a_database_restart(postgres, tmp_path):
     url = postgres.new_database("outage")
     proc, seen = start("--storage", url, "--study", "outage", "--trials", "2", "--epochs", "8",
