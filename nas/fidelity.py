@@ -75,7 +75,9 @@ def promoted(score: float, peers: list[float], eta: float = ETA) -> bool:
 
 class RungPruner(optuna.pruners.BasePruner):
     """One pruner for the whole ladder: the promotion rule at the cheap rungs' steps, the median rule
-    at the full training's epochs. Both compare one step, i.e. one fidelity, at a time."""
+    at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
+    known design, queued with a `warm_start` user attribute) climbs every cheap rung: what is known of it
+    is its full training, and a study's first few scores at a rung are too few to screen it on."""
 
     def __init__(self, cheap_rungs: int, eta: float = ETA) -> None:
         self.cheap_rungs, self.eta = cheap_rungs, eta
@@ -88,6 +90,8 @@ class RungPruner(optuna.pruners.BasePruner):
             return False
         if step >= self.cheap_rungs:
             return self.median.prune(study, trial)
+        if "warm_start" in trial.user_attrs:
+            return False
         return not promoted(trial.intermediate_values[step], rung_scores(study, step, trial.number), self.eta)
 
 

@@ -66,7 +66,16 @@ def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]]) -> list[s
     """Queue each design once (a resumed study skips those it has run); returns what was said of each."""
     said = []
     for name, params, moved in starts:
+        before = len(study.get_trials(deepcopy=False))
         study.enqueue_trial(params, user_attrs={"warm_start": name}, skip_if_exists=True)
-        changes = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
-        said.append(name + (f" ({changes}: the nearest the space draws)" if changes else ""))
+        # skip_if_exists does not say whether it skipped; a trial more says it queued (on a shared study
+        # another worker's new trial can make a skipped design read as queued: this is only what is said)
+        queued = len(study.get_trials(deepcopy=False)) > before
+        notes = []
+        if moved:
+            notes.append(", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
+                         + ": the nearest the space draws")
+        if not queued:
+            notes.append("run before: not queued again")
+        said.append(name + (f" ({'; '.join(notes)})" if notes else ""))
     return said

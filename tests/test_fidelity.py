@@ -100,6 +100,23 @@ def test_the_pruner_compares_one_step_at_a_time():
     assert not trial.should_prune()
 
 
+def test_a_warm_start_climbs_every_cheap_rung():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2))
+    trial = study.ask()
+    trial.report(95.6, 0)
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    study.enqueue_trial({}, user_attrs={"warm_start": "b4000.json"})
+    known = study.ask()  # the queued known design, 0.1 point behind the first score at rung 0
+    known.report(95.4, 0)
+    assert not known.should_prune()
+    known.report(10.0, 1)
+    assert not known.should_prune()
+    study.tell(known, state=optuna.trial.TrialState.PRUNED)
+    drawn = study.ask()  # a drawn one with the same score is screened out
+    drawn.report(95.4, 0)
+    assert drawn.should_prune()
+
+
 @pytest.fixture(scope="module")
 def climbed():
     """A real study of 30 candidates of the tiny space up the ladder FULL <- CHEAP, as nas.search runs them."""

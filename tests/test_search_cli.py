@@ -139,6 +139,14 @@ def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_pa
     [record] = read_trials(study)
     assert record.warm_start == "4_final at widths x0.68" and record.params == 3764
     assert record.code.startswith("v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128")
+    # continued: the design ran, so it is not queued again, and the header says so
+    again = cli("search", "--space", "mnist_small", "--budget", "4000", "--trials", "1", "--epochs", "1",
+                "--subset", "64", "--no-report", "--finalists", "0", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06: the nearest the space draws; " \
+           "run before: not queued again)" in again.stderr
+    study = optuna.load_study(study_name="mnist-small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-small-b4000.db")
+    assert [r.warm_start for r in read_trials(study)] == ["4_final at widths x0.68", None]
 
 
 def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
