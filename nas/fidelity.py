@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .errors import UsageError
-from .record import Fidelity
+from .record import Fidelity, warm_start_of
 
 # the default ladder, as shares of the full fidelity: (epochs, images). 2/15 x 1/5 and 4/15 x 1/2 of the
 # full 15 x 55,000: 2.7 % and 13 % of its cost (in images trained on)
@@ -76,7 +76,7 @@ def promoted(score: float, peers: list[float], eta: float = ETA) -> bool:
 class RungPruner(optuna.pruners.BasePruner):
     """One pruner for the whole ladder: the promotion rule at the cheap rungs' steps, the median rule
     at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
-    known design, queued with a `warm_start` user attribute) climbs every cheap rung: what is known of it
+    known design, queued with `record.queued_as`) climbs every cheap rung: what is known of it
     is its full training, and a study's first few scores at a rung are too few to screen it on."""
 
     def __init__(self, cheap_rungs: int, eta: float = ETA) -> None:
@@ -90,7 +90,7 @@ class RungPruner(optuna.pruners.BasePruner):
             return False
         if step >= self.cheap_rungs:
             return self.median.prune(study, trial)
-        if "warm_start" in trial.user_attrs:
+        if warm_start_of(trial) is not None:
             return False
         return not promoted(trial.intermediate_values[step], rung_scores(study, step, trial.number), self.eta)
 

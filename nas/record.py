@@ -132,12 +132,22 @@ def record_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
     trial.set_user_attr("outcome", outcome.value)
 
 
+def queued_as(name: str) -> dict[str, str]:
+    """The user attributes of a trial queued as a known design (`study.enqueue_trial(..., user_attrs=...)`)."""
+    return {"warm_start": name}
+
+
 def optuna_state(outcome: Outcome) -> TrialState:
     """The Optuna state a finished trial of this outcome is stored in."""
     return _STATE[outcome]
 
 
 # ------------------------------------------------------------------ reading a trial
+
+
+def warm_start_of(trial: FrozenTrial) -> str | None:
+    """The known design a trial was queued as (`queued_as`), or None for a drawn one."""
+    return trial.user_attrs.get("warm_start")
 
 
 def outcome_of(trial: FrozenTrial) -> Outcome:
@@ -208,7 +218,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         curve={int(k) - cheap: float(v) for k, v in sorted(trial.intermediate_values.items()) if k > cheap},
         rungs=tuple(_rung(r) for r in attrs.get("rungs") or ()),
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
-        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")), warm_start=attrs.get("warm_start"))
+        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")), warm_start=warm_start_of(trial))
 
 
 def _rung(data: dict[str, Any]) -> RungScore:

@@ -12,6 +12,7 @@ from .bundled import reference_files
 from .cost import count_params
 from .errors import UsageError
 from .model import build
+from .record import queued_as
 from .space import Space
 from .spec import Spec, load_spec
 
@@ -67,7 +68,7 @@ def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]]) -> list[s
     said = []
     for name, params, moved in starts:
         before = len(study.get_trials(deepcopy=False))
-        study.enqueue_trial(params, user_attrs={"warm_start": name}, skip_if_exists=True)
+        study.enqueue_trial(params, user_attrs=queued_as(name), skip_if_exists=True)
         # skip_if_exists does not say whether it skipped; a trial more says it queued (on a shared study
         # another worker's new trial can make a skipped design read as queued: this is only what is said)
         queued = len(study.get_trials(deepcopy=False)) > before
