@@ -19,8 +19,8 @@ from nas.errors import UsageError
 from nas.fidelity import RungPruner, ladder, parse_rung, promoted
 from nas.figures import rungs_figure, tradeoff_figure
 from nas.finalists import pending, reevaluate, seeds_of
-from nas.record import (Fidelity, Outcome, StudySettings, read_reevaluations, read_trials, record_reevaluation,
-                        select_winner, write_best, write_settings)
+from nas.record import (Fidelity, Outcome, StudySettings, queued_as, read_reevaluations, read_trials,
+                        record_reevaluation, select_winner, write_best, write_settings)
 from nas.search import Progress, make_objective
 from nas.space import load_space
 from nas.train import EpochResult, TrainResult
@@ -105,7 +105,7 @@ def test_a_warm_start_climbs_every_cheap_rung():
     trial = study.ask()
     trial.report(95.6, 0)
     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    study.enqueue_trial({}, user_attrs={"warm_start": "b4000.json"})
+    study.enqueue_trial({}, user_attrs=queued_as("b4000.json"))
     known = study.ask()  # the queued known design, 0.1 point behind the first score at rung 0
     known.report(95.4, 0)
     assert not known.should_prune()
