@@ -19,8 +19,8 @@ import torch
 
 from nas import build, count_params
 from nas.data import Split, Splits
-from nas.search import Progress, budget_screen, make_objective
-from nas.sampler import BudgetAwareTPESampler
+from nas.search.objective import Progress, budget_screen, make_objective
+from nas.search.sampler import BudgetAwareTPESampler
 from nas.space import load_space
 from nas.train import EpochResult, TrainResult
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from nas.cli import run_script
 from nas.errors import UsageError
 from nas.files import write_json
-from nas.record import TrialRecord, read_settings, read_trials, select_winner, trained_per_fidelity
+from nas.store.record import TrialRecord, read_settings, read_trials, trained_per_fidelity
+from nas.store.winner import select_winner
 from nas.spec import Spec
-from nas.study import load_study, studies_dir
+from nas.store.storage import load_study, studies_dir
 
 
 def busy_seconds(records: list[TrialRecord]) -> float:

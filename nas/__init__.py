@@ -1,9 +1,23 @@
-"""NAS under a parameter budget: search, export and retrain small CNNs for MNIST."""
+"""NAS under a parameter budget: search, export and retrain small CNNs for MNIST.
 
-__version__ = "0.1.0"
+The names below are imported when first used (PEP 562), so `nas --help`, `nas report` and
+`nas export` do not pay for torch.
+"""
 
-from .cost import count_macs, count_params  # noqa: E402 (checkpoint.py imports __version__ from here)
-from .model import build  # noqa: E402
-from .spec import Arch, Spec, Train, load_spec, save_spec  # noqa: E402
+from __future__ import annotations
 
-__all__ = ["Arch", "Spec", "Train", "build", "count_macs", "count_params", "load_spec", "save_spec", "__version__"]
+import importlib
+from typing import Any
+
+from .version import __version__
+
+_LAZY = {"Arch": "spec", "Spec": "spec", "Train": "spec", "load_spec": "spec", "save_spec": "spec",
+         "build": "model", "count_macs": "cost", "count_params": "cost"}
+
+__all__ = [*_LAZY, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'nas' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -15,15 +15,16 @@ from typing import Callable, NoReturn
 
 from .errors import EXPECTED_ERRORS
 
-# command -> module: each has `add_arguments(parser)` and `run(args) -> int`, and its docstring's
-# first paragraph is the command's description
+# command -> (module, one-line summary for `nas --help`): each module has `add_arguments(parser)` and
+# `run(args) -> int`, and its docstring's first paragraph is the command's description. A command's
+# module is imported only when that command runs (or shows its own --help): torch takes seconds.
 COMMANDS = {
-    "search": "nas.search",
-    "export": "nas.export",
-    "retrain": "nas.retrain",
-    "evaluate": "nas.evaluate",
-    "report": "nas.report",
-    "bench": "nas.bench",
+    "search": ("nas.search.command", "search a space for the most accurate network under a parameter budget"),
+    "export": ("nas.export", "write the spec file of a study's best trial, or of trial N"),
+    "retrain": ("nas.retrain", "train a spec with several seeds and report its final-epoch test accuracy"),
+    "evaluate": ("nas.evaluate", "the test accuracy, per-digit accuracy and confusion matrix of a checkpoint"),
+    "report": ("nas.report.command", "write a self-contained HTML page of what a search tried and found"),
+    "bench": ("nas.bench.command", "time the project's trainer against the pipeline people usually write"),
 }
 
 
@@ -55,14 +56,8 @@ def description(module: ModuleType) -> str:
     return " ".join(line.strip() for line in paragraph.splitlines())
 
 
-def _summary(module: ModuleType) -> str:
-    """The command's description without its `python -m ...` synopsis, for the list of commands."""
-    text = description(module)
-    return text.split(": ", 1)[1] if text.startswith("`") and ": " in text else text
-
-
 def command_parser(name: str) -> tuple[ModuleType, Parser]:
-    module = importlib.import_module(COMMANDS[name])
+    module = importlib.import_module(COMMANDS[name][0])
     parser = Parser(prog=f"nas {name}", description=description(module))
     module.add_arguments(parser)
     return module, parser
@@ -96,17 +91,17 @@ def run_command(name: str, argv: list[str] | None = None) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
-    """`nas COMMAND ...`: every command behind one program."""
+    """`nas COMMAND ...`: every command behind one program; only the command that runs is imported."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in COMMANDS:
+        run_command(argv[0], argv[1:])
     top = Parser(prog="nas", description="Neural architecture search for the most accurate CNN under a hard "
                                          "parameter budget (MNIST). Each command has its own --help.")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
-    modules = {}
-    for name, path in COMMANDS.items():
-        modules[name] = module = importlib.import_module(path)
-        module.add_arguments(sub.add_parser(name, help=_summary(module), description=description(module),
-                                            formatter_class=HelpFormatter))
-    args = top.parse_args(argv)
-    _run(f"nas {args.command}", modules[args.command], args)
+    for name, (_, summary) in COMMANDS.items():
+        sub.add_parser(name, help=summary)
+    top.parse_args(argv)  # --help, or a missing or unknown command: argparse says so and exits
+    top.error("expected a command")
 
 
 # ------------------------------------------------------------------ argument types and shared flags
@@ -155,10 +150,3 @@ def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> No
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<studies dir>/<study>.db)")
     parser.add_argument("--studies-dir",
                         help="where studies and their outputs live (default: $NAS_STUDIES_DIR, else ./studies)")
-
-
-def format_duration(seconds: float) -> str:
-    """1m05s, 2h03m: short enough for a progress line."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -43,6 +43,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def first(self, n: int | None) -> "Split":
+        """The first `n` images (all for None): views, no copy. Splits are shuffled once when loaded,
+        so the first n are a fixed random sample: smoke runs, cheap rungs and warm-ups take these."""
+        return self if n is None else Split(self.x[:n], self.y[:n])
+
 
 @dataclass(frozen=True)
 class Splits:
@@ -167,6 +172,5 @@ def load_train_test(data_dir: Path, device: torch.device, subset: int | None = N
     """All 60,000 training images (or the first `subset`) and the 10,000 test images."""
     train_images, train_labels = _load_raw(data_dir, train=True, download=download)
     test_images, test_labels = _load_raw(data_dir, train=False, download=False)
-    if subset is not None:
-        train_images, train_labels = train_images[:subset], train_labels[:subset]
-    return Splits(_to_split(train_images, train_labels, device), _to_split(test_images, test_labels, device))
+    return Splits(_to_split(train_images, train_labels, device).first(subset),
+                  _to_split(test_images, test_labels, device))

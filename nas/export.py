@@ -14,9 +14,9 @@ import optuna
 from .cli import add_study_args, run_command
 from .errors import UsageError
 from .files import check_replaceable, write_json
-from .record import (Outcome, Reevaluation, TrialRecord, best_record, read_reevaluations, read_trial,
-                     select_winner)
-from .study import load_study, output_dir, studies_dir
+from .store.record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trial
+from .store.storage import load_study, output_dir, studies_dir
+from .store.winner import best_record, select_winner
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,29 +7,52 @@ Each rung is a fresh training, so a short run gets its whole schedule (warm-up a
 the first epochs of a long run sit at a one-cycle schedule's peak learning rate.
 benchmarks/fidelity_rank.py measures how each rung ranks candidates against the full training.
 
-In Optuna's terms a trial reports its score at cheap rung k as the intermediate value of step k, and
-the epochs of its full training as steps K+1 ... K+epochs (K = number of cheap rungs). One step is one
-fidelity, and every rule below compares values at one step only: never across fidelities. A study
-without cheap rungs (K = 0) is exactly the earlier full-fidelity search: epoch e is step e.
+In Optuna's terms a trial reports its score at cheap rung k (counted from 0) as the intermediate value
+of step k, and epoch e of its full training (counted from 1) as step K+e (K = number of cheap rungs;
+step K itself is never reported). One step is one fidelity, and every rule (nas.search.pruner)
+compares values at one step only: never across fidelities. A study without cheap rungs (K = 0) is
+exactly the earlier full-fidelity search: epoch e is step e.
 """
 
 from __future__ import annotations
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from .errors import UsageError
-from .record import Fidelity, warm_start_of
 
 # the default ladder, as shares of the full fidelity: (epochs, images). 2/15 x 1/5 and 4/15 x 1/2 of the
 # full 15 x 55,000: 2.7 % and 13 % of its cost (in images trained on)
 DEFAULT_RUNGS = ((2 / 15, 1 / 5), (4 / 15, 1 / 2))
-ETA = 3  # keep the best 1/ETA at each cheap rung (successive halving's reduction factor)
+REDUCTION_FACTOR = 3  # keep the best 1/3 at each cheap rung (successive halving's "eta"; --eta)
 MIN_RUNG_IMAGES = 256  # below this a rung's score says little; such rungs are dropped
-# median stopping inside the full training (as the earlier search did): a trial is stopped when its
-# accuracy at an epoch is below the median of the completed trials at that epoch; epochs 1-2 are never
-# judged (warm-up), so Optuna (judging steps >= warm-up) first stops at epoch 3
-MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 5, 3
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How thoroughly a candidate is judged: epochs of training on how many images. Trials of
+    different fidelities are never compared."""
+
+    epochs: int
+    train_images: int
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Fidelity | None":
+        try:
+            return cls(int(data["epochs"]), int(data["train_images"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} x {self.train_images:,} images"
+
+    @property
+    def cost(self) -> int:
+        """Images trained on: what a rung costs, to compare rungs (not seconds: those depend on the load)."""
+        return self.epochs * self.train_images
 
 
 def parse_rung(text: str) -> Fidelity:
@@ -62,41 +85,3 @@ def ladder(full: Fidelity, cheap: list[Fidelity] | None = None) -> tuple[Fidelit
             raise UsageError(f"rungs must cost more at each step: {low.epochs}x{low.train_images} is not "
                              f"cheaper than {high.epochs}x{high.train_images}")
     return rungs
-
-
-def promoted(score: float, peers: list[float], eta: float = ETA) -> bool:
-    """Successive halving's rule, asynchronously (ASHA): is `score` among the best 1/eta of the scores
-    at this rung so far (the peers and itself)? The first candidates at a rung are judged against the
-    few scores there are, at least the best one goes on."""
-    ranked = sorted([*peers, score], reverse=True)
-    keep = max(1, int(len(ranked) // eta))
-    return score >= ranked[keep - 1]
-
-
-class RungPruner(optuna.pruners.BasePruner):
-    """One pruner for the whole ladder: the promotion rule at the cheap rungs' steps, the median rule
-    at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
-    known design, queued with `record.queued_as`) climbs every cheap rung: what is known of it
-    is its full training, and a study's first few scores at a rung are too few to screen it on."""
-
-    def __init__(self, cheap_rungs: int, eta: float = ETA) -> None:
-        self.cheap_rungs, self.eta = cheap_rungs, eta
-        self.median = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
-                                                  n_warmup_steps=cheap_rungs + MEDIAN_WARMUP_EPOCHS)
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None:
-            return False
-        if step >= self.cheap_rungs:
-            return self.median.prune(study, trial)
-        if warm_start_of(trial) is not None:
-            return False
-        return not promoted(trial.intermediate_values[step], rung_scores(study, step, trial.number), self.eta)
-
-
-def rung_scores(study: optuna.Study, step: int, but: int | None = None) -> list[float]:
-    """The scores other trials reported at one step (one rung): finished or still running."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=states)
-            if t.number != but and step in t.intermediate_values]

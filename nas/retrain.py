@@ -17,17 +17,18 @@ from typing import Any
 
 import torch
 
-from . import __version__
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
-from .cli import add_device_args, format_duration, positive_int, run_command
+from .cli import add_device_args, positive_int, run_command
 from .cost import count_macs, count_params
 from .data import check_fits, load_train_test, resolve_data_dir
 from .device import describe, resolve_device
 from .errors import ExportCheckError, UsageError
 from .files import write_json
 from .model import build
-from .spec import load_spec
+from .progress import format_duration, time_left
+from .spec import Spec, load_spec
 from .train import EpochResult, train
+from .version import provenance
 
 METRICS_FILE = "metrics.json"
 CHECK_BATCH = 256  # test images the exported models are checked on
@@ -75,7 +76,7 @@ class Progress:
         if self.quiet:
             return
         elapsed = time.perf_counter() - self.start
-        left = elapsed / self.done * (self.total - self.done)
+        left = time_left(elapsed, self.done, self.total - self.done)
         # the running accuracy is on the (augmented) training batches: the test set is not shown per epoch
         print(f"[{format_duration(elapsed)}] seed {seed_index} ({seed_index + 1}/{seeds}) epoch {r.epoch}/{r.epochs} "
               f"loss {r.train_loss:.4f} train acc {r.train_acc:.2f}% ({r.seconds:.1f}s) | left {format_duration(left)}",
@@ -98,39 +99,50 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     spec_path = Path(args.spec)
+    return retrain(spec_path, Path(args.out) if args.out else default_out(spec_path), epochs=args.epochs,
+                   seeds=args.seeds, subset=args.subset, budget=args.budget, overwrite=args.overwrite,
+                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download)
+
+
+def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, subset: int | None = None,
+            budget: int | None = None, overwrite: bool = False, quiet: bool = False, device: str = "auto",
+            data_dir: str | None = None, download: bool = False) -> int:
+    """Train the spec in `spec_path` with seeds 0..seeds-1 into `out` (checkpoints, metrics.json, the
+    best seed's ONNX and torch.export files) and print its final-epoch test accuracy. Returns the exit
+    status: 0, or 1 when a seed diverged or an export failed its check; bad input raises UsageError
+    (or SpecError, DataError) before anything is written."""
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
     check_fits(spec, where=str(spec_path))  # so does one made for other images or classes than MNIST's
     model = build(spec)
     params, macs = count_params(model), count_macs(model)
-    if args.budget is not None and params >= args.budget:
-        raise UsageError(f"{spec_path}: {params:,} parameters >= budget {args.budget:,}")
-    out = Path(args.out) if args.out else default_out(spec_path)
-    check_out_dir(out, args.overwrite)
-    device = resolve_device(args.device)
-    data = load_train_test(resolve_data_dir(args.data_dir), device, args.subset, args.download)  # once, for all seeds
+    if budget is not None and params >= budget:
+        raise UsageError(f"{spec_path}: {params:,} parameters >= budget {budget:,}")
+    check_out_dir(out, overwrite)
+    where = resolve_device(device)
+    data = load_train_test(resolve_data_dir(data_dir), where, subset, download)  # once, for all seeds
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _retrain(args, spec, spec_path, params, macs, data, out, describe(device))
+        return _retrain(spec, spec_path, params, macs, data, out, describe(where), epochs=epochs, seeds=seeds,
+                        quiet=quiet)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
 
-def _retrain(args: argparse.Namespace, spec, spec_path: Path, params: int, macs: int, data, out: Path,
-             where: str) -> int:
-    if not args.quiet:
+def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Path, where: str, *, epochs: int,
+             seeds: int, quiet: bool) -> int:
+    if not quiet:
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
-              f"{args.seeds} seed(s) x {args.epochs} epochs on {where}", file=sys.stderr)
+              f"{seeds} seed(s) x {epochs} epochs on {where}", file=sys.stderr)
 
-    progress = Progress(args.quiet, args.seeds, args.epochs)
+    progress = Progress(quiet, seeds, epochs)
     rows: list[dict[str, Any]] = []
     best_model, best_acc = None, -1.0
     start = time.perf_counter()
-    for k in range(args.seeds):
+    for k in range(seeds):
         try:
-            result = train(spec, data, epochs=args.epochs, seed=k,
-                           on_epoch=lambda r, k=k: progress.epoch(k, args.seeds, r))
+            result = train(spec, data, epochs=epochs, seed=k, on_epoch=lambda r, k=k: progress.epoch(k, seeds, r))
         except FloatingPointError as exc:
             print(f"nas retrain: error: seed {k}: {exc}", file=sys.stderr)
             return 1
@@ -142,7 +154,7 @@ def _retrain(args: argparse.Namespace, spec, spec_path: Path, params: int, macs:
         history = [{"epoch": r.epoch, "train_loss": r.train_loss, "train_acc": r.train_acc, "seconds": r.seconds}
                    for r in result.history]
         save_checkpoint(out / f"seed{k}.pt", spec, result.model,
-                        {**row, "epochs": args.epochs, "params": params, "macs": macs,
+                        {**row, "epochs": epochs, "params": params, "macs": macs,
                          "train_images": len(data.train), "test_images": len(data.held_out),
                          "device": where, "history": history})
         if result.final_acc > best_acc:
@@ -157,26 +169,27 @@ def _retrain(args: argparse.Namespace, spec, spec_path: Path, params: int, macs:
     wall = time.perf_counter() - start  # training, per-epoch evaluation, checkpoints and export
     metrics = {
         "spec_file": str(spec_path), "code": spec.code, "spec": spec.to_dict(),
-        "params": params, "macs": macs, "seeds": [r["seed"] for r in rows], "epochs": args.epochs,
+        "params": params, "macs": macs, "seeds": [r["seed"] for r in rows], "epochs": epochs,
         "test_acc": accs, **stats, "best_seed": best_seed,
         "train_images": len(data.train), "test_images": len(data.held_out),
         "per_seed": rows, "device": where, "wall_seconds": round(wall, 1),
         "exported": {"onnx": ONNX_FILE, "torch_export": EXPORT_FILE, "seed": best_seed, **checks},
-        "version": __version__, "torch": torch.__version__,
+        **provenance(), "torch": torch.__version__,
     }
     write_json(metrics, out / METRICS_FILE)
     for stale in out.glob("seed*.pt"):  # left by an earlier run (--overwrite) with more seeds
-        if stale.stem[4:].isdigit() and int(stale.stem[4:]) >= args.seeds:
+        if stale.stem[4:].isdigit() and int(stale.stem[4:]) >= seeds:
             stale.unlink()
 
     print(table(rows))
     print(f"{spec.code}: {params:,} params, {macs:,} MACs")
-    print(f"test accuracy, final epoch of {args.epochs}, {len(accs)} seed(s), {len(data.train):,} training images: "
+    print(f"test accuracy, final epoch of {epochs}, {len(accs)} seed(s), {len(data.train):,} training images: "
           f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %")
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
-    checkpoints = "seed0.pt" if args.seeds == 1 else f"seed0.pt ... seed{args.seeds - 1}.pt"
+    checkpoints = "seed0.pt" if seeds == 1 else f"seed0.pt ... seed{seeds - 1}.pt"
     print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE} and {EXPORT_FILE} (seed {best_seed})")
     return 0
+
 
 
 if __name__ == "__main__":

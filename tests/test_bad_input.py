@@ -19,7 +19,8 @@ from conftest import TINY, one_line_error, run_cli, tree_hashes
 from nas.bundled import reference_files
 from nas.checkpoint import save_checkpoint
 from nas.model import build
-from nas.record import Fidelity, Outcome, read_trial, record_candidate, record_outcome
+from nas.fidelity import Fidelity
+from nas.store.record import Outcome, read_trial, record_candidate, record_outcome
 from nas.spec import Spec
 
 FINAL = reference_files()[-1]  # the classic 7,416-parameter design

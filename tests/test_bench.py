@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from nas import baseline
-from nas.ablation import parse_speed
-from nas.baseline import usual_datasets, usual_train
-from nas.bench import DEFAULT_SPEC
+from nas.bench import baseline
+from nas.bench.ablation import parse_speed
+from nas.bench.baseline import usual_datasets, usual_train
+from nas.bench.command import DEFAULT_SPEC
 from nas.data import load_search_data
 from nas.errors import UsageError
 from nas.model import build

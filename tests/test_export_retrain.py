@@ -17,7 +17,9 @@ from nas import build, count_macs, count_params, load_spec
 from nas.bundled import found_files, reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
-from nas.record import Fidelity, Outcome, best_record, read_trial, record_candidate, record_outcome, select_winner
+from nas.fidelity import Fidelity
+from nas.store.record import Outcome, read_trial, record_candidate, record_outcome
+from nas.store.winner import best_record, select_winner
 from nas.spec import Spec
 
 REFERENCE = reference_files()

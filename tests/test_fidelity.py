@@ -16,12 +16,15 @@ from conftest import TINY
 from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
-from nas.fidelity import RungPruner, ladder, parse_rung, promoted
-from nas.figures import rungs_figure, tradeoff_figure
-from nas.finalists import pending, reevaluate, seeds_of
-from nas.record import (Fidelity, Outcome, StudySettings, queued_as, read_reevaluations, read_trials,
-                        record_reevaluation, select_winner, write_best, write_settings)
-from nas.search import Progress, make_objective
+from nas.fidelity import ladder, parse_rung
+from nas.search.pruner import RungPruner, promoted
+from nas.report.figures import rungs_figure, tradeoff_figure
+from nas.search.finalists import pending, reevaluate, seeds_of
+from nas.fidelity import Fidelity
+from nas.store.record import (Outcome, StudySettings, queued_as, read_reevaluations, read_trials, record_reevaluation,
+                              write_settings)
+from nas.store.winner import select_winner, write_best
+from nas.search.objective import Progress, make_objective
 from nas.space import load_space
 from nas.train import EpochResult, TrainResult
 
@@ -189,7 +192,7 @@ def _complete_study(values: list[float]) -> optuna.Study:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
     write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=FULL.epochs,
                                         train_images=FULL.train_images, rungs=[], finalists=3, finalist_seeds=2))
-    from nas.record import record_candidate, record_outcome
+    from nas.store.record import record_candidate, record_outcome
     for value in values:
         trial = study.ask()
         spec = space.sample(trial)

@@ -17,11 +17,13 @@ from conftest import ROOT, run_cli
 from nas.cli import run_command
 from nas.cost import count_macs, count_params
 from nas.model import build
-from nas.study import output_dir
-from nas.record import (Fidelity, Outcome, RungScore, StudySettings, optuna_state, pareto_front, read_trials,
-                        record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs, write_settings)
-from nas.report import Trials, build_report, sections, write_report
-from nas.figures import SCALE, tradeoff_figure
+from nas.store.storage import output_dir
+from nas.fidelity import Fidelity
+from nas.store.record import (Outcome, RungScore, StudySettings, optuna_state, read_trials,
+                              record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs,
+                              write_settings)
+from nas.report.command import Trials, build_report, sections, write_report
+from nas.report.figures import SCALE, pareto_front, tradeoff_figure
 from nas.space import load_space
 
 TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")

@@ -5,7 +5,8 @@ import optuna
 import pytest
 
 from conftest import TINY, one_line_error, run_cli, tree_hashes
-from nas.record import Outcome, best_record, read_settings, read_trials, select_winner
+from nas.store.record import Outcome, read_settings, read_trials
+from nas.store.winner import best_record, select_winner
 
 SMALL = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
 

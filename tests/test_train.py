@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from nas.data import Split, Splits
-from nas.record import Outcome, read_trial
-from nas.search import Progress, make_objective
+from nas.store.record import Outcome, read_trial
+from nas.search.objective import Progress, make_objective
 from nas.space import load_space
 from nas.spec import Train
 from nas.train import FastDropout, WeightAverage, evaluate, make_scheduler, train

@@ -2,7 +2,7 @@ from nas import build, count_params
 from nas.bundled import reference_files
 from nas.space import load_space
 from nas.spec import load_spec
-from nas.warm_start import narrowed, warm_starts
+from nas.search.warm_start import narrowed, warm_starts
 
 
 def test_a_reference_too_large_for_the_budget_is_narrowed_until_it_fits():

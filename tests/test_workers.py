@@ -13,9 +13,10 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import DATA_DIR, ROOT, TINY
-from nas.finalists import seeds_of
-from nas.record import Outcome, best_record, read_trial, read_trials, select_winner
-from nas.study import load_study, open_storage, output_dir
+from nas.search.finalists import seeds_of
+from nas.store.record import Outcome, read_trial, read_trials
+from nas.store.winner import best_record, select_winner
+from nas.store.storage import load_study, open_storage, output_dir
 
 TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0"]  # workers, not selection
 
@@ -200,7 +201,7 @@ def test_a_worker_trains_with_its_share_of_the_cpu_threads(monkeypatch):
     import torch
 
     import nas.device
-    from nas.search import Job, worker_device
+    from nas.search.workers import Job, worker_device
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(nas.device, "usable_cores", lambda: 4)  # the machine's cores, whatever runs the test

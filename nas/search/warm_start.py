@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import optuna
 
-from .bundled import reference_files
-from .cost import count_params
-from .errors import UsageError
-from .model import build
-from .record import queued_as
-from .space import Space
-from .spec import Spec, load_spec
+from ..bundled import reference_files
+from ..cost import count_params
+from ..errors import UsageError
+from ..model import build
+from ..store.record import queued_as
+from ..space import Space
+from ..spec import Spec, load_spec
 
 # Narrowing tries every width at 99 %, 98 %, ... of the design's (a count takes a few milliseconds); below a
 # quarter it is no longer the design people made (and, clamped at the space's narrowest widths, stops shrinking)

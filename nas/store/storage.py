@@ -11,6 +11,7 @@ connection pools and Optuna's heartbeat.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import re
@@ -21,16 +22,19 @@ from typing import Callable, TypeVar
 
 import optuna
 import sqlalchemy.exc
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from .errors import StorageError, UsageError, first_line
+from ..errors import StorageError, UsageError, first_line
+from .heartbeat import RetryStaleTrial
 
 DEFAULT_STUDIES_DIR = "studies"
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 RETRY_SECONDS = 120.0  # how long a worker waits for a storage to come back before it stops
+OPEN_SECONDS = 5.0  # how long opening a storage is tried (workers creating one schema at once race)
 HEARTBEAT_INTERVAL, GRACE_PERIOD = 20, 120  # Optuna's RDB heartbeat (seconds)
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class _RDBStorage(RDBStorage):
@@ -40,7 +44,7 @@ class _RDBStorage(RDBStorage):
         try:
             super().record_heartbeat(trial_id)
         except Exception:
-            pass
+            log.debug("missed a heartbeat of trial id %s", trial_id, exc_info=True)
 
 
 def studies_dir(flag: str | None = None) -> Path:
@@ -95,7 +99,8 @@ def open_storage(url: str, root: Path | None = None) -> optuna.storages.BaseStor
     """An Optuna storage for `url` (an RDB URL or a journal file path), or UsageError saying why not.
 
     Several workers may open a new one at the same moment: creating the schema races between them
-    (a duplicate-table error for all but one), so a failed creation is retried a few times.
+    (a duplicate-table error for all but one), so a failed creation is tried again for a few seconds;
+    a bad URL fails the same way every time and is refused at once.
     """
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:" or _is_journal(url):
         path = Path(url.removeprefix("sqlite:///"))
@@ -103,23 +108,27 @@ def open_storage(url: str, root: Path | None = None) -> optuna.storages.BaseStor
             root.mkdir(parents=True, exist_ok=True)
         if not path.parent.is_dir():
             raise UsageError(f"bad storage URL {redact(url)}: directory {path.parent} does not exist")
-    for attempt in range(5):
-        try:
-            if _is_journal(url):
-                return JournalStorage(JournalFileBackend(url))
-            with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5, and says so each time
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return _RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url),
-                                  heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
-        except Exception as exc:  # sqlalchemy raises many kinds; a bad URL fails the same way every time
-            reason = first_line(exc).replace(url, redact(url))
-            password = _password(url)
-            if password and len(password) >= 4:  # a short one would mask letters all over the message
-                reason = reason.replace(password, "***")
-            if attempt == 4 or isinstance(exc, (ValueError, ImportError, sqlalchemy.exc.ArgumentError)):
-                raise UsageError(f"bad storage URL {redact(url)}: {reason}") from None
-            time.sleep(0.2 + random.random() * (attempt + 1))
+
+    def refused(exc: BaseException) -> UsageError:
+        reason = first_line(exc).replace(url, redact(url))
+        password = _password(url)
+        if password and len(password) >= 4:  # a short one would mask letters all over the message
+            reason = reason.replace(password, "***")
+        return UsageError(f"bad storage URL {redact(url)}: {reason}")
+
+    return with_retry(lambda: _connect(url), "opening the storage", seconds=OPEN_SECONDS,
+                      transient=(Exception,),  # sqlalchemy raises many kinds
+                      permanent=(ValueError, ImportError, sqlalchemy.exc.ArgumentError), fail=refused)
+
+
+def _connect(url: str) -> optuna.storages.BaseStorage:
+    if _is_journal(url):
+        return JournalStorage(JournalFileBackend(url))
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in Optuna 5, and says so each time
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url),
+                           heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                           heartbeat_stale_trial_callback=RetryStaleTrial())
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -151,25 +160,33 @@ def load_study(study_name: str, storage_url: str | None, root: Path) -> optuna.S
 
 def create_or_load(study_name: str, storage: optuna.storages.BaseStorage, **kwargs) -> optuna.Study:
     """optuna.create_study(load_if_exists=True), safe when several workers create the study at once."""
-    for attempt in range(5):
-        try:
-            return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, **kwargs)
-        except optuna.exceptions.DuplicatedStudyError:  # another worker created it between our check and insert
-            time.sleep(0.1 * (attempt + 1))
-    return optuna.load_study(study_name=study_name, storage=storage)
+    try:
+        return optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True, **kwargs)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it between our check and insert
+        return optuna.load_study(study_name=study_name, storage=storage)
 
 
 TRANSIENT = (optuna.exceptions.StorageInternalError, OSError)  # sqlalchemy's OperationalError arrives wrapped
 
 
-def with_retry(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS) -> T:
-    """Run a storage call, retrying transient errors with backoff for up to `seconds`; then StorageError."""
+def with_retry(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS, *,
+               transient: tuple[type[BaseException], ...] = TRANSIENT,
+               permanent: tuple[type[BaseException], ...] = (),
+               fail: Callable[[BaseException], Exception] | None = None) -> T:
+    """The one retry loop: run `call`, and on a `transient` error (but not a `permanent` one) wait with
+    growing, jittered delays and try again for up to `seconds`; then raise `fail(error)`, by default a
+    StorageError saying what did not answer. A `permanent` error is raised as `fail(error)` at once."""
     deadline, delay = time.monotonic() + seconds, 0.5
     while True:
         try:
             return call()
-        except TRANSIENT as exc:
+        except permanent as exc:
+            raise (fail(exc) if fail else exc) from None
+        except transient as exc:
             if time.monotonic() + delay > deadline:
+                if fail is not None:
+                    raise fail(exc) from None
                 raise StorageError(f"the storage did not answer for {seconds:.0f} s ({what}): {first_line(exc)}") from None
-            time.sleep(delay)
+            log.debug("%s: %s; trying again in %.1f s", what, first_line(exc), delay)
+            time.sleep(delay * (0.5 + random.random()))  # jitter: workers that failed together retry apart
             delay = min(delay * 2, 10.0)

@@ -2,30 +2,30 @@
 write, in one run on one machine.
 
 (a) `nas.train.train`: MNIST held in tensors on the device, batched augmentation, `speed_for(device)`.
-(b) the usual pipeline (`nas.baseline`): torchvision's MNIST, a `DataLoader` and per-sample PIL
+(b) the usual pipeline (`nas.bench.baseline`): torchvision's MNIST, a `DataLoader` and per-sample PIL
     transforms, with the same model (same initial weights), optimizer and LR schedule.
 Both train on the same 55,000 images and validate on the same 5,000 (`nas.data.search_split`).
 Each is warmed up on a short run first. The last line is `ratio X`: (a)'s images/s over (b)'s.
-`--ablation` times (a) alone with each setting switched in turn (`nas.ablation`).
+`--ablation` times (a) alone with each setting switched in turn (`nas.bench.ablation`).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from dataclasses import dataclass
 
 import torch
 
-from .cli import add_device_args, positive_int, run_command
-from .cost import count_params
-from .data import Split, Splits, check_fits, load_search_data, resolve_data_dir
-from .device import describe, load_average, resolve_device
-from .memory import peak_memory, reset_peaks, status_mb
-from .model import build
-from .spec import Arch, Spec, Train, load_spec
-from .train import Speed, speed_for, train
+from ..cli import add_device_args, positive_int
+from ..cost import count_params
+from ..data import check_fits, load_search_data, resolve_data_dir
+from ..device import describe, load_average, resolve_device
+from ..memory import status_mb
+from ..model import build
+from ..spec import Arch, Spec, Train, load_spec
+from ..train import speed_for
+from .ablation import ablation, parse_speed
+from .baseline import run_usual
+from .timing import run_ours
 
 # The classic hand-made final design (7,416 parameters), fixed here so the benchmark does not move
 # when the search spaces or reference files change.
@@ -35,29 +35,6 @@ DEFAULT_SPEC = Spec(
     Train(optimizer="sgd", lr=0.05, schedule="onecycle", batch_size=128, label_smoothing=0.0,
           weight_decay=1e-4, rotation=7.5, shift=0.05, scale=0.05),
 )
-WARMUP_IMAGES = 1_024  # a short run before timing: kernels chosen, caches and allocator filled
-
-
-@dataclass
-class Run:
-    """What one pipeline measured: per-epoch training seconds and wall seconds, final accuracy, memory."""
-
-    name: str
-    images: int  # training images per epoch
-    train_seconds: list[float]
-    wall_seconds: list[float]  # training + validation
-    final_acc: float
-    threads: int
-    memory: str
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images * len(self.train_seconds) / sum(self.train_seconds)
-
-    def line(self) -> str:
-        return (f"{self.name:<14} {self.images_per_second:>8,.0f} img/s  "
-                f"{statistics.fmean(self.wall_seconds):6.2f} s/epoch (training {statistics.fmean(self.train_seconds):.2f} s)  "
-                f"val {self.final_acc:.2f} %  {self.threads} thread(s)  {self.memory}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,28 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_device_args(parser)
 
 
-def run_ours(spec: Spec, data: Splits, epochs: int, seed: int, speed: Speed | None = None,
-             name: str = "(a) nas.train", warmup: bool = True) -> Run:
-    """(a): optionally a short warm-up run, then `epochs` timed epochs of `nas.train.train`."""
-    device = data.train.x.device
-    if warmup:
-        short = Splits(Split(data.train.x[:WARMUP_IMAGES], data.train.y[:WARMUP_IMAGES]), data.held_out)
-        train(spec, short, epochs=1, seed=seed, speed=speed)
-    reset_peaks(device)
-    marks = [time.perf_counter()]  # one per finished epoch: training + validation, as the search sees it
-    result = train(spec, data, epochs=epochs, seed=seed, speed=speed,
-                   on_epoch=lambda r: marks.append(time.perf_counter()))
-    walls = [b - a for a, b in zip(marks, marks[1:])]
-    return Run(name, len(data.train), [r.seconds for r in result.history], walls, result.final_acc,
-               torch.get_num_threads(), peak_memory(device))
-
-
 def run(args: argparse.Namespace) -> int:
-    # imported here: both build on this module (Run, run_ours, WARMUP_IMAGES), so importing them at
-    # the top would be circular
-    from .ablation import ablation, parse_speed
-    from .baseline import run_usual
-
     spec = load_spec(args.spec) if args.spec else DEFAULT_SPEC
     check_fits(spec, where=args.spec or "the default spec")  # before loading data or timing anything
     device = resolve_device(args.device)
@@ -129,6 +85,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"ratio {ours.images_per_second / usual.images_per_second:.2f}")
     return 0
 
-
-if __name__ == "__main__":
-    run_command("bench")

@@ -6,7 +6,7 @@ designs). Before a search names its winner, its top `count` complete trials are 
 fidelity, on the same search split, with `seeds` new seeds each, and ranked by their mean validation
 accuracy; the search's own run is left out of the mean, since it was picked for being high.
 
-Each training is stored as soon as it ends (nas.record.record_reevaluation), so an interrupted
+Each training is stored as soon as it ends (nas.store.record.record_reevaluation), so an interrupted
 selection resumes where it stopped, and workers on several machines add to the same results. The
 test set is never read here: `data` is the search split.
 """
@@ -19,13 +19,13 @@ from collections.abc import Collection
 
 import optuna
 
-from .cli import format_duration
-from .data import Splits
-from .record import (Reevaluation, TrialRecord, finalists, read_reevaluations, read_trials, record_reevaluation,
-                     select_winner)
-from .spec import Spec
-from .study import with_retry
-from .train import train
+from ..data import Splits
+from ..progress import format_duration, time_left
+from ..spec import Spec
+from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
+from ..store.storage import with_retry
+from ..store.winner import finalists, select_winner
+from ..train import train
 
 SEED_STRIDE = 1_000_000  # re-evaluation seed j of trial n: --seed + (j + 1) * stride + n, apart from search seeds
 MAX_SEEDS = 100
@@ -67,7 +67,7 @@ def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int
         with_retry(lambda: record_reevaluation(study, record.number, seed, acc), "recording a finalist")
         elapsed = time.perf_counter() - start
         say(f"finalist #{record.number} seed {seed}: val {acc:.2f}% ({k}/{len(todo)}, "
-            f"ETA {format_duration(elapsed / k * (len(todo) - k))})")
+            f"ETA {format_duration(time_left(elapsed, k, len(todo) - k))})")
 
 
 def table(study: optuna.Study, count: int) -> str:

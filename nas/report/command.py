@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import html
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -20,12 +21,16 @@ from typing import Any, Callable
 import optuna
 import plotly.graph_objects as go
 
-from . import figures
-from .cli import add_study_args, format_duration, run_command
-from .errors import UsageError, first_line
-from .files import check_replaceable, write_text
-from .record import Outcome, Reevaluation, TrialRecord, read_settings, read_trial, select_winner
-from .study import load_study, output_dir, studies_dir
+from . import choices, figures
+from ..cli import add_study_args
+from ..errors import UsageError, first_line
+from ..files import check_replaceable, write_text
+from ..progress import format_duration
+from ..store.record import Outcome, Reevaluation, TrialRecord, read_settings, read_trial
+from ..store.storage import load_study, output_dir, studies_dir
+from ..store.winner import select_winner
+
+log = logging.getLogger(__name__)
 
 TOP_TRIALS, SLICE_PARAMS, PARALLEL_PARAMS = 10, 6, 8
 
@@ -43,14 +48,14 @@ class Trials:
     """A study's trials read once: the counts and every figure agree while a search adds trials."""
 
     records: list[TrialRecord]
-    complete: figures.Snapshot  # the complete trials, for Optuna's plot functions
+    complete: choices.Snapshot  # the complete trials, for Optuna's plot functions
 
     @classmethod
     def read(cls, study: optuna.Study) -> "Trials":
         frozen = study.get_trials(deepcopy=False)
         records = [read_trial(t) for t in frozen]
         done = {r.number for r in records if r.outcome == Outcome.COMPLETE}
-        return cls(records, figures.snapshot([t for t in frozen if t.number in done]))
+        return cls(records, choices.snapshot([t for t in frozen if t.number in done]))
 
     def of(self, outcome: Outcome) -> list[TrialRecord]:
         return [r for r in self.records if r.outcome == outcome]
@@ -64,7 +69,7 @@ def _guard(title: str, caption: str, make: Callable[[], go.Figure], needs: str |
     if needs:
         return Section(title, caption, note=needs)
     try:
-        with figures.quiet():
+        with choices.quiet():
             return Section(title, caption, figure=make())
     except Exception as exc:  # Optuna raises on many thin studies (one trial, one value, ...)
         return Section(title, caption, note=f"not drawn: {first_line(exc)}")
@@ -79,9 +84,10 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
     top: list[str] = []
     if not few:
         try:  # the most important choices pick the axes of the parallel-coordinate and slice plots
-            with figures.quiet():
+            with choices.quiet():
                 top = list(optuna.importance.get_param_importances(complete.study))
-        except Exception:
+        except Exception:  # Optuna's importance fails on some thin studies: the axes fall back to every parameter
+            log.debug("parameter importances not computed", exc_info=True)
             top = []
     top = top or sorted({p for t in complete.study.trials for p in t.params})
 
@@ -121,18 +127,18 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
                "default PED-ANOVA). Choices that only exist in some candidates (a third stage, an optimizer's "
                "learning rate) are judged on those. Rejected candidates play no part, and with fewer than about "
                "20 complete trials the ranking is mostly noise.",
-               lambda: figures.importances_figure(complete), few),
+               lambda: choices.importances_figure(complete), few),
         _guard("Parallel coordinates",
                f"Complete trials across the {PARALLEL_PARAMS} most important choices, coloured by "
                "validation accuracy (log scale of the error, as on the first axis; the best drawn on top). "
                "'None' on an axis: the choice does not exist in that trial (the SGD learning rate of an AdamW "
                "trial, the widths of a stage it does not have).",
-               lambda: figures.parallel_figure(complete, top[:PARALLEL_PARAMS]), few),
+               lambda: choices.parallel_figure(complete, top[:PARALLEL_PARAMS]), few),
         _guard("Slices of the most important choices",
                "Validation accuracy of complete trials (log scale of the error) against each of the most "
                "important choices, most important first, coloured by trial number: early trials dark, late "
                "ones light. Log x axes where the space samples on a log scale (learning rates, weight decay).",
-               lambda: figures.slice_figure(complete, top[:SLICE_PARAMS]), none_complete),
+               lambda: choices.slice_figure(complete, top[:SLICE_PARAMS]), none_complete),
         _guard("Timeline",
                "When each trial ran, coloured by what happened to it. Rejections take about 0.1 s, so they are "
                "drawn as markers at the moment they happened.",
@@ -285,6 +291,3 @@ def run(args: argparse.Namespace) -> int:
     print(path)
     return 0
 
-
-if __name__ == "__main__":
-    run_command("report")

@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
-from .bench import WARMUP_IMAGES, Run
-from .data import MEAN, STD, check_raw_files, search_split
-from .memory import peak_memory, reset_peaks
-from .model import build
-from .spec import Spec
-from .train import confusion, make_optimizer, make_scheduler
+from .timing import WARMUP_IMAGES, Run
+from ..data import MEAN, STD, check_raw_files, search_split
+from ..memory import peak_memory, reset_peaks
+from ..model import build
+from ..spec import Spec
+from ..train import confusion, make_optimizer, make_scheduler
 
 USUAL_WORKERS = 2  # what the tutorials use
 USUAL_EVAL_BATCH = 1_000

@@ -1,16 +1,19 @@
 """Crashed workers heal: a running trial says where it runs and that it is alive; a trial whose
-worker is gone is failed (its outcome reads `interrupted`) and its parameters are queued again, once.
+worker is gone is failed (its outcome reads `interrupted`) and its parameters are queued again, once,
+by `retry_trial`: the one way a trial is queued again, with Optuna's own retry marker.
 
 Every trial records its host, its process id and a heartbeat time (refreshed by a thread every
 HEARTBEAT_SECONDS while it trains). Before each trial a worker heals the study: a RUNNING trial is
 stale when its process is gone from this host (found at once, e.g. a rerun after SIGKILL), or when
 its heartbeat is older than GRACE_SECONDS (a worker on another machine, or a frozen one). RDB
 storages (SQLite, PostgreSQL) also run Optuna's own heartbeat (see study.py), which fails stale
-trials from other machines through the database's clock.
+trials from other machines through the database's clock, and queues them through `RetryStaleTrial`,
+i.e. `retry_trial` too: both paths leave the same marker (`record.retry_of` reads it).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -21,11 +24,12 @@ from typing import Iterator
 import optuna
 from optuna.trial import TrialState
 
-from .record import Worker, read_trial, record_heartbeat, record_worker
+from .record import RETRY_KEPT, Worker, read_trial, record_heartbeat, record_retry, record_worker
 
 HEARTBEAT_SECONDS = 20.0
 GRACE_SECONDS = 120.0
 HOST = socket.gethostname()
+log = logging.getLogger(__name__)
 
 
 def _process_alive(pid: int) -> bool:
@@ -61,9 +65,29 @@ def heal(study: optuna.Study, own: set[int] = frozenset()) -> list[int]:
         except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker healed it first: it queues the retry
         healed.append(frozen.number)
-        if record.retry_of is None:  # a retry that dies too is not queued again
-            study.enqueue_trial(frozen.params, user_attrs={"retry_of": frozen.number})
+        retry_trial(study, frozen)
     return healed
+
+
+def retry_trial(study: optuna.Study, failed: optuna.trial.FrozenTrial) -> None:
+    """Queue a failed trial's parameters again, once: a retry that fails too is not queued again.
+
+    The new trial carries Optuna's retry marker (the `failed_trial` system attribute, as Optuna's
+    RetryHeartbeatStaleTrialCallback writes it) and of the user attributes only what says what the
+    trial is (record.RETRY_KEPT: a warm start stays a warm start), not what the failed run measured."""
+    if read_trial(failed).retry_of is not None:
+        return
+    kept = {k: v for k, v in failed.user_attrs.items() if k in RETRY_KEPT}
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions, user_attrs=kept,
+        system_attrs=record_retry(failed.number)))
+
+
+class RetryStaleTrial:
+    """Optuna's heartbeat callback for RDB storages (a trial whose heartbeat went stale): `retry_trial`."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        retry_trial(study, trial)
 
 
 @contextmanager
@@ -77,7 +101,7 @@ def beating(trial: optuna.Trial) -> Iterator[None]:
             try:
                 record_heartbeat(trial, time.time())
             except Exception:  # a storage hiccup: the next beat tries again; the trial itself decides
-                pass
+                log.debug("missed a heartbeat of trial %d", trial.number, exc_info=True)
 
     thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
     thread.start()

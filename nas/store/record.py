@@ -9,18 +9,16 @@ settings it was created with. Everything else (the report, export, the summary, 
 from __future__ import annotations
 
 import datetime
-import fcntl
 import statistics
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from .files import write_json
-from .spec import Spec
+from ..fidelity import Fidelity
+from ..spec import Spec
 
 
 class Outcome(str, Enum):
@@ -40,33 +38,6 @@ class Outcome(str, Enum):
 _STATE = {Outcome.COMPLETE: TrialState.COMPLETE, Outcome.PRUNED: TrialState.PRUNED, Outcome.SCREENED: TrialState.PRUNED,
           Outcome.REJECTED: TrialState.PRUNED, Outcome.DIVERGED: TrialState.PRUNED,
           Outcome.FAILED: TrialState.FAIL, Outcome.INTERRUPTED: TrialState.FAIL}
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How thoroughly a candidate is judged: epochs of training on how many images. Trials of
-    different fidelities are never compared."""
-
-    epochs: int
-    train_images: int
-
-    def to_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> "Fidelity | None":
-        try:
-            return cls(int(data["epochs"]), int(data["train_images"]))
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def __str__(self) -> str:
-        return f"{self.epochs} epoch{'s' * (self.epochs != 1)} x {self.train_images:,} images"
-
-    @property
-    def cost(self) -> int:
-        """Images trained on: what a rung costs, to compare rungs (not seconds: those depend on the load)."""
-        return self.epochs * self.train_images
 
 
 @dataclass(frozen=True)
@@ -132,6 +103,16 @@ def record_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
     trial.set_user_attr("outcome", outcome.value)
 
 
+# what a trial queued again (heartbeat.retry_trial) keeps of the failed one's user attributes: what the
+# trial is, not what its run measured
+RETRY_KEPT = ("warm_start",)
+
+
+def record_retry(failed: int) -> dict[str, Any]:
+    """The system attributes that mark a trial as the retry of `failed` (Optuna's own retry marker)."""
+    return {"failed_trial": failed, "retry_history": [failed]}
+
+
 def queued_as(name: str) -> dict[str, str]:
     """The user attributes of a trial queued as a known design (`study.enqueue_trial(..., user_attrs=...)`)."""
     return {"warm_start": name}
@@ -143,6 +124,12 @@ def optuna_state(outcome: Outcome) -> TrialState:
 
 
 # ------------------------------------------------------------------ reading a trial
+
+
+def retry_of(trial: FrozenTrial) -> int | None:
+    """The trial this one trains again (its worker died), or None. Studies made before the retry
+    marker was Optuna's own hold it as the user attribute `retry_of`."""
+    return trial.system_attrs.get("failed_trial", trial.user_attrs.get("retry_of"))
 
 
 def warm_start_of(trial: FrozenTrial) -> str | None:
@@ -218,7 +205,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         curve={int(k) - cheap: float(v) for k, v in sorted(trial.intermediate_values.items()) if k > cheap},
         rungs=tuple(_rung(r) for r in attrs.get("rungs") or ()),
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
-        retry_of=attrs.get("retry_of", trial.system_attrs.get("failed_trial")), warm_start=warm_start_of(trial))
+        retry_of=retry_of(trial), warm_start=warm_start_of(trial))
 
 
 def _rung(data: dict[str, Any]) -> RungScore:
@@ -245,15 +232,6 @@ def trained_per_fidelity(records: list[TrialRecord]) -> dict[Fidelity, int]:
         for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
             counts[f] = counts.get(f, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: item[0].cost))
-
-
-def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, float, int]]:
-    """The (cost, accuracy, trial number) points no other point beats: cheaper-or-equal and more accurate."""
-    front: list[tuple[float, float, int]] = []
-    for cost, acc, number in sorted(points, key=lambda p: (p[0], -p[1], p[2])):
-        if not front or acc > front[-1][1]:
-            front.append((cost, acc, number))
-    return front
 
 
 # ------------------------------------------------------------------ the study
@@ -332,69 +310,3 @@ def read_reevaluations(study: optuna.Study) -> dict[int, Reevaluation]:
             trial, seed = (int(part) for part in rest.split(":"))
             found.setdefault(trial, {})[seed] = float(value)
     return {trial: Reevaluation(trial, accs) for trial, accs in found.items()}
-
-
-def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
-    """The `count` complete trials with the best final-epoch validation accuracy (all at full fidelity)."""
-    complete = [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None]
-    return sorted(complete, key=lambda r: (-r.value, r.number))[:count]
-
-
-def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
-                  ) -> tuple[TrialRecord, Reevaluation | None] | None:
-    """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
-    finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
-    with no re-evaluation. None: no trial completed. `records`: the study's trials, if already read."""
-    settings = read_settings(study)
-    count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
-    top = finalists(read_trials(study) if records is None else records, max(1, count))
-    if not top:
-        return None
-    reevaluated = read_reevaluations(study)
-    if count and seeds and all(len(reevaluated.get(r.number, Reevaluation(r.number, {})).val_accs) >= seeds
-                               for r in top):
-        ranked = sorted(top, key=lambda r: (-reevaluated[r.number].mean, r.number))
-        return ranked[0], reevaluated[ranked[0].number]
-    return top[0], None
-
-
-def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevaluation | None = None) -> dict[str, Any]:
-    """What best.json and exported spec files hold for a complete trial (and its re-evaluation, if any)."""
-    spec = Spec.from_dict(record.spec)
-    settings = read_settings(study)
-    selected = (f"best mean validation accuracy over {len(reevaluation.val_accs)} new seeds among the top "
-                f"{settings.get('finalists')} trials" if reevaluation else "best final-epoch validation accuracy")
-    return {
-        "study": study.study_name,
-        "trial": record.number,
-        "code": spec.code,
-        "spec": spec.to_dict(),
-        "params": record.params,
-        "macs": record.macs,
-        "val_acc": record.value,
-        "epochs": len(record.curve),
-        "fidelity": record.fidelity.to_dict() if record.fidelity else None,
-        "budget": settings.get("budget"),
-        "space": settings.get("space"),
-        "selected_by": selected,
-        "reevaluation": reevaluation.to_dict() if reevaluation else None,
-    }
-
-
-def write_best(study: optuna.Study, out: Path) -> dict[str, Any] | None:
-    """Write `out/best.json` from the storage's best trial, reading and writing in one locked step.
-
-    Workers in several processes finish trials at once; under the lock each reads the best *now* and
-    writes it, so a slower writer can never put back an older best. Returns the record (None: no
-    complete trial yet).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".best.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        winner = select_winner(study)
-        if winner is None:
-            return None
-        record, reevaluation = winner
-        best = best_record(record, study, reevaluation)
-        write_json(best, out / "best.json")
-        return best

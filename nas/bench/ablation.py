@@ -9,12 +9,12 @@ from dataclasses import fields, replace
 
 import torch
 
-from .bench import run_ours
-from .data import Splits
-from .device import usable_cores
-from .errors import UsageError
-from .spec import Spec
-from .train import Speed, TrainResult, train
+from .timing import run_ours
+from ..data import Splits
+from ..device import usable_cores
+from ..errors import UsageError
+from ..spec import Spec
+from ..train import Speed, TrainResult, train
 
 
 def _concurrent(spec: Spec, data: Splits, epochs: int, seed: int, jobs: int, speed: Speed) -> tuple[float, float]:

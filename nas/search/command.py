@@ -1,0 +1,281 @@
+"""`nas search --budget 8000`: search a space for the most accurate network under a parameter budget.
+
+trial -> spec (space.sample) -> module (build) -> fvcore count -> gate -> train (per-epoch
+validation accuracy, pruning) -> trial record; the trial's value is the final-epoch validation accuracy.
+`--jobs N` runs N worker processes on one study; the same command with the same `--storage` on
+another machine joins it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import optuna
+import torch
+
+from ..bundled import DEFAULT_SPACE
+from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int
+from ..cost import count_params
+from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
+from ..device import describe, resolve_device
+from ..errors import UsageError
+from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
+from ..model import build
+from ..progress import format_duration
+from ..report.command import write_report
+from ..retrain import METRICS_FILE, retrain
+from ..space import Space, load_space
+from ..store.record import StudySettings, read_settings, write_settings
+from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir, redact,
+                             studies_dir, with_retry)
+from ..store.winner import write_best
+from .finalists import MAX_SEEDS, table
+from .signals import interruptible
+from .summary import rejection_report, summary
+from .warm_start import enqueue, warm_starts
+from .workers import Job, reevaluate_finalists, run_workers, work
+
+MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
+    p.add_argument("--space", default=DEFAULT_SPACE,
+                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_tiny)")
+    add_study_args(p, required=False)
+    p.add_argument("--trials", type=non_negative_int,
+                   help="trials this command runs, all workers together (default: 50, or unlimited with --timeout); "
+                        "0: none, only finish what a stopped run left (its finalists, --retrain)")
+    p.add_argument("--timeout", type=positive_float, help="stop starting trials after this many seconds")
+    p.add_argument("--epochs", type=positive_int, default=15, help="epochs of the full training (the top rung)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samplers and of the trials' training")
+    p.add_argument("--subset", type=positive_int, help="train on only this many training images (smoke runs)")
+    p.add_argument("--rungs", nargs="+", metavar="EPOCHSxIMAGES",
+                   help="the cheap rungs every candidate climbs before its full training, cheapest first, e.g. "
+                        "2x11000 4x27500; 'none': every candidate trains at full fidelity (median stopping only). "
+                        "Default: 2/15 of --epochs on 1/5 of the training images, then 4/15 on half (2x11000 "
+                        "4x27500 for 15 epochs on 55,000); a study keeps the rungs it was created with")
+    p.add_argument("--eta", type=positive_float, default=REDUCTION_FACTOR,
+                   help="promote the best 1/ETA of the candidates at each cheap rung (must be > 1)")
+    p.add_argument("--finalists", type=non_negative_int, default=3,
+                   help="before naming the winner, train the best N trials again with new seeds at full fidelity "
+                        "(validation split only) and pick the best mean; 0: the best single run wins")
+    p.add_argument("--finalist-seeds", type=positive_int, default=3, help="new seeds per finalist")
+    p.add_argument("--jobs", type=positive_int, default=1,
+                   help="worker processes sharing the study (each with its own CPU threads or CUDA context)")
+    p.add_argument("--warm-start", nargs="+", metavar="SPEC",
+                   help="spec files to enqueue as the first trials, after the hand-made references that fit")
+    p.add_argument("--no-warm-start", action="store_true",
+                   help="do not enqueue the hand-made references (search_spaces/reference/) that fit the budget "
+                        "and the space")
+    p.add_argument("--retrain", type=positive_int, metavar="K",
+                   help="after the search, retrain the winner on all 60,000 training images with K seeds and "
+                        "print its final-epoch test accuracy (as nas retrain; --subset trims it too)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no header or live progress, only the summary")
+    p.add_argument("--no-report", action="store_true", help="do not write the study's report.html at the end")
+    add_device_args(p)
+
+
+def check_settings(study_name: str, stored: dict, settings: StudySettings) -> None:
+    """Refuse to continue a study with settings that would make its trials incomparable."""
+    for key, value in vars(settings).items():
+        if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
+            continue
+        if key == "rungs":
+            shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
+            raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
+                             "pick another --study, or continue it with the same rungs")
+        raise UsageError(f"study {study_name!r} was run with {key} {stored[key]}, not {value}: "
+                         "pick another --study, or continue it with the same settings")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A search's inputs, checked before any storage is touched or any data loaded."""
+
+    space: Space
+    study_name: str
+    root: Path
+    url: str
+    out: Path
+    device: torch.device
+    data_dir: Path
+    trials: int | None
+    full: Fidelity
+    val_images: int
+    asked_rungs: list[Fidelity] | None  # None: the default ladder (or the study's own)
+    cheap: tuple[Fidelity, ...]
+    starts: list
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = _plan(args)
+    study, n_before, cheap, started = _open_study(plan, args)
+    if not args.quiet:
+        print(_header(plan, args, n_before, cheap, started), file=sys.stderr)
+    job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
+              seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
+              trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
+              rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta)
+    start = time.perf_counter()
+    data = None
+    if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
+        code = 0
+    elif args.jobs == 1:
+        def here() -> int:
+            nonlocal data
+            data = load_search_data(plan.data_dir, plan.device, args.subset)
+            return work(job, data)
+        code = interruptible(here)
+    else:
+        code = run_workers(job, args.jobs)
+
+    study = with_retry(lambda: optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.url)),
+                       "reading the study")
+    if code == 0 and args.finalists:
+        code = reevaluate_finalists(study, replace(job, finalists=args.finalists,
+                                                   finalist_seeds=args.finalist_seeds), args.jobs, data)
+
+    # the end, however the run ended: what the storage holds now
+    print(summary(study))
+    if args.finalists:
+        print(table(study, args.finalists))
+    print(rejection_report(study))
+    print(f"this run: {len(study.trials) - n_before} trials in {format_duration(time.perf_counter() - start)} "
+          f"on {describe(plan.device)}, {args.jobs} worker process(es)")
+    if write_best(study, plan.out) is not None:
+        print(f"best architecture: {plan.out / 'best.json'}")
+    if not args.no_report:
+        print(f"report: {write_report(study, plan.out)}")
+    if args.retrain and code == 0:
+        # its own handler: the workers' one forwards to processes no longer there
+        code = interruptible(lambda: _retrain_winner(args, plan.out))
+        if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            print(f"nas search: interrupted by {signal.Signals(code - 128).name}: the study is unchanged, the "
+                  "winner's retrain unfinished; run the same command with --trials 0 to finish it", file=sys.stderr)
+            return code
+    if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        name = signal.Signals(code - 128).name
+        print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
+              "summary and report written; run the same command to continue", file=sys.stderr)
+    return code
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    """Every check that needs no storage: bad input is one line before anything is created."""
+    trials = args.trials if args.trials is not None or args.timeout is not None else 50
+    if args.budget > MAX_BUDGET:
+        raise UsageError(f"--budget {args.budget} is out of range (at most {MAX_BUDGET:,})")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed {args.seed} is out of range (0 to {MAX_SEED})")
+    space = load_space(args.space)
+    smallest = min(count_params(build(spec)) for spec in space.lowest_specs())
+    if args.budget <= smallest:
+        raise UsageError(f"--budget {args.budget:,} is below the smallest model space {space.name} can build "
+                         f"({smallest:,} parameters)")
+    study_name = check_study_name(args.study or f"{space.name}-b{args.budget}")
+    root = studies_dir(args.studies_dir)
+    device = resolve_device(args.device)
+    data_dir = resolve_data_dir(args.data_dir)
+    check_data(data_dir, args.download)  # bad or missing data: one line now, not from every worker
+    train_images, val_images = search_sizes(args.subset)
+    if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
+        raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
+                         "(trial seeds are --seed + trial number): use a smaller --seed")
+    if not args.eta > 1:
+        raise UsageError(f"--eta {args.eta:g} must be > 1 (the best 1/ETA of a rung are promoted)")
+    if args.finalist_seeds > MAX_SEEDS:
+        raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
+    full = Fidelity(args.epochs, train_images)
+    asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
+    cheap = ladder(full, asked)[:-1]
+    starts = warm_starts(space, args.budget, args.warm_start or [], references=not args.no_warm_start)
+    url = args.storage or default_storage(root, study_name, args.jobs)
+    out = output_dir(root, study_name, url)
+    _check_writable(out)
+    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts)
+
+
+def _open_study(plan: Plan, args: argparse.Namespace) -> tuple[optuna.Study, int, tuple[Fidelity, ...], list[str]]:
+    """Create or continue the study (refusing other settings than it was made with) and queue the warm
+    starts. Returns the study, its trial count before this run, its cheap rungs and what was queued."""
+    storage = open_storage(plan.url, plan.root)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        existing = optuna.load_study(study_name=plan.study_name, storage=storage)
+    except KeyError:
+        existing = None
+    stored = read_settings(existing) if existing is not None else {}
+    if existing is not None and "rungs" not in stored and existing.get_trials(deepcopy=False):
+        stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
+    cheap = plan.cheap
+    if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
+        cheap = tuple(Fidelity(*r) for r in stored["rungs"])
+    settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=plan.space.path,
+                             epochs=args.epochs, train_images=plan.full.train_images,
+                             rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
+                             finalist_seeds=args.finalist_seeds)
+    check_settings(plan.study_name, stored, settings)
+    study = create_or_load(plan.study_name, storage, direction="maximize")  # the schema and the study: once, here
+    n_before = len(study.trials)
+    if plan.trials is not None and args.seed + n_before + plan.trials > MAX_SEED:
+        raise UsageError(f"--seed {args.seed} plus the study's {n_before + plan.trials:,} trials passes {MAX_SEED} "
+                         "(trial seeds are --seed + trial number): use a smaller --seed")
+    write_settings(study, settings)
+    return study, n_before, cheap, enqueue(study, plan.starts)
+
+
+def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fidelity, ...],
+            started: list[str]) -> str:
+    """What this run will do, before it starts."""
+    trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
+    lines = [
+        f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
+        + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
+        f"budget < {args.budget:,} parameters, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
+        f"device {describe(plan.device)}",
+        f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
+        f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
+        + f", {args.jobs} worker process(es)",
+        (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images; "
+         f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
+         "rungs: none (every candidate at full fidelity, median stopping)")
+        + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
+           if args.finalists else ""),
+    ]
+    if started:
+        lines.append(f"warm start: {'; '.join(started)}")
+    return "\n".join(lines)
+
+
+def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
+    """The retrain of the study's best.json into `<outputs>/trial<N>_retrain/`: the test set is read only now."""
+    best = out / "best.json"
+    if not best.is_file():
+        print("nas search: no trial completed: nothing to retrain", file=sys.stderr)
+        return 1
+    target = out / f"trial{json.loads(best.read_text())['trial']}_retrain"
+    if (target / METRICS_FILE).is_file():  # this winner was retrained by an earlier run: keep its results
+        print(f"the winner was retrained before: {target / METRICS_FILE}")
+        return 0
+    # checkpoints without metrics: a retrain of ours that was stopped; its seeds are trained again from the first
+    unfinished = target.is_dir() and any(target.iterdir())
+    print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
+          + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
+    return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
+                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir)
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse, before any training, an output folder that cannot be written."""
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the study's outputs into {out}: {parent} is not a writable directory")

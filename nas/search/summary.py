@@ -1,0 +1,38 @@
+"""What a search prints when it ends, however it ended: the study's trials by outcome and fidelity,
+the best ones, and how many candidates the budget gate rejected before any training."""
+
+from __future__ import annotations
+
+import optuna
+
+from ..store.record import Outcome, read_trials, trained_per_fidelity
+
+
+def summary(study: optuna.Study, top: int = 10) -> str:
+    records = read_trials(study)
+    counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
+    lines = [f"study {study.study_name}: {len(records)} trials: "
+             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)]
+    if trained := trained_per_fidelity(records):
+        lines.append("trained at each fidelity (epochs x images): "
+                     + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
+    complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
+    if not complete:
+        return "\n".join(lines + ["no trial completed yet"])
+    lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'val acc':>8} {'epochs':>6}  code")
+    for r in complete:
+        lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {r.value:>7.2f}% {len(r.curve):>6}  {r.code}")
+    return "\n".join(lines)
+
+
+def rejection_report(study: optuna.Study, first: int = 20) -> str:
+    records = [r for r in read_trials(study) if r.outcome != Outcome.RUNNING]
+    rejected = [r.outcome == Outcome.REJECTED for r in records]
+    text = f"rejected before training: {sum(rejected)} of {len(records)} candidates ({_percent(rejected)})"
+    if len(records) > first:
+        text += f"; after the first {first}: {_percent(rejected[first:])}"
+    return text
+
+
+def _percent(flags: list[bool]) -> str:
+    return f"{100 * sum(flags) / len(flags):.0f} %" if flags else "-"

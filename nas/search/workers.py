@@ -1,0 +1,223 @@
+"""The search's worker processes: what a worker needs (Job), the loop that trains trials of a shared
+study until its share is done, the finalists' trainings split between workers, and the processes
+that run them (each in its own process group; the parent forwards a signal exactly once).
+
+`--jobs N` runs N worker processes on one study; the same command with the same `--storage` on
+another machine joins it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+import warnings
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import optuna
+import torch
+
+from ..data import Splits, load_search_data
+from ..device import resolve_device, usable_cores
+from ..errors import StorageError
+from ..fidelity import REDUCTION_FACTOR, Fidelity
+from ..space import load_space
+from ..store.heartbeat import HOST, heal
+from ..store.record import Outcome, read_trial
+from ..store.storage import TRANSIENT, open_storage, with_retry
+from ..store.winner import write_best
+from .finalists import pending, reevaluate
+from .objective import Progress, budget_screen, make_objective
+from .pruner import RungPruner
+from .sampler import BudgetAwareTPESampler
+from .signals import Interrupted, interruptible, on_signals
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a worker process needs (picklable): it opens the storage and loads the data itself."""
+
+    space: str
+    budget: int
+    study: str
+    storage: str
+    epochs: int
+    seed: int
+    subset: int | None
+    data_dir: str
+    device: str
+    trials: int | None
+    timeout: float | None
+    quiet: bool
+    out: str
+    rungs: tuple[tuple[int, int], ...] = ()  # the cheap rungs (epochs, images), cheapest first
+    eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
+    index: int = 0
+    workers: int = 1
+    threads: int | None = None
+    finalists: int = 0  # the finalists' phase (finalist_work): how many top trials, with how many new seeds,
+    finalist_seeds: int = 0
+    finalist_share: tuple[tuple[int, int], ...] = ()  # and this worker's (trial, seed) trainings
+
+
+def sampler_seed(seed: int, trials_so_far: int, index: int) -> int:
+    """Each worker's sampler seed: different per worker process, machine and resume, so that workers
+    joining one study never propose the same candidates (the trials' training stays seeded by
+    --seed + trial number)."""
+    words = [seed, trials_so_far, index, zlib.crc32(HOST.encode()), os.getpid()]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def worker_device(job: Job) -> torch.device:
+    """A worker process's device, with its share of the CPU threads."""
+    return resolve_device(job.device, job.threads)
+
+
+def work(job: Job, data: Splits | None = None) -> int:
+    """One worker: train trials of the study until its share is done. Returns its exit status."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
+    space = load_space(job.space)
+    if data is None:
+        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
+    storage = open_storage(job.storage)
+    study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
+    study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budget),
+                                          seed=sampler_seed(job.seed, len(study.trials), job.index),
+                                          multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
+    cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
+    study.pruner = RungPruner(len(cheap_rungs), job.eta)
+    label = f"w{job.index + 1}/{job.workers} " if job.workers > 1 else ""
+    progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label)
+    if study.best_trials:
+        progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
+    in_flight: set[int] = set()
+    objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight,
+                               cheap_rungs=cheap_rungs)
+    out = Path(job.out)
+
+    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        record = read_trial(frozen)
+        progress.trial_done(record.number, record.outcome == Outcome.REJECTED)
+        if record.outcome == Outcome.COMPLETE:
+            best = write_best(study, out)  # the storage's best, read and written in one locked step
+            if best is not None:
+                progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
+                if best["trial"] == record.number:
+                    progress.show(f"trial {record.number} is the new best, wrote {out / 'best.json'}", final=True)
+        heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
+
+    start = time.perf_counter()
+    heal(study, in_flight)
+    while True:
+        left = None if job.trials is None else job.trials - progress.done
+        timeout = None if job.timeout is None else job.timeout - (time.perf_counter() - start)
+        if (left is not None and left <= 0) or (timeout is not None and timeout <= 0):
+            return 0
+        try:
+            study.optimize(objective, n_trials=left, timeout=timeout, callbacks=[after_trial],
+                           catch=(RuntimeError,), gc_after_trial=False)
+            return 0
+        except Interrupted as exc:
+            return 128 + exc.signum
+        except StorageError as exc:
+            return storage_lost(label, exc)
+        except TRANSIENT:  # the storage failed between trials (Optuna's ask or tell): wait for it to return
+            if progress.storage_error is not None:  # a trial already waited as long as a worker waits
+                return storage_lost(label, progress.storage_error)
+            try:
+                with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
+            except StorageError as exc:
+                return storage_lost(label, exc)
+            heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
+
+
+def storage_lost(label: str, exc: StorageError) -> int:
+    """A worker whose storage is gone says so in one line and stops with exit status 3."""
+    print(f"nas search: error: {label}{exc}; stopping this worker", file=sys.stderr)
+    return 3
+
+
+def finalist_work(job: Job, data: Splits | None = None) -> None:
+    """The finalists' trainings still not stored: this worker's share (`finalist_share`) when several
+    workers split them, else all of them. `data`: the search split, if this process holds it already."""
+    if data is None:
+        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
+    study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=open_storage(job.storage)),
+                       "opening the study")
+    split = job.workers > 1
+    reevaluate(study, data, epochs=job.epochs, base_seed=job.seed, count=job.finalists, seeds=job.finalist_seeds,
+               quiet=job.quiet, only=set(job.finalist_share) if split else None,
+               label=f"w{job.index + 1}/{job.workers} " if split else "")
+
+
+def _finalist_process(job: Job) -> int:
+    """A finalists' worker process: its exit status, as `work`'s (3: the storage is gone)."""
+    try:
+        finalist_work(job)
+    except StorageError as exc:
+        return storage_lost(f"w{job.index + 1}/{job.workers} ", exc)
+    return 0
+
+
+def _process_main(target: Callable[[Job], int], job: Job) -> None:
+    """A worker process: in its own process group (the parent forwards signals exactly once)."""
+    os.setpgid(0, 0)
+    sys.exit(interruptible(lambda: target(job)))
+
+
+def run_workers(job: Job, workers: int) -> int:
+    """`workers` processes sharing the study's trials; returns 0, or the first signal's 128 + signum, or 3."""
+    shares = ([None] * workers if job.trials is None
+              else [job.trials // workers + (k < job.trials % workers) for k in range(workers)])
+    threads = max(1, usable_cores() // workers)
+    return _run_processes(work, [replace(job, index=k, workers=workers, trials=shares[k], threads=threads)
+                                 for k in range(workers) if shares[k] != 0])
+
+
+def _run_processes(target: Callable[[Job], int], jobs: list[Job]) -> int:
+    """One process per job running `target(job)`; returns 0, or the first signal's 128 + signum, or 3 (storage
+    lost), or 1."""
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: own threads, own CUDA context
+    procs = [ctx.Process(target=_process_main, name=f"nas-search-w{j.index + 1}", args=(target, j)) for j in jobs]
+    signalled: list[int] = []
+
+    def forward(signum: int) -> None:
+        signalled.append(signum)
+        for p in procs:
+            if p.pid is not None and p.exitcode is None:
+                os.kill(p.pid, signum)
+
+    on_signals(forward)
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if signalled:
+        return 128 + signalled[0]
+    return 3 if any(p.exitcode == 3 for p in procs) else 1 if any(p.exitcode for p in procs) else 0
+
+
+def reevaluate_finalists(study: optuna.Study, job: Job, max_workers: int, data: Splits | None) -> int:
+    """The finalists' trainings not stored yet: split between up to `max_workers` processes (on a CPU two
+    one-thread trainings get through more than one two-thread training), or in this process."""
+    todo = [(r.number, seed) for r, seed in pending(study, base_seed=job.seed, count=job.finalists,
+                                                    seeds=job.finalist_seeds)]
+    workers = min(max_workers, len(todo))
+    if workers > 1:  # worker k takes every workers-th training from the k-th
+        threads = max(1, usable_cores() // workers)
+        return _run_processes(_finalist_process, [replace(job, index=k, workers=workers, threads=threads,
+                                                          finalist_share=tuple(todo[k::workers]))
+                                                  for k in range(workers)])
+    if not todo:
+        return 0
+
+    def here() -> int:
+        finalist_work(job, data)  # data None: the search's workers had their own copies
+        return 0
+    return interruptible(here)

@@ -1,0 +1,82 @@
+"""The study's winner and best.json: which trial wins (after its finalists' re-evaluation, if any)
+and the record that best.json and exported spec files hold."""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from ..files import write_json
+from ..spec import Spec
+from ..version import provenance
+from .record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_settings, read_trials
+
+
+def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
+    """The `count` complete trials with the best final-epoch validation accuracy (all at full fidelity)."""
+    complete = [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None]
+    return sorted(complete, key=lambda r: (-r.value, r.number))[:count]
+
+
+def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
+                  ) -> tuple[TrialRecord, Reevaluation | None] | None:
+    """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
+    finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
+    with no re-evaluation. None: no trial completed. `records`: the study's trials, if already read."""
+    settings = read_settings(study)
+    count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
+    top = finalists(read_trials(study) if records is None else records, max(1, count))
+    if not top:
+        return None
+    reevaluated = read_reevaluations(study)
+    if count and seeds and all(len(reevaluated.get(r.number, Reevaluation(r.number, {})).val_accs) >= seeds
+                               for r in top):
+        ranked = sorted(top, key=lambda r: (-reevaluated[r.number].mean, r.number))
+        return ranked[0], reevaluated[ranked[0].number]
+    return top[0], None
+
+
+def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevaluation | None = None) -> dict[str, Any]:
+    """What best.json and exported spec files hold for a complete trial (and its re-evaluation, if any)."""
+    spec = Spec.from_dict(record.spec)
+    settings = read_settings(study)
+    selected = (f"best mean validation accuracy over {len(reevaluation.val_accs)} new seeds among the top "
+                f"{settings.get('finalists')} trials" if reevaluation else "best final-epoch validation accuracy")
+    return {
+        "study": study.study_name,
+        "trial": record.number,
+        "code": spec.code,
+        "spec": spec.to_dict(),
+        "params": record.params,
+        "macs": record.macs,
+        "val_acc": record.value,
+        "epochs": len(record.curve),
+        "fidelity": record.fidelity.to_dict() if record.fidelity else None,
+        "budget": settings.get("budget"),
+        "space": settings.get("space"),
+        "selected_by": selected,
+        "reevaluation": reevaluation.to_dict() if reevaluation else None,
+        **provenance(),
+    }
+
+
+def write_best(study: optuna.Study, out: Path) -> dict[str, Any] | None:
+    """Write `out/best.json` from the storage's best trial, reading and writing in one locked step.
+
+    Workers in several processes finish trials at once; under the lock each reads the best *now* and
+    writes it, so a slower writer can never put back an older best. Returns the record (None: no
+    complete trial yet).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".best.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        winner = select_winner(study)
+        if winner is None:
+            return None
+        record, reevaluation = winner
+        best = best_record(record, study, reevaluation)
+        write_json(best, out / "best.json")
+        return best
