@@ -62,6 +62,8 @@ class Interval:
             if self.high is None:
                 return "a positive integer" if low == 1 else f"an integer >= {low}"
             return f"an integer from {low} to {int(self.high) - 1 if self.high_open else int(self.high)}"
+        if self.high is None and (self.low, self.low_open) == (0, True):
+            return "a positive number"
         if self.high is None:
             return f"a number {'>' if self.low_open else '>='} {self.low:g}"
         return f"a number {'of ' + self.unit + ' ' if self.unit else ''}{self}"
@@ -90,7 +92,7 @@ RANGES: dict[str, Interval] = {
     "arch.in_channels": Interval(1, integer=True),
     "arch.input_size": Interval(1, integer=True),
     "arch.num_classes": Interval(1, integer=True),
-    "train.lr": Interval(0, 10, low_open=True),
+    "train.lr": Interval(0, low_open=True),  # no upper bound: a diverging LR is the trainer's to report
     "train.batch_size": Interval(1, 65536, integer=True),
     "train.label_smoothing": Interval(0, 1, high_open=True),
     "train.weight_decay": Interval(0, 1),

@@ -177,12 +177,13 @@ def test_a_value_outside_the_table_of_ranges_is_refused_by_the_space_parser_and_
     interval = RANGES[key]
     # a width that is 0 where unused (no 1x1 transition, no gap_mlp head) is drawn only where used: from 1
     drawn = replace(interval, low=1) if key in ("arch.transition_width", "arch.head_width") else interval
-    beyond = interval.high * 2 if interval.high is not None else interval.low - 1  # e.g. lr 20, weight decay 2
+    beyond = interval.high * 2 if interval.high is not None else interval.low - 1  # e.g. weight decay 2, lr -1
+    inside = interval.low + (1 if interval.integer else 0.001)
     raw = yaml.safe_load(_default_text())
     section, name = key.split(".")
     if key == "train.augment":  # one strength or the three: not both
         raw["train"] = {k: v for k, v in raw["train"].items() if k not in ("rotation", "shift", "scale")}
-    raw[section][name] = {"low": interval.low + (1 if interval.integer else 0.001), "high": beyond}
+    raw[section][name] = {"low": inside, "high": beyond} if beyond > inside else {"low": beyond, "high": inside}
     path = _write(tmp_path, yaml.safe_dump(raw))
     expected = re.escape(drawn.expected())
     with pytest.raises(SpaceError, match=rf"{key}: expected a range with low <= high, each {expected}"):
@@ -201,13 +202,16 @@ def test_the_weight_decay_and_the_lr_have_one_range_in_spaces_and_specs(tmp_path
         load_space(_write(tmp_path, text))
     with pytest.raises(SpecError, match=r"train.weight_decay must be in \[0, 1\]"):
         Spec.from_dict(_spec_with("train.weight_decay", 2.0))
-    text = _default_text().replace("sgd: {low: 0.01, high: 0.5, log: true}", "sgd: {low: 0.01, high: 20, log: true}")
-    with pytest.raises(SpaceError, match=r"train.lr: expected a range .* in \(0, 10\]"):
+    text = _default_text().replace("sgd: {low: 0.01, high: 0.5, log: true}", "sgd: {low: 0.0, high: 0.5}")
+    with pytest.raises(SpaceError, match="train.lr: expected a range .* each a positive number"):
         load_space(_write(tmp_path, text))
-    with pytest.raises(SpecError, match=r"train.lr must be in \(0, 10\]"):
-        Spec.from_dict(_spec_with("train.lr", 20))
-    assert Spec.from_dict(_spec_with("train.weight_decay", 1)).train.weight_decay == 1  # the closed ends hold
-    assert Spec.from_dict(_spec_with("train.lr", 10)).train.lr == 10
+    with pytest.raises(SpecError, match="train.lr must be a positive number"):
+        Spec.from_dict(_spec_with("train.lr", 0))
+    assert Spec.from_dict(_spec_with("train.weight_decay", 1)).train.weight_decay == 1  # the closed end holds
+    # no upper bound on the LR, in either: a diverging one is the trainer's to report (test_bad_input's lr 1000)
+    text = _default_text().replace("sgd: {low: 0.01, high: 0.5, log: true}", "sgd: {low: 0.01, high: 1000, log: true}")
+    assert load_space(_write(tmp_path, text)).domains["train.lr.sgd"].high == 1000
+    assert Spec.from_dict(_spec_with("train.lr", 1000.0)).train.lr == 1000
 
 
 @pytest.mark.parametrize("stored, stored_file, before_rungs, name", [
