@@ -15,7 +15,8 @@ DEFAULT_SPACE = "mnist"
 
 
 def spaces() -> dict[str, Path]:
-    """Bundled search spaces by name (the file name without `.yaml`, e.g. `mnist`, `mnist_tiny`)."""
+    """Bundled search spaces by name: the file name without `.yaml` (e.g. `mnist`, `mnist_tiny`), which is
+    also the `name:` each file gives (nas.space.canonical_space_name maps the names they had before)."""
     return {p.stem: p for p in sorted(ROOT.glob("*.yaml"))}
 
 

@@ -21,8 +21,8 @@ import yaml
 
 from .bundled import find_space, spaces
 from .errors import SpaceError, first_line
-from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, SCHEDULES, TRANSITIONS, Arch, Spec, Train,
-                   augment_strengths, feature_sizes, v1_strength)
+from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Arch, Interval,
+                   Spec, Train, augment_strengths, feature_sizes, v1_strength)
 
 
 @dataclass(frozen=True)
@@ -36,31 +36,43 @@ class Range:
 
 Domain = Union[Range, tuple]  # a Range, or a tuple of choices (one choice = a fixed value)
 
+
+def _ranged(key: str, interval: Interval | None = None) -> tuple[str, Any, str]:
+    """A numeric key: its values are checked against the spec's table of ranges (nas.spec.RANGES)."""
+    interval = interval or RANGES[key]
+    return ("int" if interval.integer else "float", interval.admits, interval.expected())
+
+
+def _when_used(key: str) -> tuple[str, Any, str]:
+    """A width that is 0 in a spec where it is unused: a space draws it only where it is used, so from 1."""
+    return _ranged(key, replace(RANGES[key], low=max(RANGES[key].low, 1)))
+
+
 # key -> (kind, check on every value the domain can take, what is expected)
 _KEYS: dict[str, tuple[str, Any, str]] = {
-    "arch.stages": ("int", lambda v: 1 <= v <= 4, "an integer from 1 to 4"),
-    "arch.blocks_per_stage": ("int", lambda v: 1 <= v <= 8, "an integer from 1 to 8"),
-    "arch.width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.stages": _ranged("arch.stages"),
+    "arch.blocks_per_stage": _ranged("arch.blocks_per_stage"),
+    "arch.width": _ranged("arch.width"),
     "arch.block": ("str", BLOCKS.__contains__, f"one of {', '.join(BLOCKS)}"),
     "arch.padding": ("str", PADDINGS.__contains__, f"one of {', '.join(PADDINGS)}"),
     "arch.transition": ("str", TRANSITIONS.__contains__, f"one of {', '.join(TRANSITIONS)}"),
-    "arch.transition_width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.transition_width": _when_used("arch.transition_width"),
     "arch.activation": ("str", ACTIVATIONS.__contains__, f"one of {', '.join(ACTIVATIONS)}"),
     "arch.head": ("str", HEADS.__contains__, f"one of {', '.join(HEADS)}"),
-    "arch.head_width": ("int", lambda v: 1 <= v <= 1024, "an integer from 1 to 1024"),
+    "arch.head_width": _when_used("arch.head_width"),
     "arch.batch_norm": ("bool", lambda v: True, "true or false"),
-    "arch.dropout": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "arch.dropout": _ranged("arch.dropout"),
     "train.optimizer": ("str", OPTIMIZERS.__contains__, f"one of {', '.join(OPTIMIZERS)}"),
-    "train.lr": ("float", lambda v: 0 < v <= 10, "a number in (0, 10]"),
+    "train.lr": _ranged("train.lr"),
     "train.schedule": ("str", SCHEDULES.__contains__, f"one of {', '.join(SCHEDULES)}"),
-    "train.batch_size": ("int", lambda v: 1 <= v <= 65536, "an integer from 1 to 65536"),
-    "train.label_smoothing": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.weight_decay": ("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "train.ema": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.augment": ("float", lambda v: 0 <= v <= 2, "a number in [0, 2]"),
-    "train.rotation": ("float", lambda v: 0 <= v <= 180, "a number of degrees in [0, 180]"),
-    "train.shift": ("float", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "train.scale": ("float", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.batch_size": _ranged("train.batch_size"),
+    "train.label_smoothing": _ranged("train.label_smoothing"),
+    "train.weight_decay": _ranged("train.weight_decay"),
+    "train.ema": _ranged("train.ema"),
+    "train.augment": _ranged("train.augment"),
+    "train.rotation": _ranged("train.rotation"),
+    "train.shift": _ranged("train.shift"),
+    "train.scale": _ranged("train.scale"),
 }
 # Keys a space file may leave out, with version 1's value. (train.augment and the three strengths are either
 # or: a file with neither draws no augmentation. arch.head_width is needed only where gap_mlp is offered.)
@@ -354,3 +366,25 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{where}: train.augment (version 1's one strength) and {', '.join(strengths)} "
                          "exclude each other: use one or the other")
     return Space(name, str(path), {**_DEFAULTS, **domains})
+
+
+# The names the bundled spaces had before each was named after its file; studies store the name they were
+# made with. mnist.yaml was `mnist2`, and `mnist` was the classic space (mnist_classic.yaml; before spec
+# version 2, mnist.yaml itself), so an old `mnist` is the classic space's, unless its file says otherwise.
+_OLD_NAMES = {"mnist2": "mnist", "mnist-small": "mnist_small", "mnist-tiny": "mnist_tiny"}
+
+
+def canonical_space_name(stored_name: str, stored_file: str | None, *, before_rungs: bool = False) -> str:
+    """Today's name of the bundled space a study was made with, from the name (and file) the study stores.
+
+    `mnist2` -> `mnist`, `mnist-small` -> `mnist_small`, `mnist-tiny` -> `mnist_tiny`; `mnist` ->
+    `mnist_classic` where the stored file is mnist_classic.yaml, or where it is mnist.yaml in a study made
+    before spec version 2 (`before_rungs`: its settings have no rungs), when mnist.yaml held the classic
+    space. Any other name (a new study's, a space of one's own) is returned as it is.
+    """
+    if stored_name in _OLD_NAMES:
+        return _OLD_NAMES[stored_name]
+    stem = Path(stored_file).stem if isinstance(stored_file, str) else None
+    if stored_name == "mnist" and (stem == "mnist_classic" or (stem == "mnist" and before_rungs)):
+        return "mnist_classic"
+    return stored_name

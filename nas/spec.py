@@ -31,6 +31,77 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 # Version 1's augmentation strength a meant rotation ±15°·a, shift ±10 %·a of the side, scale 1 ± 10 %·a.
 V1_AUGMENT = (15.0, 0.10, 0.10)
+# The shape of the data the spec is for, when left out: MNIST (codes name it only where it differs).
+MNIST_SHAPE = {"in_channels": 1, "input_size": 28, "num_classes": 10}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The values a numeric field may take: from `low` to `high` (None: no upper bound), each end
+    closed or open; `integer`: whole numbers only. `unit` and `note` only add to the error message."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+    unit: str = ""  # e.g. "degrees": "in [0, 180] degrees"
+    note: str = ""  # e.g. "(0 = no weight averaging)"
+
+    def admits(self, value: Any) -> bool:
+        """Whether `value` is a number of the right kind (never a bool) inside the interval."""
+        if not (_is_int(value) if self.integer else _is_number(value)):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or (value < self.high if self.high_open else value <= self.high))
+
+    def expected(self) -> str:
+        """What a value must be, e.g. 'an integer from 1 to 1024', 'a number in [0, 1)', 'a positive integer'."""
+        if self.integer:
+            low = int(self.low) + 1 if self.low_open else int(self.low)
+            if self.high is None:
+                return "a positive integer" if low == 1 else f"an integer >= {low}"
+            return f"an integer from {low} to {int(self.high) - 1 if self.high_open else int(self.high)}"
+        if self.high is None and (self.low, self.low_open) == (0, True):
+            return "a positive number"
+        if self.high is None:
+            return f"a number {'>' if self.low_open else '>='} {self.low:g}"
+        return f"a number {'of ' + self.unit + ' ' if self.unit else ''}{self}"
+
+    def must_be(self, key: str) -> str:
+        """The error message of a value outside: 'train.ema must be in [0, 1) (0 = no weight averaging)'."""
+        said = self.expected() if self.integer or self.high is None else f"{self}{' ' + self.unit if self.unit else ''}"
+        return f"{key} must be {said}{' ' + self.note if self.note else ''}"
+
+    def __str__(self) -> str:  # 'in [0, 1)'
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+# One table of the values each numeric field may take: spec validation and the space parser both check
+# against it, so a space can only offer values a spec holds, and a spec holds only values a space can offer.
+# Keyed by the spec field's path; the shape of arch.stages by the space's keys: how many stages, how many
+# blocks in each, and each block's width. transition_width and head_width are 0 where unused (no 1x1
+# transition, no gap_mlp head); a space draws them only where they are used, so from 1.
+RANGES: dict[str, Interval] = {
+    "arch.stages": Interval(1, 4, integer=True),  # how many stages (3 max-pools: 28 px -> 3 px)
+    "arch.blocks_per_stage": Interval(1, 8, integer=True),
+    "arch.width": Interval(1, 1024, integer=True),  # each block's output channels
+    "arch.transition_width": Interval(0, 1024, integer=True),
+    "arch.head_width": Interval(0, 1024, integer=True),
+    "arch.dropout": Interval(0, 1, high_open=True),
+    "arch.in_channels": Interval(1, integer=True),
+    "arch.input_size": Interval(1, integer=True),
+    "arch.num_classes": Interval(1, integer=True),
+    "train.lr": Interval(0, low_open=True),  # no upper bound: a diverging LR is the trainer's to report
+    "train.batch_size": Interval(1, 65536, integer=True),
+    "train.label_smoothing": Interval(0, 1, high_open=True),
+    "train.weight_decay": Interval(0, 1),
+    "train.rotation": Interval(0, 180, unit="degrees"),
+    "train.shift": Interval(0, 1, note="(a fraction of the side)"),
+    "train.scale": Interval(0, 1, high_open=True),
+    "train.ema": Interval(0, 1, high_open=True, note="(0 = no weight averaging)"),
+    "train.augment": Interval(0, 2),  # version 1's one augmentation strength
+}
 
 
 def augment_strengths(a: float) -> tuple[float, float, float]:
@@ -59,9 +130,9 @@ class Arch:
     kinds: tuple[tuple[str, ...], ...] = ()
     activation: str = "relu"
     head_width: int = 0
-    in_channels: int = 1
-    input_size: int = 28
-    num_classes: int = 10
+    in_channels: int = MNIST_SHAPE["in_channels"]
+    input_size: int = MNIST_SHAPE["input_size"]
+    num_classes: int = MNIST_SHAPE["num_classes"]
 
     def __post_init__(self) -> None:
         if not self.kinds:  # one in-memory form: "all 3x3 convs" is spelt out, so equal designs compare equal
@@ -99,22 +170,35 @@ class Spec:
 
     @property
     def code(self) -> str:
-        """A short human-readable code, e.g. `v c10-16 T10 c16-s16-p16 gapc bn d.05 | sgd .05 oc b128 ls.1 a.5`."""
+        """A short human-readable code that tells designs apart: every field that can differ between two
+        designs is in it, e.g. `v c8-16 T8 c16-16-16 gapc bn d.05 | sgd .05 oc b128 ls0 wd0 a.5`.
+
+        Numbers have 3 significant digits (the EMA decay 4). Left out where they change nothing: the
+        transition's width with a plain max-pool, the head's width with any head but gap_mlp; left out
+        where they are MNIST's: the input's channels and side (else `in3x32` first) and the classes (else
+        `cls100` after the head). Stored trial records keep the code they were written with: before the
+        weight decay (`wd`) was in it, two designs that differed only in it printed the same code.
+        """
         a, t = self.arch, self.train
         width = {"pool": "M", "1x1_pool": f"T{a.transition_width}", "pool_1x1": f"M{a.transition_width}"}
         kind = {"conv3": "", "sep3": "s", "conv1": "p"}  # a block's width is prefixed by its kind
-        parts = [a.padding[0]]
+        shape = (a.in_channels, a.input_size) != (MNIST_SHAPE["in_channels"], MNIST_SHAPE["input_size"])
+        parts = [f"in{a.in_channels}x{a.input_size}"] if shape else []
+        parts.append(a.padding[0])
         for i, (stage, kinds) in enumerate(zip(a.stages, a.kinds)):
             if i:
                 parts.append(width[a.transition])
             parts.append("c" + "-".join(kind[k] + str(w) for w, k in zip(stage, kinds)))
         head = {"gap_conv": "gapc", "gap_linear": "gapl", "gap_mlp": f"gapm{a.head_width}",
                 "flatten_linear": "fc"}[a.head]
-        parts += [head, "bn" if a.batch_norm else "nobn"]
+        parts.append(head)
+        parts += [] if a.num_classes == MNIST_SHAPE["num_classes"] else [f"cls{a.num_classes}"]
+        parts.append("bn" if a.batch_norm else "nobn")
         parts += [] if a.activation == "relu" else [{"leaky_relu": "lrelu"}.get(a.activation, a.activation)]
         parts.append(f"d{_short(a.dropout)}")
         sched = {"onecycle": "oc", "cosine": "cos", "step": "step", "constant": "const"}[t.schedule]
-        parts += ["|", t.optimizer, _short(t.lr), sched, f"b{t.batch_size}", f"ls{_short(t.label_smoothing)}"]
+        parts += ["|", t.optimizer, _short(t.lr), sched, f"b{t.batch_size}", f"ls{_short(t.label_smoothing)}",
+                  f"wd{_short(t.weight_decay)}"]
         strength = v1_strength(t)  # in version 1's proportions: its code, unchanged
         parts += ([f"a{_short(strength)}"] if strength is not None
                   else [f"rot{_short(t.rotation)}", f"sh{_short(t.shift)}", f"sc{_short(t.scale)}"])
@@ -161,7 +245,7 @@ def _upgrade_v1(arch: Any, train: Any) -> tuple[Any, Any]:
     if "augment" not in train:
         raise SpecError("train: missing key(s) augment")
     a = train["augment"]
-    _check(_is_number(a) and 0 <= a <= 2, "train.augment must be in [0, 2]")
+    _check_range("train.augment", a)
     upgraded = {k: v for k, v in train.items() if k != "augment"}
     upgraded.update(zip(("rotation", "shift", "scale"), augment_strengths(a)))
     return arch, upgraded
@@ -192,6 +276,10 @@ def _check(ok: bool, message: str) -> None:
         raise SpecError(message)
 
 
+def _check_range(key: str, value: Any) -> None:
+    _check(RANGES[key].admits(value), RANGES[key].must_be(key))
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -215,33 +303,31 @@ def validate(spec: Spec) -> None:
     """Raise SpecError if the spec cannot be built or trained."""
     a, t = spec.arch, spec.train
     _check(len(a.stages) >= 1 and all(len(s) >= 1 for s in a.stages), "arch.stages: every stage needs a block")
-    _check(all(_is_int(w) and w >= 1 for s in a.stages for w in s), "arch.stages: widths must be positive integers")
+    for key, count, what in (("arch.stages", len(a.stages), "stages"),
+                             ("arch.blocks_per_stage", max(map(len, a.stages)), "blocks in a stage")):
+        r = RANGES[key]
+        _check(r.admits(count), f"arch.stages: {count} {what}, expected {r.low:g} to {r.high:g}")
+    _check(all(RANGES["arch.width"].admits(w) for s in a.stages for w in s),
+           f"arch.stages: each width must be {RANGES['arch.width'].expected()}")
     _check(len(a.kinds) == len(a.stages) and all(len(k) == len(s) for k, s in zip(a.kinds, a.stages)),
            "arch.kinds must give one block kind per width in arch.stages")
     _check(all(k in BLOCKS for kinds in a.kinds for k in kinds), f"arch.kinds: each must be one of {', '.join(BLOCKS)}")
     _check(a.activation in ACTIVATIONS, f"arch.activation must be one of {', '.join(ACTIVATIONS)}")
     _check(a.transition in TRANSITIONS, f"arch.transition must be one of {', '.join(TRANSITIONS)}")
-    _check(_is_int(a.transition_width) and a.transition_width >= 0, "arch.transition_width must be an integer >= 0")
+    _check_range("arch.transition_width", a.transition_width)
     _check(a.transition == "pool" or a.transition_width >= 1, "arch.transition_width must be >= 1 with a 1x1 conv")
     _check(a.padding in PADDINGS, f"arch.padding must be one of {', '.join(PADDINGS)}")
     _check(a.head in HEADS, f"arch.head must be one of {', '.join(HEADS)}")
-    _check(_is_int(a.head_width) and a.head_width >= 0, "arch.head_width must be an integer >= 0")
+    _check_range("arch.head_width", a.head_width)
     _check(a.head != "gap_mlp" or a.head_width >= 1, "arch.head_width must be >= 1 with the gap_mlp head")
     _check(isinstance(a.batch_norm, bool), "arch.batch_norm must be true or false")
-    _check(_is_number(a.dropout) and 0 <= a.dropout < 1, "arch.dropout must be in [0, 1)")
-    for name in ("in_channels", "input_size", "num_classes"):
-        _check(_is_int(getattr(a, name)) and getattr(a, name) >= 1, f"arch.{name} must be a positive integer")
+    for name in ("dropout", "in_channels", "input_size", "num_classes"):
+        _check_range(f"arch.{name}", getattr(a, name))
     _check(min(feature_sizes(a)) >= 1, f"arch: the feature map shrinks below 1 pixel ({a.padding} padding)")
     _check(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}")
-    _check(_is_number(t.lr) and t.lr > 0, "train.lr must be a positive number")
     _check(t.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}")
-    _check(_is_int(t.batch_size) and t.batch_size >= 1, "train.batch_size must be a positive integer")
-    _check(_is_number(t.label_smoothing) and 0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)")
-    _check(_is_number(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay must be >= 0")
-    _check(_is_number(t.rotation) and 0 <= t.rotation <= 180, "train.rotation must be in [0, 180] degrees")
-    _check(_is_number(t.shift) and 0 <= t.shift <= 1, "train.shift must be in [0, 1] (a fraction of the side)")
-    _check(_is_number(t.scale) and 0 <= t.scale < 1, "train.scale must be in [0, 1)")
-    _check(_is_number(t.ema) and 0 <= t.ema < 1, "train.ema must be in [0, 1) (0 = no weight averaging)")
+    for name in ("lr", "batch_size", "label_smoothing", "weight_decay", "rotation", "shift", "scale", "ema"):
+        _check_range(f"train.{name}", getattr(t, name))
 
 
 def load_spec(path: str | os.PathLike) -> Spec:

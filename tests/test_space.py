@@ -1,16 +1,19 @@
+import re
 from dataclasses import replace
 
 import optuna
 import pytest
 import torch
+import yaml
 
 from nas import build, count_params
 from nas.bundled import DEFAULT_SPACE, reference_files, spaces
-from nas.space import SpaceError, load_space
-from nas.spec import Spec, load_spec
+from nas.record import StudySettings, read_settings, write_settings
+from nas.space import SpaceError, canonical_space_name, load_space
+from nas.spec import RANGES, Spec, SpecError, load_spec
 
 from conftest import ROOT
-from test_spec import V1
+from test_spec import CLASSIC, V1, without_wd
 
 SPACES = list(spaces().values())
 # the budgets each bundled space is aimed at: (low, high) parameters
@@ -18,9 +21,9 @@ AIMED = {"mnist": (4000, 8000), "mnist_classic": (4000, 8000), "mnist_small": (1
 
 
 def test_there_is_a_default_space_and_the_top_level_folder_shows_the_bundled_ones():
-    assert DEFAULT_SPACE in spaces() and load_space(DEFAULT_SPACE).name == "mnist2"
-    assert sorted(spaces()) == sorted(AIMED) and load_space("mnist_classic").name == "mnist"
-    assert load_space("mnist_small").name == "mnist-small"
+    assert DEFAULT_SPACE in spaces() and load_space(DEFAULT_SPACE).name == DEFAULT_SPACE == "mnist"
+    assert sorted(spaces()) == sorted(AIMED) and all(load_space(path).name == name for name, path in spaces().items())
+    assert load_space("mnist-tiny").path == str(spaces()["mnist_tiny"])  # '-' for '_' still finds a bundled space
     assert sorted(p.name for p in (ROOT / "search_spaces").glob("*.yaml")) == sorted(p.name for p in SPACES)
 
 
@@ -61,7 +64,7 @@ def test_version_1_spaces_draw_what_they_drew_before(name):
     """Same seed, same parameter names and values, same designs: their studies resume as they were."""
     space = load_space(name)
     for (trial, spec), before in zip(_draws(space, 5), V1["space_draws"][name]):
-        assert trial.params == before["params"] and spec.code == before["code"]
+        assert trial.params == before["params"] and without_wd(spec.code) == before["code"]
         assert {k.split("_")[0] for k in trial.params} & {"block", "activation", "ema", "rotation"} == set()
         assert spec.arch.activation == "relu" and spec.train.ema == 0
         a = trial.params["augment"]
@@ -146,6 +149,104 @@ def test_malformed_spaces_name_the_file_and_the_key(tmp_path, edit, message):
     with pytest.raises(SpaceError, match=message) as info:
         load_space(path)
     assert str(path) in str(info.value) and len(str(info.value).splitlines()) == 1
+
+
+def _spec_with(key: str, value):
+    """CLASSIC's JSON form with the field of `key` (a key of nas.spec.RANGES) set to `value`."""
+    data = CLASSIC.to_dict()
+    section, name = key.split(".")
+    shape = {"arch.stages": [[8]] * value if key == "arch.stages" else None,
+             "arch.blocks_per_stage": [[8] * value] if key == "arch.blocks_per_stage" else None,
+             "arch.width": [[value]] if key == "arch.width" else None}
+    if shape.get(key):
+        data["arch"].update(stages=shape[key], kinds=[])
+    elif key == "train.augment":  # version 1's one strength: a version-1 spec
+        del data["version"]
+        data["arch"] = {k: v for k, v in data["arch"].items() if k not in ("kinds", "activation", "head_width")}
+        data["train"] = {k: v for k, v in data["train"].items() if k not in ("rotation", "shift", "scale", "ema")}
+        data["train"]["augment"] = value
+    else:
+        data[section][name] = value
+    return data
+
+
+@pytest.mark.parametrize("key", [k for k in RANGES if k not in ("arch.in_channels", "arch.input_size",
+                                                                 "arch.num_classes")])  # not in spaces
+def test_a_value_outside_the_table_of_ranges_is_refused_by_the_space_parser_and_by_spec_validation(tmp_path, key):
+    """One table (nas.spec.RANGES) for both: a space cannot offer a value no spec may hold, nor the reverse."""
+    interval = RANGES[key]
+    # a width that is 0 where unused (no 1x1 transition, no gap_mlp head) is drawn only where used: from 1
+    drawn = replace(interval, low=1) if key in ("arch.transition_width", "arch.head_width") else interval
+    beyond = interval.high * 2 if interval.high is not None else interval.low - 1  # e.g. weight decay 2, lr -1
+    inside = interval.low + (1 if interval.integer else 0.001)
+    raw = yaml.safe_load(_default_text())
+    section, name = key.split(".")
+    if key == "train.augment":  # one strength or the three: not both
+        raw["train"] = {k: v for k, v in raw["train"].items() if k not in ("rotation", "shift", "scale")}
+    raw[section][name] = {"low": inside, "high": beyond} if beyond > inside else {"low": beyond, "high": inside}
+    path = _write(tmp_path, yaml.safe_dump(raw))
+    expected = re.escape(drawn.expected())
+    with pytest.raises(SpaceError, match=rf"{key}: expected a range with low <= high, each {expected}"):
+        load_space(path)
+    with pytest.raises(SpecError, match="arch.stages" if key in ("arch.blocks_per_stage", "arch.width") else key):
+        Spec.from_dict(_spec_with(key, beyond))
+    raw[section][name] = beyond  # a fixed value, too
+    with pytest.raises(SpaceError, match=rf"{key}: expected {expected}"):
+        load_space(_write(tmp_path, yaml.safe_dump(raw)))
+
+
+def test_the_weight_decay_and_the_lr_have_one_range_in_spaces_and_specs(tmp_path):
+    text = _default_text().replace("weight_decay: {low: 1.0e-6, high: 1.0e-3, log: true}",
+                                   "weight_decay: {low: 1.0e-6, high: 2.0, log: true}")
+    with pytest.raises(SpaceError, match=r"train.weight_decay: expected a range .* in \[0, 1\]"):
+        load_space(_write(tmp_path, text))
+    with pytest.raises(SpecError, match=r"train.weight_decay must be in \[0, 1\]"):
+        Spec.from_dict(_spec_with("train.weight_decay", 2.0))
+    text = _default_text().replace("sgd: {low: 0.01, high: 0.5, log: true}", "sgd: {low: 0.0, high: 0.5}")
+    with pytest.raises(SpaceError, match="train.lr: expected a range .* each a positive number"):
+        load_space(_write(tmp_path, text))
+    with pytest.raises(SpecError, match="train.lr must be a positive number"):
+        Spec.from_dict(_spec_with("train.lr", 0))
+    assert Spec.from_dict(_spec_with("train.weight_decay", 1)).train.weight_decay == 1  # the closed end holds
+    # no upper bound on the LR, in either: a diverging one is the trainer's to report (test_bad_input's lr 1000)
+    text = _default_text().replace("sgd: {low: 0.01, high: 0.5, log: true}", "sgd: {low: 0.01, high: 1000, log: true}")
+    assert load_space(_write(tmp_path, text)).domains["train.lr.sgd"].high == 1000
+    assert Spec.from_dict(_spec_with("train.lr", 1000.0)).train.lr == 1000
+
+
+@pytest.mark.parametrize("stored, stored_file, before_rungs, name", [
+    ("mnist2", "/old/nas/search_spaces/mnist.yaml", False, "mnist"),
+    ("mnist-small", "nas/search_spaces/mnist_small.yaml", False, "mnist_small"),
+    ("mnist-tiny", None, False, "mnist_tiny"),
+    ("mnist", "/old/nas/search_spaces/mnist_classic.yaml", False, "mnist_classic"),  # the classic space's
+    ("mnist", "/old/nas/search_spaces/mnist.yaml", True, "mnist_classic"),  # before v2, mnist.yaml was the classic one
+    ("mnist", "/new/nas/search_spaces/mnist.yaml", False, "mnist"),  # the default space, named after its file
+    ("mnist", None, False, "mnist"),
+    ("mnist_classic", "nas/search_spaces/mnist_classic.yaml", False, "mnist_classic"),
+    ("mnist_tiny", "nas/search_spaces/mnist_tiny.yaml", True, "mnist_tiny"),
+    ("my-space", "/home/me/mnist_classic.yaml", False, "my-space"),  # a space of one's own: as it is
+])
+def test_old_space_names_map_onto_todays(stored, stored_file, before_rungs, name):
+    assert canonical_space_name(stored, stored_file, before_rungs=before_rungs) == name
+    if not before_rungs:
+        assert canonical_space_name(stored, stored_file) == name
+
+
+def test_an_old_study_reads_as_made_with_todays_space_name():
+    def study(space, space_file, **more):
+        made = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+        write_settings(made, StudySettings(budget=8000, space=space, space_file=space_file, epochs=15, **more))
+        return made
+
+    new, classic = str(spaces()["mnist"]), str(spaces()["mnist_classic"])
+    # a mnist2-b8000 study continues with --space mnist; a classic mnist-b8000 study is not taken for one of mnist
+    assert read_settings(study("mnist2", new, rungs=[[1, 10000]]))["space"] == load_space("mnist").name == "mnist"
+    assert read_settings(study("mnist", classic, rungs=[]))["space"] == load_space("mnist_classic").name
+    assert read_settings(study("mnist", "studies/old/search_spaces/mnist.yaml"))["space"] == "mnist_classic"  # pre-v2
+    assert read_settings(study("mnist", new, rungs=[]))["space"] == "mnist"  # made with today's mnist
+    settings = read_settings(study("mnist-small", str(spaces()["mnist_small"]), rungs=[], finalists=3))
+    assert settings == {"budget": 8000, "space": "mnist_small", "space_file": str(spaces()["mnist_small"]),
+                        "epochs": 15, "rungs": [], "finalists": 3}
 
 
 def test_keys_left_out_take_version_1_values(tmp_path):

@@ -1,5 +1,7 @@
 import json
 import math
+import re
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -41,7 +43,12 @@ def test_version_2_is_written_and_its_round_trip_is_the_identity():
     assert list(data) == ["version", "arch", "train"] and data["version"] == 2
     assert data["arch"]["kinds"] == [["conv3", "sep3"], ["conv1", "sep3"]] and "augment" not in data["train"]
     assert Spec.from_dict(data) == rich and Spec.from_dict(data).to_dict() == rich.to_dict()
-    assert rich.code == "s c8-s16 M cp16-s12 gapm12 bn prelu d0 | adamw .01 oc b64 ls.05 rot10 sh.1 sc0 ema.999"
+    assert rich.code == "s c8-s16 M cp16-s12 gapm12 bn prelu d0 | adamw .01 oc b64 ls.05 wd1e-05 rot10 sh.1 sc0 ema.999"
+
+
+def without_wd(code: str) -> str:
+    """A code as written before the weight decay was in it."""
+    return re.sub(r" wd\S+", "", code)
 
 
 def test_load_spec_reads_a_best_json_record(tmp_path):
@@ -57,7 +64,32 @@ def test_spec_is_immutable_and_hashable():
 
 
 def test_code_string_is_short_and_readable():
-    assert CLASSIC.code == "v c8-16 T8 c16-16-16 gapc bn d.05 | sgd .05 oc b128 ls0 a.5"
+    assert CLASSIC.code == "v c8-16 T8 c16-16-16 gapc bn d.05 | sgd .05 oc b128 ls0 wd.0001 a.5"
+
+
+# a second value for every field of Arch and Train: a design that differs in any one field has its own code
+OTHER = {"stages": ((8, 16), (16, 12, 16)), "transition": "pool_1x1", "transition_width": 10, "padding": "same",
+         "head": "gap_linear", "batch_norm": False, "dropout": 0.1, "kinds": (("conv3", "sep3"), ("conv3",) * 3),
+         "activation": "silu", "head_width": 16, "in_channels": 3, "input_size": 32, "num_classes": 100,
+         "optimizer": "adamw", "lr": 0.01, "schedule": "cosine", "batch_size": 64, "label_smoothing": 0.1,
+         "weight_decay": 1e-5, "rotation": 10.0, "shift": 0.1, "scale": 0.1, "ema": 0.99}
+
+
+def test_specs_that_differ_in_any_one_field_have_different_codes():
+    # the gap_mlp head, so that its width is used (as the transition's width is, with a 1x1 transition)
+    base = Spec(replace(CLASSIC.arch, head="gap_mlp", head_width=12), CLASSIC.train)
+    assert {f.name for part in (Arch, Train) for f in fields(part)} == set(OTHER)
+    for part in ("arch", "train"):
+        for f in fields(getattr(base, part)):
+            other = replace(base, **{part: replace(getattr(base, part), **{f.name: OTHER[f.name]})})
+            assert other != base and Spec.from_dict(other.to_dict()) == other
+            assert other.code != base.code, f.name
+    # MNIST's shape is not said; another one is
+    assert base.code == "v c8-16 T8 c16-16-16 gapm12 bn d.05 | sgd .05 oc b128 ls0 wd.0001 a.5"
+    shaped = replace(base.arch, in_channels=3, input_size=32, num_classes=100)
+    assert Spec(shaped, base.train).code == ("in3x32 v c8-16 T8 c16-16-16 gapm12 cls100 bn d.05 | "
+                                             "sgd .05 oc b128 ls0 wd.0001 a.5")
+    assert Spec(base.arch, replace(base.train, weight_decay=0.0)).code.endswith(" ls0 wd0 a.5")
 
 
 def test_classic_design_counts_7416_parameters():
@@ -72,7 +104,7 @@ def test_version_1_reference_files_load_and_build_exactly_as_before(path):
     model = build(spec)
     assert count_params(model) == record["params"]
     assert {k: list(v.shape) for k, v in model.state_dict().items()} == before["state_dict"]  # keys, order, shapes
-    assert spec.code == record["code"] == before["code"]
+    assert without_wd(spec.code) == record["code"] == before["code"]  # written before the weight decay was in codes
     a = record["spec"]["train"]["augment"]
     assert (spec.train.rotation, spec.train.shift, spec.train.scale) == augment_strengths(a) == (15 * a, 0.1 * a, 0.1 * a)
     assert spec.arch.kinds == tuple(("conv3",) * len(s) for s in spec.arch.stages) and spec.arch.activation == "relu"
@@ -148,14 +180,19 @@ def test_a_1x1_block_does_not_shrink_a_valid_map():
     ({"arch": {"head": "softmax"}}, "arch.head"),
     ({"arch": {"stages": [[8, 16], []]}}, "every stage needs a block"),
     ({"arch": {"stages": [[16] * 8, [16] * 8], "kinds": []}}, "shrinks below 1 pixel"),
-    ({"train": {"lr": -1}}, "train.lr"),
+    ({"train": {"lr": -1}}, "train.lr must be a positive number"),
+    ({"train": {"weight_decay": 1.5}}, r"train.weight_decay must be in \[0, 1\]"),
+    ({"train": {"batch_size": 100000}}, "train.batch_size must be an integer from 1 to 65536"),
+    ({"arch": {"stages": [[8]] * 5, "kinds": []}}, "arch.stages: 5 stages, expected 1 to 4"),
+    ({"arch": {"stages": [[8], [2048]], "kinds": []}}, "arch.stages: each width must be an integer from 1 to 1024"),
+    ({"arch": {"in_channels": 0}}, "arch.in_channels must be a positive integer"),
     ({"arch": {"colour": "red"}}, "unknown key"),
     ({"arch": {"kinds": [["conv3", "conv5"], ["conv3"] * 3]}}, "arch.kinds: each must be one of conv3, sep3, conv1"),
     ({"arch": {"kinds": [["conv3"], ["conv3"] * 3]}}, "one block kind per width"),
     ({"arch": {"kinds": "conv3"}}, "arch.kinds must be a list of lists"),
     ({"arch": {"activation": "tanh"}}, "arch.activation must be one of relu, leaky_relu, prelu, silu"),
     ({"arch": {"head": "gap_mlp", "head_width": 0}}, "arch.head_width must be >= 1 with the gap_mlp head"),
-    ({"arch": {"head_width": -1}}, "arch.head_width must be an integer >= 0"),
+    ({"arch": {"head_width": -1}}, "arch.head_width must be an integer from 0 to 1024"),
     ({"train": {"ema": -0.1}}, r"train.ema must be in \[0, 1\)"),
     ({"train": {"ema": 1.0}}, r"train.ema must be in \[0, 1\)"),
     ({"train": {"rotation": -1}}, r"train.rotation must be in \[0, 180\]"),

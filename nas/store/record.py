@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..fidelity import Fidelity
+from ..space import canonical_space_name
 from ..spec import Spec
 
 
@@ -265,9 +266,14 @@ def write_settings(study: optuna.Study, settings: StudySettings) -> None:
 
 
 def read_settings(study: optuna.Study) -> dict[str, Any]:
-    """The settings a study holds, as stored (any of them may be missing in a study made elsewhere)."""
+    """The settings a study holds, as stored (any of them may be missing in a study made elsewhere), but
+    for the space's name: today's name of the bundled space the study was made with (canonical_space_name)."""
     attrs = study.user_attrs
-    return {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
+    settings = {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
+    if isinstance(settings.get("space"), str):
+        settings["space"] = canonical_space_name(settings["space"], settings.get("space_file"),
+                                                 before_rungs="rungs" not in attrs)
+    return settings
 
 
 # ------------------------------------------------------------------ finalists and the winner
