@@ -1,7 +1,7 @@
 """Bad input, everywhere: every command, given bad input, exits with status 2 and one line on stderr
 (`nas <command>: error: ...`), no traceback, and leaves every stored file byte for byte as it was.
 
-One real study (tiny space, 2 trials) and one real retrain output are built once; every case runs
+One real study and its winner's retrain output (the shared study, see conftest) are copied once; every case runs
 in-process (the `cli` fixture) in that tree and then checks the whole tree: the SHA-256 of every
 file, and the folders too (a failed command may not leave empty ones behind).
 """
@@ -15,7 +15,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import TINY, one_line_error, run_cli, tree_hashes
+from conftest import SHARED_BUDGET, SHARED_STUDY, SHARED_TRIALS, TINY, one_line_error, tree_hashes
 from nas.bundled import reference_files
 from nas.checkpoint import save_checkpoint
 from nas.model import build
@@ -25,7 +25,8 @@ from nas.spec import Spec
 
 FINAL = reference_files()[-1]  # the classic 7,416-parameter design
 CHECKPOINT = "studies/keep/best_retrain/seed0.pt"
-REJECTED_TRIAL = "2"  # added to the stored study by the fixture, after the search's trials 0 and 1
+REJECTED_TRIAL = str(SHARED_TRIALS)  # added to the stored study by the fixture, after the search's trials
+assert SHARED_STUDY == "keep"  # the cases name it
 
 
 def _folders(root: Path) -> list[str]:
@@ -39,19 +40,14 @@ def _spec_with(section: str, key: str, value) -> dict:
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
+def stored(shared_copy):
     """A real study (`keep`), a real retrain output, and the bad files the cases point at.
 
     Returns (root, snapshot): the snapshot is every file's SHA-256 and every folder, taken once.
     """
-    root = tmp_path_factory.mktemp("stored")
-    # budget 10,000: above every model of the tiny space, so both trials train and the study has a best trial
-    search = run_cli("nas.search", "--budget", "10000", "--space", TINY, "--trials", "2", "--epochs", "1",
-                     "--subset", "128", "-q", "--study", "keep", "--device", "cpu", cwd=root)
-    assert search.returncode == 0, search.stderr
-    retrain = run_cli("nas.retrain", "studies/keep/best.json", "--subset", "64", "--epochs", "1", "--seeds", "1",
-                      "-q", "--device", "cpu", cwd=root)
-    assert retrain.returncode == 0, retrain.stderr
+    # the shared study: budget 10,000, above every model of the tiny space, so every trial trains and the
+    # study has a best trial; its winner retrained into studies/keep/best_retrain/
+    root = shared_copy
     assert (root / CHECKPOINT).is_file()
 
     # a candidate the budget gate rejected, recorded as the search records one
@@ -102,7 +98,7 @@ def offline(monkeypatch):
 
 
 SEARCH = ["--space", TINY, "--trials", "1", "--epochs", "1", "--subset", "128", "--device", "cpu"]
-KEEP = ["--budget", "10000", "--study", "keep", *SEARCH]  # the stored study's own settings
+KEEP = ["--budget", str(SHARED_BUDGET), "--study", "keep", *SEARCH]  # the stored study's own settings
 
 CASES = [  # (id, command, arguments, what the one line must say)
     # ---- search
@@ -110,10 +106,10 @@ CASES = [  # (id, command, arguments, what the one line must say)
     ("search-seed-2**32", "search", [*KEEP, "--seed", str(2**32)], f"--seed {2**32} is out of range"),
     ("search-seed-not-int", "search", [*KEEP, "--seed", "1.5"], "invalid int value"),
     ("search-seed-plus-trials-overflows", "search", [*KEEP, "--seed", "4294967290", "--trials", "50"],
-     "passes 4294967295"),  # the stored study's 3 trials + 50 new ones
+     "passes 4294967295"),  # 50 new trials from that seed, before the stored study's own are counted
     ("search-budget-10**400", "search", ["--budget", "1" + "0" * 400, *SEARCH], "is out of range"),
     ("search-budget-below-smallest-model", "search", ["--budget", "10", *SEARCH],
-     "below the smallest model space mnist-tiny can build"),
+     "below the smallest model space mnist_tiny can build"),
     ("search-space-nested-100000-deep", "search", ["--budget", "3000", *SEARCH, "--space", "deep.yaml"],
      "deep.yaml: not a readable YAML file (nested too deeply)"),
     ("search-space-malformed", "search", ["--budget", "3000", *SEARCH, "--space", "broken.yaml"],

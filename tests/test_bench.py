@@ -1,28 +1,36 @@
 """The benchmark and the trainer's speed settings (CPU-safe parts of the GPU path included)."""
 
 import dataclasses
+import json
 import re
 
 import pytest
 import torch
 from torch import nn
 
+import nas.train
 from nas.bench import baseline
 from nas.bench.ablation import parse_speed
 from nas.bench.baseline import usual_datasets, usual_train
 from nas.bench.command import DEFAULT_SPEC
-from nas.data import load_search_data
+from nas.bundled import reference_files
+from nas.cost import count_params
+from nas.data import Split, Splits, load_search_data
 from nas.errors import UsageError
 from nas.model import build
+from nas.spec import load_spec
 from nas.train import FastDropout, Speed, evaluate, speed_for, train
 
 from conftest import one_line_error, run_cli
-from test_spec import CLASSIC
+
+FINAL = reference_files()[-1]  # the classic design (7,416 parameters), as bundled
+CLASSIC = DEFAULT_SPEC  # that design as the benchmark trains it (test_default_spec_is_the_classic_design)
 
 QUICK = dataclasses.replace(CLASSIC, train=dataclasses.replace(CLASSIC.train, optimizer="adamw", lr=0.01,
                                                                schedule="constant", batch_size=32))
 
 
+@pytest.mark.slow  # the benchmark in its own process, both pipelines
 def test_bench_runs_both_pipelines_and_ends_with_the_ratio(tmp_path):
     result = run_cli("nas.bench", "--device", "cpu", "--epochs", "1", "--subset", "256", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -41,13 +49,18 @@ def test_bench_runs_both_pipelines_and_ends_with_the_ratio(tmp_path):
     (["--spec", "no/such/spec.json"], "no such spec file"),
     (["--epochs", "0"], "positive integer"),
 ])
-def test_bench_bad_input_is_one_line(tmp_path, args, message):
-    line = one_line_error(run_cli("nas.bench", "--device", "cpu", *args, cwd=tmp_path))
+def test_bench_bad_input_is_one_line(tmp_path, cli, args, message):
+    line = one_line_error(cli("bench", "--device", "cpu", *args, cwd=tmp_path))
     assert line.startswith("nas bench: error: ") and message in line, line
 
 
 def test_default_spec_is_the_classic_design():
-    assert DEFAULT_SPEC == CLASSIC
+    """The benchmark's own copy (fixed in nas.bench, so that it does not move with the bundled files) is the
+    bundled reference design, trained with a weight decay of 1e-4 (the reference file's is 0)."""
+    final = load_spec(FINAL)
+    assert DEFAULT_SPEC.arch == final.arch
+    assert DEFAULT_SPEC.train == dataclasses.replace(final.train, weight_decay=1e-4)
+    assert count_params(build(DEFAULT_SPEC)) == json.loads(FINAL.read_text())["params"] == 7416
 
 
 def test_speed_overrides():
@@ -61,16 +74,56 @@ def test_speed_overrides():
         parse_speed("amp=fp8", base)
 
 
-def test_speed_settings_per_device():
-    cpu = speed_for(torch.device("cpu"))
-    assert cpu.channels_last and cpu.fast_dropout and cpu.fused_optimizer and cpu.reuse_memory
-    assert cpu.amp is None and not cpu.compile and not cpu.side_stream  # measured slower on this CPU
-    gpu = speed_for("cuda", bf16=True)  # no GPU needed to decide
-    assert gpu.amp == torch.bfloat16 and gpu.channels_last and gpu.side_stream and gpu.fused_optimizer
-    assert not gpu.fast_dropout and not gpu.reuse_memory  # CUDA's dropout kernel is already fused
-    assert speed_for("cuda", bf16=False).amp is None  # pre-Ampere GPUs: float32
-    assert speed_for("cpu", compile=True).compile
-    assert Speed() == Speed(channels_last=False, amp=None, fast_dropout=False, fused_optimizer=False)
+def _effects(speed: Speed, data: Splits) -> dict:
+    """What `train` does with `speed`, seen from inside a one-epoch training on the CPU: the model's layout
+    and dropout modules while it trains, the dtype its logits come out in, the optimizer's kernel, and
+    whether it tuned the heap or compiled the model."""
+    seen = {"layout": set(), "logits": set(), "reuse_memory": False, "compiled": False}
+    models, optimizers = [], []
+    make_optimizer = nas.train.make_optimizer
+
+    def build_and_watch(spec):
+        models.append(build(spec))
+        models[-1].register_forward_hook(lambda m, i, out: seen["logits"].add(out.dtype) if m.training else None)
+        return models[-1]
+
+    def during_training(_):  # called at the end of each epoch, before the model is put back to plain
+        # conv kernels with more than one input channel and pixel: the only ones whose layouts differ
+        kernels = {p.is_contiguous() for p in models[-1].parameters() if p.dim() == 4 and min(p.shape[1:]) > 1}
+        seen["layout"] = {"contiguous" if k else "channels_last" for k in kernels}
+        seen["dropout"] = {type(m) for m in models[-1].modules() if isinstance(m, nn.Dropout)}
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nas.train, "build", build_and_watch)
+        mp.setattr(nas.train, "make_optimizer",
+                   lambda *a, **k: optimizers.append(make_optimizer(*a, **k)) or optimizers[-1])
+        mp.setattr(nas.train, "_reuse_freed_memory", lambda: seen.update(reuse_memory=True))
+        mp.setattr(torch, "compile", lambda model, **_: seen.update(compiled=True) or model)
+        train(CLASSIC, data, epochs=1, seed=0, on_epoch=during_training, speed=speed)
+    seen["fused"] = bool(optimizers[-1].defaults.get("fused"))
+    return seen
+
+
+def test_speed_settings_per_device(small_data):
+    data = Splits(Split(small_data.train.x[:128], small_data.train.y[:128]),
+                  Split(small_data.held_out.x[:64], small_data.held_out.y[:64]))
+    plain = _effects(Speed(), data)  # the plain loop: none of the measures
+    assert plain == {"layout": {"contiguous"}, "logits": {torch.float32}, "reuse_memory": False, "compiled": False,
+                     "dropout": {nn.Dropout}, "fused": False}
+    # the CPU: NHWC activations, the cheaper dropout, the fused optimizer step and the heap kept;
+    # float32 and no torch.compile (both measured slower on this CPU)
+    cpu = _effects(speed_for(torch.device("cpu")), data)
+    assert cpu == {"layout": {"channels_last"}, "logits": {torch.float32}, "reuse_memory": True, "compiled": False,
+                   "dropout": {FastDropout}, "fused": True}
+    assert _effects(speed_for("cpu", compile=True), data)["compiled"]
+    # a GPU (decided without one, run here on the CPU): bf16 autocast where the GPU has it, else float32;
+    # CUDA's own dropout kernel (already fused) and allocator; NHWC and the fused step as on the CPU
+    gpu = _effects(speed_for("cuda", bf16=True), data)
+    assert gpu == {"layout": {"channels_last"}, "logits": {torch.bfloat16}, "reuse_memory": False, "compiled": False,
+                   "dropout": {nn.Dropout}, "fused": True}
+    assert _effects(speed_for("cuda", bf16=False), data)["logits"] == {torch.float32}  # pre-Ampere
+    # its own CUDA stream, so that concurrent trials overlap: CUDA only, nothing to see on a CPU
+    assert speed_for("cuda", bf16=True).side_stream and not speed_for("cpu").side_stream
 
 
 def test_fast_dropout_has_dropouts_distribution_and_layout():

@@ -37,9 +37,15 @@ def test_console_command_lists_commands_and_shares_their_parsers(tmp_path):
         assert one_line_error(result).startswith("nas search: error: argument --budget: expected a positive integer")
 
 
-def test_parser_errors_are_one_line():
+def test_parser_errors_are_one_line(capsys):
     parser = Parser(prog="nas x")
     parser.add_argument("--n", type=int)
-    with pytest.raises(SystemExit) as exit:
-        parser.parse_args(["--n", "x"])
-    assert exit.value.code == 2
+    parser.add_argument("--m", required=True)
+    for argv, message in ((["--n", "x", "--m", "1"], "argument --n: invalid int value: 'x'"),
+                          ([], "the following arguments are required: --m"),
+                          (["--m", "1", "--bogus"], "unrecognized arguments: --bogus")):
+        with pytest.raises(SystemExit) as exit:
+            parser.parse_args(argv)
+        out, err = capsys.readouterr()
+        line = one_line_error(subprocess.CompletedProcess(argv, exit.value.code, out, err))  # status 2, no traceback
+        assert line == f"nas x: error: {message} (see --help)\n" and out == "", (out, err)

@@ -17,8 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
-                                reason='optuna-dashboard is not installed: pip install -e ".[dashboard]"')
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
+                                 reason='optuna-dashboard is not installed: pip install -e ".[dashboard]"'),
+              pytest.mark.slow]  # a server process
 
 START_TIMEOUT_S = 60
 

@@ -12,7 +12,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import ROOT, TINY, one_line_error, run_cli, tree_hashes
+from conftest import ROOT, SHARED_BUDGET, SHARED_STUDY, one_line_error, tree_hashes
 from nas import build, count_macs, count_params, load_spec
 from nas.bundled import found_files, reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -28,23 +28,19 @@ FOUND = found_files()
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
-    """A real two-trial study on disk (tiny space, 128 images, 1 epoch)."""
-    root = tmp_path_factory.mktemp("study")
-    result = run_cli("nas.search", "--budget", "10000", "--space", TINY, "--subset", "128", "--epochs", "1",
-                     "--trials", "2", "--study", "tiny", "--device", "cpu", "-q", cwd=root)
-    assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{root}/studies/tiny.db")
+def tiny_study(shared_copy):
+    """A real study on disk (the shared one: tiny space, 128 images, 1 epoch, every trial under the budget)."""
+    study = optuna.load_study(study_name=SHARED_STUDY, storage=f"sqlite:///{shared_copy}/studies/{SHARED_STUDY}.db")
     assert study.best_trials, "the tiny study should have a completed trial"
-    return root, study
+    return shared_copy, study
 
 
 def test_export_writes_the_winner_and_trial_n(tiny_study, cli):
     root, study = tiny_study
-    best = root / "studies" / "tiny" / "best.json"
+    best = root / "studies" / SHARED_STUDY / "best.json"
     written_by_search = json.loads(best.read_text())
     best.unlink()  # the search wrote one already: show that export writes the same
-    result = run_cli("nas.export", "--study", "tiny", cwd=root)
+    result = cli("export", "--study", SHARED_STUDY, cwd=root)
     assert result.returncode == 0, result.stderr
     winner, reevaluation = select_winner(study)
     assert reevaluation is not None and len(reevaluation.val_accs) == 3  # the search re-evaluated its finalists
@@ -54,7 +50,7 @@ def test_export_writes_the_winner_and_trial_n(tiny_study, cli):
     assert count_params(build(spec)) == json.loads(best.read_text())["params"]
 
     other = study.trials[0]
-    result = cli("export", "--study", "tiny", "--trial", "0", "--out", "picked/zero.json", cwd=root)
+    result = cli("export", "--study", SHARED_STUDY, "--trial", "0", "--out", "picked/zero.json", cwd=root)
     assert result.returncode == 0, result.stderr
     record = json.loads((root / "picked" / "zero.json").read_text())
     assert record["trial"] == 0 and record["spec"] == read_trial(other).spec and record["val_acc"] == other.value
@@ -83,15 +79,13 @@ def test_export_refuses_what_it_cannot_export(tmp_path, cli):
 
 
 @pytest.fixture(scope="module")
-def retrained(tiny_study):
-    """The tiny study's winner retrained: 256 images, 1 epoch, 2 seeds (default --out, next to the spec)."""
+def retrained(tiny_study, shared_study):
+    """The tiny study's winner retrained: 256 images, 1 epoch, 2 seeds (default --out, next to the spec);
+    the shared study's own retrain, and what it printed."""
     root, _ = tiny_study
-    spec_file = root / "studies" / "tiny" / "best.json"
-    result = run_cli("nas.retrain", str(spec_file), "--subset", "256", "--epochs", "1", "--seeds", "2",
-                     "--device", "cpu", cwd=root)
-    assert result.returncode == 0, result.stderr
-    out = root / "studies" / "tiny" / "best_retrain"
-    return spec_file, out, result
+    spec_file = root / "studies" / SHARED_STUDY / "best.json"
+    out = root / "studies" / SHARED_STUDY / "best_retrain"
+    return spec_file, out, shared_study.retrain
 
 
 def test_retrain_writes_checkpoints_and_metrics(retrained):
@@ -140,6 +134,7 @@ def test_onnx_model_matches_pytorch(retrained, data_dir):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # a new Python process imports torch and loads the program
 def test_torch_export_program_runs_without_this_package(retrained, tmp_path):
     _, out, _ = retrained
     images = torch.randn(5, 1, 28, 28)
@@ -159,9 +154,9 @@ def test_torch_export_program_runs_without_this_package(retrained, tmp_path):
     assert "ok (5, 10)" in result.stdout
 
 
-def test_evaluate_reports_per_class_accuracy_and_writes_the_figure(retrained):
+def test_evaluate_reports_per_class_accuracy_and_writes_the_figure(retrained, cli):
     _, out, _ = retrained
-    result = run_cli("nas.evaluate", str(out / "seed0.pt"), "--device", "cpu", cwd=out)
+    result = cli("evaluate", str(out / "seed0.pt"), "--device", "cpu", cwd=out)
     assert result.returncode == 0, result.stderr
     recorded = torch.load(out / "seed0.pt", weights_only=True)["metrics"]["test_acc"]
     assert f"test accuracy: {recorded:.2f} %" in result.stdout  # the same model, the same test set
@@ -214,15 +209,16 @@ def test_retrain_bad_input_is_one_line_and_overwrites_nothing(tmp_path, cli, cas
 
 def _ship_found(root, *args):
     env = {k: v for k, v in os.environ.items() if k != "NAS_STUDIES_DIR"}
-    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ship_found.py"), "--study", "tiny", *args],
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ship_found.py"), "--study", SHARED_STUDY, *args],
                           cwd=root, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a benchmark script, run in its own processes
 def test_ship_found_writes_the_winner_with_its_retrain_and_refuses_another_spec(tiny_study, retrained, tmp_path):
     root, study = tiny_study
     _, out, _ = retrained
-    found_file = tmp_path / "found" / "b10000.json"
-    result = _ship_found(root, "--retrain-dir", str(out), "--command", "nas search --budget 10000 ...",
+    found_file = tmp_path / "found" / f"b{SHARED_BUDGET}.json"
+    result = _ship_found(root, "--retrain-dir", str(out), "--command", f"nas search --budget {SHARED_BUDGET} ...",
                          "--search-seconds", "12.5", "--out", str(found_file))
     assert result.returncode == 0, result.stderr
     found, metrics = json.loads(found_file.read_text()), json.loads((out / "metrics.json").read_text())
@@ -232,12 +228,13 @@ def test_ship_found_writes_the_winner_with_its_retrain_and_refuses_another_spec(
     assert {k: found["retrain"][k] for k in ("test_acc", "mean", "std", "min")} == \
         {k: metrics[k] for k in ("test_acc", "mean", "std", "min")}
     search = found["search"]
-    assert search["trials"] == len(study.trials) and search["wall_seconds"] == 12.5 and search["budget"] == 10_000
+    assert search["trials"] == len(study.trials) and search["wall_seconds"] == 12.5
+    assert search["budget"] == SHARED_BUDGET
     assert sum(search["trials_per_fidelity"].values()) <= len(study.trials)
     assert search["reevaluation"] == json.loads(json.dumps(reevaluation.to_dict()))
     assert search["val_acc"] == winner.value
     span = max(t.datetime_complete for t in study.trials) - min(t.datetime_start for t in study.trials)
-    assert 0 < search["trials_busy_seconds"] <= round(span.total_seconds())
+    assert 0 < search["trials_busy_seconds"] <= round(span.total_seconds(), 1)  # ship_found rounds to tenths
 
     # bad input: one line, exit status 2, nothing written
     other = tmp_path / "other_retrain"

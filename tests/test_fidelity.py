@@ -260,7 +260,7 @@ def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
     assert any("train-images-idx3-ubyte" in p for p in opened)  # the hook sees the data being read
     assert not [p for p in opened if "t10k" in p]
     assert "finalists (top" in result.stdout and "<- winner" in result.stdout
-    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
     assert len(best["reevaluation"]["seeds"]) == 2
 
 
@@ -270,7 +270,7 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     result = cli("search", *args, "--trials", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on)" in result.stderr
-    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{tmp_path}/studies/mnist-tiny-b3000.db")
+    study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db")
     assert study.user_attrs["rungs"] == [[1, 300], [1, 750]]
     trained = [r for r in read_trials(study) if r.rungs]
     assert trained and all(r.rungs[0].fidelity == Fidelity(1, 300) for r in trained)
@@ -281,5 +281,5 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert again.returncode == 0, again.stderr
     refused = cli("search", *args, "--trials", "1", "--rungs", "none", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs 1x300 1x750, not none" in refused.stderr
-    assert len(optuna.load_study(study_name="mnist-tiny-b3000",
-                                 storage=f"sqlite:///{tmp_path}/studies/mnist-tiny-b3000.db").trials) == 5
+    assert len(optuna.load_study(study_name="mnist_tiny-b3000",
+                                 storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db").trials) == 5

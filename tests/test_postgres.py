@@ -5,6 +5,8 @@ import pytest
 import sqlalchemy
 from sqlalchemy.exc import OperationalError
 
+pytestmark = pytest.mark.slow  # a PostgreSQL server, stopped and started again
+
 
 def _count_tables(url: str) -> int:
     engine = sqlalchemy.create_engine(url)

@@ -13,7 +13,7 @@ import optuna
 import plotly.colors
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, SHARED_SEARCH, SHARED_STUDY
 from nas.cli import run_command
 from nas.cost import count_macs, count_params
 from nas.model import build
@@ -90,15 +90,13 @@ def crafted(crafted_db) -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def searched(tmp_path_factory) -> Path:
-    """A real, small search: the report nas.search writes at its end."""
-    root = tmp_path_factory.mktemp("searched")
-    result = run_cli("nas.search", "--budget", str(BUDGET), "--space", TINY, "--subset", "128", "--epochs", "2",
-                     "--trials", "6", "--seed", "0", "-q", "--device", "cpu", cwd=root)
-    assert result.returncode == 0, result.stderr
+def searched(shared_study, shared_copy) -> Path:
+    """A real, small search (the shared study, run with -q): the report nas.search writes at its end."""
+    result = shared_study.search
+    assert "-q" in SHARED_SEARCH and result.returncode == 0, result.stderr
     assert result.stderr == ""  # the report adds nothing to a quiet run's stderr
-    assert "report: studies/mnist-tiny-b1500/report.html" in result.stdout
-    return root
+    assert f"report: studies/{SHARED_STUDY}/report.html" in result.stdout
+    return shared_copy
 
 
 def _kinds(study) -> dict[int, Outcome]:
@@ -282,14 +280,14 @@ def test_young_studies_give_a_page_that_says_so(kinds, says):
     assert "not drawn" not in page  # every missing figure is explained, none failed
 
 
-def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monkeypatch, capsys):
+def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monkeypatch, capsys, cli):
     db = tmp_path / "copy.db"
     shutil.copy(crafted_db, db)
-    ok = run_cli("nas.report", "--study", "crafted", "--storage", f"sqlite:///{db}", "--out", "here", cwd=tmp_path)
+    ok = cli("report", "--study", "crafted", "--storage", f"sqlite:///{db}", "--out", "here", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "here/report.html" and (tmp_path / "here" / "report.html").is_file()
 
-    monkeypatch.chdir(tmp_path)  # the rest in-process: the same command, without a torch import each
+    monkeypatch.chdir(tmp_path)  # the rest in-process too: the same command, without a torch import each
     monkeypatch.delenv("NAS_STUDIES_DIR", raising=False)
     (tmp_path / "afile").write_text("x")
     for args, status, message in (
@@ -313,12 +311,12 @@ def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monke
             assert out.strip() == message and Path(message).is_file()
 
 
-def test_search_writes_the_report_unless_told_not_to(searched):
-    report = searched / "studies" / "mnist-tiny-b1500" / "report.html"
-    assert report.is_file() and "Search report: mnist-tiny-b1500" in report.read_text()
+def test_search_writes_the_report_unless_told_not_to(searched, cli):
+    report = searched / "studies" / SHARED_STUDY / "report.html"
+    assert report.is_file() and f"Search report: {SHARED_STUDY}" in report.read_text()
     before = report.read_bytes()
-    again = run_cli("nas.search", "--budget", str(BUDGET), "--space", TINY, "--subset", "128", "--epochs", "2",
-                    "--trials", "1", "-q", "--device", "cpu", "--no-report", cwd=searched)  # same settings: continued
+    # the same settings (continued), one more trial; the finalists are not what this is about
+    again = cli("search", *SHARED_SEARCH, "--trials", "1", "--finalists", "0", "--no-report", cwd=searched)
     assert again.returncode == 0, again.stderr
     assert "report:" not in again.stdout and report.read_bytes() == before
 
@@ -383,12 +381,13 @@ class _Figures(HTMLParser):
             self._depth -= 1
 
 
+@pytest.mark.slow  # headless Chromium, twice per page
 @pytest.mark.parametrize("source", ["crafted", "searched"])
 def test_report_renders_in_headless_chromium(source, crafted, searched, tmp_path):
     if source == "crafted":
         report = write_report(crafted, tmp_path)
     else:
-        report = searched / "studies" / "mnist-tiny-b1500" / "report.html"
+        report = searched / "studies" / SHARED_STUDY / "report.html"
     page = report.read_text()
     expected = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
     assert len(expected) == (9 if source == "crafted" else 8)  # the searched study is too small for cheap rungs

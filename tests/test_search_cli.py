@@ -4,26 +4,27 @@ import shutil
 import optuna
 import pytest
 
-from conftest import TINY, one_line_error, run_cli, tree_hashes
+from conftest import SHARED_BUDGET, TINY, one_line_error, run_cli, tree_hashes
 from nas.store.record import Outcome, read_settings, read_trials
 from nas.store.winner import best_record, select_winner
 
 SMALL = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
 
 
+@pytest.mark.slow  # two searches in new processes, as a user runs them: the end-to-end check of `python -m nas.search`
 def test_small_search_end_to_end_then_continue(tmp_path):
     first = run_cli("nas.search", *SMALL, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert "rejected before training" in first.stdout and "val acc" in first.stdout
     # the header comes first and says what will run where
     header = first.stderr.splitlines()[:4]
-    assert header[0].startswith("new study 'mnist-tiny-b3000' in sqlite:///studies/mnist-tiny-b3000.db")
+    assert header[0].startswith("new study 'mnist_tiny-b3000' in sqlite:///studies/mnist_tiny-b3000.db")
     assert "device CPU" in header[2] and "256 training / 5,000 validation images, 2 epochs per full training, 3 trials" in header[3]
     assert "this run: 0/3 trials, 0 rejected" in first.stderr  # counters of this run, from the start
-    db = tmp_path / "studies" / "mnist-tiny-b3000.db"
-    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
+    db = tmp_path / "studies" / "mnist_tiny-b3000.db"
+    study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
     assert len(study.trials) == 3
-    assert read_settings(study) == {"budget": 3000, "space": "mnist-tiny", "space_file": TINY, "epochs": 2,
+    assert read_settings(study) == {"budget": 3000, "space": "mnist_tiny", "space_file": TINY, "epochs": 2,
                                     "train_images": 256, "rungs": [], "finalists": 3, "finalist_seeds": 3}
     records = read_trials(study)
     assert all(r.params > 0 and r.spec and r.macs and r.fidelity.epochs == 2 for r in records)
@@ -31,7 +32,7 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     assert complete, "3 trials of the tiny space should give at least one complete trial"
     for r in complete:
         assert r.params < 3000 and len(r.epoch_seconds) == 2 and r.fidelity.train_images == 256
-    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
     winner, reevaluation = select_winner(study)  # the finalists' best mean over 3 new seeds each
     assert best == json.loads(json.dumps(best_record(winner, study, reevaluation)))
     assert len(best["reevaluation"]["seeds"]) == 3 and "finalists (top" in first.stdout
@@ -39,31 +40,31 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     again = run_cli("nas.search", *SMALL, "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""  # quiet
-    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
     assert len(study.trials) == 6  # continued, not restarted
 
 
-def test_studies_dir_from_flag_then_environment(tmp_path):
+def test_studies_dir_from_flag_then_environment(tmp_path, cli):
     args = ["--budget", "3000", "--space", "mnist_tiny", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
-            "--no-report"]
-    flag = run_cli("nas.search", *args, "--studies-dir", "flagged", cwd=tmp_path)
+            "--no-report", "--finalists", "0"]
+    flag = cli("search", *args, "--studies-dir", "flagged", cwd=tmp_path)
     assert flag.returncode == 0, flag.stderr
-    env = run_cli("nas.search", *args, cwd=tmp_path, env_extra={"NAS_STUDIES_DIR": str(tmp_path / "from_env")})
+    env = cli("search", *args, cwd=tmp_path, env={"NAS_STUDIES_DIR": str(tmp_path / "from_env")})
     assert env.returncode == 0, env.stderr
-    assert (tmp_path / "flagged" / "mnist-tiny-b3000.db").is_file()
-    assert (tmp_path / "from_env" / "mnist-tiny-b3000.db").is_file()
+    assert (tmp_path / "flagged" / "mnist_tiny-b3000.db").is_file()
+    assert (tmp_path / "from_env" / "mnist_tiny-b3000.db").is_file()
     assert not (tmp_path / "studies").exists()
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory):
-    """A study on disk, so bad-input runs can show they leave it untouched."""
-    root = tmp_path_factory.mktemp("stored")
-    result = run_cli("nas.search", "--budget", "3000", "--space", TINY, "--trials", "1", "--epochs", "1",
-                     "--subset", "128", "-q", "--study", "keep", cwd=root)
-    assert result.returncode == 0, result.stderr
-    (root / "broken.yaml").write_text("arch: [1, 2\n")
-    return root
+def stored(shared_copy):
+    """A study on disk (the shared one: tiny space, 1 epoch on 128 images), so bad-input runs can show they
+    leave it untouched."""
+    (shared_copy / "broken.yaml").write_text("arch: [1, 2\n")
+    return shared_copy
+
+
+B = str(SHARED_BUDGET)  # the stored study's budget (its name: keep)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,24 +76,24 @@ def stored(tmp_path_factory):
     (["--budget", "8000", "--data-dir", "no/such/dir"], "does not exist"),
     (["--budget", "8000", "--storage", "notaurl"], "bad storage URL"),
     (["--budget", "8000", "--storage", "sqlite:///no/such/dir/x.db"], "bad storage URL"),
-    (["--budget", "8000", "--storage", "sqlite:///studies/keep.db", "--study", "keep"], "was run with budget 3000"),
-    (["--budget", "3000", "--study", "keep"], "was run with space mnist-tiny"),
-    (["--budget", "3000", "--space", TINY, "--study", "keep", "--epochs", "3", "--subset", "128"], "was run with epochs 1"),
-    (["--budget", "3000", "--space", TINY, "--study", "keep", "--epochs", "1", "--subset", "64"],
+    (["--budget", "8000", "--storage", "sqlite:///studies/keep.db", "--study", "keep"], f"was run with budget {B}"),
+    (["--budget", B, "--study", "keep"], "was run with space mnist_tiny"),
+    (["--budget", B, "--space", TINY, "--study", "keep", "--epochs", "3", "--subset", "128"], "was run with epochs 1"),
+    (["--budget", B, "--space", TINY, "--study", "keep", "--epochs", "1", "--subset", "64"],
      "was run with train_images 128"),
 ])
-def test_bad_input_is_one_line_and_damages_nothing(stored, args, message):
+def test_bad_input_is_one_line_and_damages_nothing(stored, cli, args, message):
     before = tree_hashes(stored)
     extra = [] if "--subset" in args else ["--subset", "64"]
-    assert message in one_line_error(run_cli("nas.search", *args, "--trials", "1", *extra, cwd=stored))
+    assert message in one_line_error(cli("search", *args, "--trials", "1", *extra, cwd=stored))
     assert tree_hashes(stored) == before
 
 
-def test_corrupt_data_is_one_line(data_dir, tmp_path):
+def test_corrupt_data_is_one_line(data_dir, tmp_path, cli):
     shutil.copytree(data_dir / "MNIST" / "raw", tmp_path / "MNIST" / "raw")
     images = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
-    stderr = one_line_error(run_cli("nas.search", "--budget", "8000", "--data-dir", str(tmp_path), cwd=tmp_path))
+    stderr = one_line_error(cli("search", "--budget", "8000", "--data-dir", str(tmp_path), cwd=tmp_path))
     assert "corrupt" in stderr
 
 
@@ -122,9 +123,9 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     extra = [final if e == "FINAL" else e for e in extra]
     expected = [final if e == "FINAL" else e for e in expected]
     result = cli("search", "--budget", "8000", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
-                 "--no-report", *extra, cwd=tmp_path)
+                 "--no-report", "--finalists", "0", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    study = optuna.load_study(study_name="mnist2-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist2-b8000.db")
+    study = optuna.load_study(study_name="mnist-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist-b8000.db")
     records = read_trials(study)
     assert [r.warm_start for r in records if r.warm_start] == expected
     # the first trial is the known design exactly when one was queued
@@ -136,7 +137,7 @@ def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_pa
                  "--subset", "64", "--no-report", "--finalists", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06" in result.stderr
-    study = optuna.load_study(study_name="mnist-small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-small-b4000.db")
+    study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
     [record] = read_trials(study)
     assert record.warm_start == "4_final at widths x0.68" and record.params == 3764
     assert record.code.startswith("v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128")
@@ -146,7 +147,7 @@ def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_pa
     assert again.returncode == 0, again.stderr
     assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06: the nearest the space draws; " \
            "run before: not queued again)" in again.stderr
-    study = optuna.load_study(study_name="mnist-small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-small-b4000.db")
+    study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
     assert [r.warm_start for r in read_trials(study)] == ["4_final at widths x0.68", None]
 
 
@@ -161,11 +162,11 @@ def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
 
 def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
     args = ["--budget", "3000", "--space", TINY, "--trials", "2", "--epochs", "1", "--subset", "128", "-q",
-            "--no-report", "--retrain", "1"]
+            "--no-report", "--finalists", "0", "--retrain", "1"]
     result = cli("search", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
-    out = tmp_path / "studies" / "mnist-tiny-b3000" / f"trial{best['trial']}_retrain"
+    best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
+    out = tmp_path / "studies" / "mnist_tiny-b3000" / f"trial{best['trial']}_retrain"
     metrics = json.loads((out / "metrics.json").read_text())  # what nas retrain writes, for the winner's spec
     assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0] and metrics["test_images"] == 10_000
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt"]
@@ -177,18 +178,18 @@ def test_trials_0_only_finishes_the_finalists_and_the_retrain_of_a_stopped_run(t
     first = cli("search", "--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "1", "--subset", "128",
                 "-q", "--no-report", "--finalists", "0", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    db = tmp_path / "studies" / "mnist-tiny-b3000.db"
-    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="mnist-tiny-b3000",
+    db = tmp_path / "studies" / "mnist_tiny-b3000.db"
+    before = [(t.number, t.state, t.value) for t in optuna.load_study(study_name="mnist_tiny-b3000",
                                                                         storage=f"sqlite:///{db}").trials]
     rest = cli("search", "--budget", "3000", "--space", TINY, "--trials", "0", "--epochs", "1", "--subset", "128",
                "--no-report", "--finalists", "2", "--finalist-seeds", "2", "--retrain", "1", cwd=tmp_path)
     assert rest.returncode == 0, rest.stderr
     assert "0 trials" in rest.stderr.splitlines()[3] and "this run: 0 trials" in rest.stdout
-    study = optuna.load_study(study_name="mnist-tiny-b3000", storage=f"sqlite:///{db}")
+    study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
     assert [(t.number, t.state, t.value) for t in study.trials] == before  # no trial started, none changed
     winner, reevaluation = select_winner(study)
-    best = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / "best.json").read_text())
+    best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
     assert best["trial"] == winner.number and len(best["reevaluation"]["seeds"]) == 2
-    metrics = json.loads((tmp_path / "studies" / "mnist-tiny-b3000" / f"trial{winner.number}_retrain"
+    metrics = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / f"trial{winner.number}_retrain"
                           / "metrics.json").read_text())
     assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0]

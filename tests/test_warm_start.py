@@ -12,7 +12,7 @@ def test_a_reference_too_large_for_the_budget_is_narrowed_until_it_fits():
     name, params, moved = starts[0]
     spec = space.spec_from_params(params)
     # every width at 68 % of the design's, moved onto the space's grid (even widths from 4): the widest under 4,000
-    assert spec.code == "v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128 ls0 a.5"
+    assert spec.code == "v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128 ls0 wd1e-06 a.5"
     assert count_params(build(spec)) == 3764
     assert narrowed(final, space, 8000)[1] == 0.99  # the widest factor is tried first
     assert (spec.arch.kinds, spec.arch.transition, spec.arch.head) == (final.arch.kinds, "1x1_pool", "gap_conv")

@@ -2,7 +2,7 @@
 what happened to each trial, and how accuracy relates to size and to the sampled choices.
 
 study -> one read of its trials -> `TrialRecord`s and a snapshot of the complete trials -> figures
-(`nas.figures`) -> <studies dir>/<study>/report.html, with plotly.js embedded once, so the page works
+(`nas.report.figures`, `nas.report.choices`) -> <studies dir>/<study>/report.html, with plotly.js embedded once, so the page works
 offline. Read-only on the study: it can run while the search is running.
 """
 

@@ -6,7 +6,7 @@ Every trial records its host, its process id and a heartbeat time (refreshed by 
 HEARTBEAT_SECONDS while it trains). Before each trial a worker heals the study: a RUNNING trial is
 stale when its process is gone from this host (found at once, e.g. a rerun after SIGKILL), or when
 its heartbeat is older than GRACE_SECONDS (a worker on another machine, or a frozen one). RDB
-storages (SQLite, PostgreSQL) also run Optuna's own heartbeat (see study.py), which fails stale
+storages (SQLite, PostgreSQL) also run Optuna's own heartbeat (see storage.py), which fails stale
 trials from other machines through the database's clock, and queues them through `RetryStaleTrial`,
 i.e. `retry_trial` too: both paths leave the same marker (`record.retry_of` reads it).
 """

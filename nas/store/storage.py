@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import random
 import re
 import time
 import warnings
@@ -175,7 +174,8 @@ def with_retry(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS,
                fail: Callable[[BaseException], Exception] | None = None) -> T:
     """The one retry loop: run `call`, and on a `transient` error (but not a `permanent` one) wait with
     growing, jittered delays and try again for up to `seconds`; then raise `fail(error)`, by default a
-    StorageError saying what did not answer. A `permanent` error is raised as `fail(error)` at once."""
+    StorageError saying what did not answer. A `permanent` error is raised as `fail(error)` at once.
+    The delays double from 0.5 s up to 10 s."""
     deadline, delay = time.monotonic() + seconds, 0.5
     while True:
         try:
@@ -188,5 +188,5 @@ def with_retry(call: Callable[[], T], what: str, seconds: float = RETRY_SECONDS,
                     raise fail(exc) from None
                 raise StorageError(f"the storage did not answer for {seconds:.0f} s ({what}): {first_line(exc)}") from None
             log.debug("%s: %s; trying again in %.1f s", what, first_line(exc), delay)
-            time.sleep(delay * (0.5 + random.random()))  # jitter: workers that failed together retry apart
+            time.sleep(delay)
             delay = min(delay * 2, 10.0)
