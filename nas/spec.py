@@ -176,8 +176,7 @@ class Spec:
         Numbers have 3 significant digits (the EMA decay 4). Left out where they change nothing: the
         transition's width with a plain max-pool, the head's width with any head but gap_mlp; left out
         where they are MNIST's: the input's channels and side (else `in3x32` first) and the classes (else
-        `cls100` after the head). Stored trial records keep the code they were written with: before the
-        weight decay (`wd`) was in it, two designs that differed only in it printed the same code.
+        `cls100` after the head). Stored trial records keep the code they were written with.
         """
         a, t = self.arch, self.train
         width = {"pool": "M", "1x1_pool": f"T{a.transition_width}", "pool_1x1": f"M{a.transition_width}"}
