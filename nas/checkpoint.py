@@ -16,12 +16,14 @@ import torch
 from torch import nn
 
 from . import __version__
+from .cost import check_buildable
 from .errors import CheckpointError, ExportCheckError, SpecError, first_line
-from .files import atomic_path
+from .files import MiB, atomic_path, open_input
 from .model import build
 from .spec import Spec
 
 FORMAT = "nas-budget-checkpoint/1"
+CHECKPOINT_LIMIT = 512 * MiB  # the largest checkpoint file read: ours are tens of KB
 ONNX_FILE, EXPORT_FILE = "model.onnx", "model.pt2"
 CHECK_ATOL = CHECK_RTOL = 1e-4  # float32 kernels differ between torch and onnxruntime, but not by more
 
@@ -42,14 +44,17 @@ def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str,
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], Spec, nn.Module]:
     """Our checkpoint -> (its dict, its spec, the model with its weights, on CPU, in eval mode).
 
-    Anything else (another framework's file, a corrupt or missing file, weights that do not fit
-    the spec) raises CheckpointError.
+    Anything else (another framework's file, a corrupt or missing file, a path that is not a regular file
+    or is larger than CHECKPOINT_LIMIT, a spec too large to build, weights that do not fit the spec or are
+    not finite) raises CheckpointError.
     """
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    path = Path(path)
     try:
         # weights_only: a checkpoint is data (dicts, lists, numbers, tensors); never run code from a file
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with open_input(path, "checkpoint file", CHECKPOINT_LIMIT, CheckpointError) as f:
+            payload = torch.load(f, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as exc:  # zip, pickle and torch errors all mean the same: not a checkpoint we can read
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint written by nas retrain: torch.load cannot "
                               f"read it as tensors and plain data ({type(exc).__name__})") from None
@@ -60,11 +65,17 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], Spec, nn.Module]:
         spec = Spec.from_dict(payload["spec"])
     except (KeyError, SpecError, TypeError) as exc:
         raise CheckpointError(f"{path}: the checkpoint's spec is unusable ({exc})") from None
+    check_buildable(spec, str(path), CheckpointError)  # by its count, before its weights are allocated
     model = build(spec)
     try:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: the weights do not fit the checkpoint's spec ({first_line(exc, 160)})") from None
+    # NaN or inf weights (or batch-norm statistics) predict one class for every image: not a model to measure
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(f"{path}: the weights are not finite (NaN or inf in {bad[0]}{more})")
     return payload, spec, model.eval()
 
 

@@ -19,7 +19,7 @@ import torch
 
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
 from .cli import add_device_args, positive_int, run_command
-from .cost import count_macs, count_params
+from .cost import check_buildable, count_macs, count_params
 from .data import check_fits, load_train_test, resolve_data_dir
 from .device import describe, resolve_device
 from .errors import ExportCheckError, UsageError
@@ -113,6 +113,7 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
     (or SpecError, DataError) before anything is written."""
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
     check_fits(spec, where=str(spec_path))  # so does one made for other images or classes than MNIST's
+    check_buildable(spec, where=str(spec_path))  # and one too large to build, by its count, before allocating
     model = build(spec)
     params, macs = count_params(model), count_macs(model)
     if budget is not None and params >= budget:

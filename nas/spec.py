@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SpecError
-from .files import write_json
+from .files import TEXT_LIMIT, read_text_file, write_json
 
 VERSION = 2  # of the JSON form that `Spec.to_dict` writes
 PADDINGS = ("valid", "same")
@@ -330,13 +330,15 @@ def validate(spec: Spec) -> None:
 
 
 def load_spec(path: str | os.PathLike) -> Spec:
-    """Read a spec file: a bare spec (as a trial's `spec` attribute) or a `best.json`-style record."""
+    """Read a spec file: a bare spec (as a trial's `spec` attribute) or a `best.json`-style record.
+
+    Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file): a FIFO, a device or a
+    huge file is refused (SpecError) before it is read."""
     path = Path(path)
+    text = read_text_file(path, "spec file", TEXT_LIMIT, SpecError)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such spec file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(text)
+    except ValueError as exc:  # malformed JSON, or an integer of more than 4,300 digits
         raise SpecError(f"{path}: not a readable JSON spec file ({exc})") from None
     except RecursionError:  # e.g. '[' * 100000: json's parser recurses once per level
         raise SpecError(f"{path}: not a readable JSON spec file (nested too deeply)") from None

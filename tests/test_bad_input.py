@@ -6,7 +6,10 @@ in-process (the `cli` fixture) in that tree and then checks the whole tree: the 
 file, and the folders too (a failed command may not leave empty ones behind).
 """
 
+import contextlib
 import json
+import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -71,7 +74,59 @@ def stored(shared_copy):
         spec = Spec.from_dict(record["spec"])
         save_checkpoint(root / f"{name}.pt", spec, build(spec), {})  # builds and loads fine: only MNIST does not fit
     (root / "lr1000.json").write_text(json.dumps(_spec_with("train", "lr", 1000.0)))
+
+    # hostile input: files that would hang a reader or exhaust memory if read or built
+    spec = Spec.from_dict(json.loads(FINAL.read_text())["spec"])  # the classic design again (not px32's)
+    os.mkfifo(root / "fifo.json")  # opening it for reading waits for a writer forever
+    text = json.dumps(json.loads(FINAL.read_text()))
+    (root / "big.json").write_text(text + " " * (2 * 2**20 - len(text)))  # a valid spec padded to 2 MiB
+    (root / "big.yaml").write_text("name: big\n" + "#" * (2 * 2**20 - 11) + "\n")  # a YAML comment, 2 MiB
+    (root / "digits.json").write_text(text.replace('"batch_size": 128', '"batch_size": 1' + "0" * 5000))
+    (root / "digits.yaml").write_text("name: digits\narch:\n  width: 1" + "0" * 5000 + "\n")
+    (root / "latin1.json").write_bytes(b'{"spec": "caf\xe9"}')
+    # billion laughs: 9 levels of 9 aliases each, 9**10 strings once expanded, in 432 bytes
+    levels = "abcdefghij"
+    (root / "bomb.yaml").write_text("name: bomb\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join(['*' + a] * 9)}]\n" for a, b in zip(levels, levels[1:])))
+    arch = {**json.loads(FINAL.read_text())["spec"]["arch"], "stages": [[1024] * 8] * 4, "padding": "same",
+            "transition": "pool"}  # every width within range; 292,637,696 parameters
+    (root / "huge.json").write_text(json.dumps({"spec": {**spec.to_dict(), "arch": arch}}))
+    (root / "million.json").write_text(json.dumps(_spec_with("arch", "stages", [[1_000_000]])))
+    model = build(spec)
+    with torch.no_grad():
+        model[0].weight[0, 0, 0, 0] = float("nan")  # one weight of the first conv
+    save_checkpoint(root / "nan.pt", spec, model, {})
+    model = build(spec)
+    model[1].running_var[0] = float("inf")  # a batch-norm statistic: a buffer, not a parameter
+    save_checkpoint(root / "inf.pt", spec, model, {})
+    for name, arch in (("huge", arch), ("overflow", {**spec.to_dict()["arch"], "in_channels": 10**30})):
+        payload = torch.load(root / "nan.pt", weights_only=True)  # a real checkpoint, its spec swapped
+        payload["spec"] = {**spec.to_dict(), "arch": arch}
+        torch.save(payload, root / f"{name}.pt")
     return root, (tree_hashes(root), _folders(root))
+
+
+class Deadline(BaseException):
+    """A case that ran past its deadline (a BaseException: no `except Exception` in a command swallows it)."""
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None):
+    """Raise Deadline in this (the main) thread after `seconds`: a command that opens a FIFO blocks in open(2),
+    which SIGALRM interrupts, so a regression fails the case instead of hanging the suite."""
+    if seconds is None:
+        yield
+        return
+
+    def expire(signum, frame):
+        raise Deadline(f"still running after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture
@@ -147,6 +202,24 @@ CASES = [  # (id, command, arguments, what the one line must say)
      "--finalist-seeds 1000 is more than 100"),
     ("search-finalists-negative", "search", ["--budget", "3000", *SEARCH, "--finalists", "-1"],
      "--finalists: expected an integer >= 0"),
+    ("search-warm-start-dev-zero", "search", ["--budget", "3000", *SEARCH, "--warm-start", "/dev/zero"],
+     "/dev/zero: not a regular file (a character device), so not a spec file"),
+    ("search-warm-start-fifo", "search", ["--budget", "3000", *SEARCH, "--warm-start", "fifo.json"],
+     "fifo.json: not a regular file (a FIFO), so not a spec file"),
+    ("search-warm-start-2-MiB", "search", ["--budget", "3000", *SEARCH, "--warm-start", "big.json"],
+     "big.json: 2,097,152 bytes, more than a spec file may hold (1,048,576 bytes)"),
+    ("search-space-dev-zero", "search", ["--budget", "3000", *SEARCH, "--space", "/dev/zero"],
+     "/dev/zero: not a regular file (a character device), so not a search-space file"),
+    ("search-space-fifo", "search", ["--budget", "3000", *SEARCH, "--space", "fifo.json"],
+     "fifo.json: not a regular file (a FIFO), so not a search-space file"),
+    ("search-space-directory", "search", ["--budget", "3000", *SEARCH, "--space", "studies"],
+     "studies: not a regular file (a directory), so not a search-space file"),
+    ("search-space-2-MiB", "search", ["--budget", "3000", *SEARCH, "--space", "big.yaml"],
+     "big.yaml: 2,097,152 bytes, more than a search-space file may hold (1,048,576 bytes)"),
+    ("search-space-alias-bomb", "search", ["--budget", "3000", *SEARCH, "--space", "bomb.yaml"],
+     "bomb.yaml: line 2: YAML anchors (&a) are not allowed in a space file"),
+    ("search-space-5000-digit-integer", "search", ["--budget", "3000", *SEARCH, "--space", "digits.yaml"],
+     "digits.yaml: not a readable YAML file (Exceeds the limit (4300 digits)"),
     # ---- export
     ("export-out-is-the-study-db", "export", ["--study", "keep", "--out", "studies/keep.db"], "is an SQLite database"),
     ("export-out-is-a-checkpoint", "export", ["--study", "keep", "--out", CHECKPOINT], "is not a JSON file"),
@@ -167,6 +240,19 @@ CASES = [  # (id, command, arguments, what the one line must say)
     ("retrain-out-holds-results", "retrain", ["studies/keep/best.json"], "already holds results"),  # best_retrain/
     ("retrain-seeds-0", "retrain", ["studies/keep/best.json", "--seeds", "0"], "--seeds: expected a positive integer"),
     ("retrain-spec-missing", "retrain", ["missing.json"], "no such spec file"),
+    ("retrain-spec-dev-zero", "retrain", ["/dev/zero"],
+     "/dev/zero: not a regular file (a character device), so not a spec file"),
+    ("retrain-spec-fifo", "retrain", ["fifo.json"], "fifo.json: not a regular file (a FIFO), so not a spec file"),
+    ("retrain-spec-directory", "retrain", ["studies"], "studies: not a regular file (a directory), so not a spec file"),
+    ("retrain-spec-2-MiB", "retrain", ["big.json"],
+     "big.json: 2,097,152 bytes, more than a spec file may hold (1,048,576 bytes)"),
+    ("retrain-spec-not-utf8", "retrain", ["latin1.json"], "latin1.json: not UTF-8 text (byte 13 is 0xe9), so not a spec file"),
+    ("retrain-spec-5000-digit-integer", "retrain", ["digits.json"],
+     "digits.json: not a readable JSON spec file (Exceeds the limit (4300 digits)"),
+    ("retrain-spec-million-channels", "retrain", ["million.json"],
+     "million.json: arch.stages: each width must be an integer from 1 to 1024"),
+    ("retrain-spec-292M-params", "retrain", ["huge.json"],
+     "huge.json: 292,637,696 parameters, more than this tool builds (50,000,000)"),
     # ---- evaluate
     ("evaluate-out-is-the-checkpoint", "evaluate", [CHECKPOINT, "--out", CHECKPOINT], "is not a HTML file"),
     ("evaluate-out-is-a-text-file", "evaluate", [CHECKPOINT, "--out", "afile.txt"], "is not a HTML file"),
@@ -176,6 +262,17 @@ CASES = [  # (id, command, arguments, what the one line must say)
     ("evaluate-foreign-pt", "evaluate", ["foreign.pt"], "not a nas-budget-checkpoint"),
     ("evaluate-json-as-checkpoint", "evaluate", ["studies/keep/best.json"], "cannot read it"),
     ("evaluate-missing", "evaluate", ["missing.pt"], "no such checkpoint file"),
+    ("evaluate-dev-zero", "evaluate", ["/dev/zero"],
+     "/dev/zero: not a regular file (a character device), so not a checkpoint file"),
+    ("evaluate-fifo", "evaluate", ["fifo.json"], "fifo.json: not a regular file (a FIFO), so not a checkpoint file"),
+    ("evaluate-directory", "evaluate", ["studies"], "studies: not a regular file (a directory), so not a checkpoint file"),
+    ("evaluate-nan-weight", "evaluate", ["nan.pt"], "nan.pt: the weights are not finite (NaN or inf in 0.weight)"),
+    ("evaluate-inf-batch-norm-statistic", "evaluate", ["inf.pt"],
+     "inf.pt: the weights are not finite (NaN or inf in 1.running_var)"),
+    ("evaluate-spec-292M-params", "evaluate", ["huge.pt"],
+     "huge.pt: 292,637,696 parameters, more than this tool builds (50,000,000)"),
+    ("evaluate-spec-overflows-int64", "evaluate", ["overflow.pt"],
+     "overflow.pt: arch: a layer's size overflows a 64-bit integer"),
     # ---- report
     ("report-out-is-a-file", "report", ["--study", "keep", "--out", "afile.txt"], "cannot write the report into afile.txt"),
     ("report-study-missing", "report", ["--study", "nothere"], "no study 'nothere'"),
@@ -192,8 +289,17 @@ CASES = [  # (id, command, arguments, what the one line must say)
     ("bench-spec-nested-100000-deep", "bench", ["--spec", "deep.json", "--epochs", "1", "--subset", "64"],
      "nested too deeply"),
     ("bench-threads-0", "bench", ["--threads", "0"], "--threads: expected a positive integer"),
+    ("bench-spec-dev-zero", "bench", ["--spec", "/dev/zero", "--epochs", "1", "--subset", "64"],
+     "/dev/zero: not a regular file (a character device), so not a spec file"),
+    ("bench-spec-fifo", "bench", ["--spec", "fifo.json", "--epochs", "1", "--subset", "64"],
+     "fifo.json: not a regular file (a FIFO), so not a spec file"),
 ]
 NETWORK = {"search-download-no-network": "refused", "search-download-silent-network": "silent"}  # see `offline`
+# Hostile input (a FIFO, /dev/zero, a 2 MiB file, an alias bomb, a design too large to build): refused in well under
+# a second; before, these hung, or ran until MemoryError. A regression fails its case at the deadline instead.
+HOSTILE_DEADLINE = 30.0
+HOSTILE = {case[0] for case in CASES if any(word in case[0] for word in (
+    "dev-zero", "fifo", "directory", "2-MiB", "bomb", "digit", "utf8", "million", "292M", "nan-", "inf-", "overflows"))}
 
 
 @pytest.mark.parametrize("command, args, message", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
@@ -205,7 +311,9 @@ def test_bad_input_is_one_line_and_changes_nothing(request, stored, cli, monkeyp
     if network:
         request.getfixturevalue("offline")(network)
     start = time.perf_counter()
-    line = one_line_error(cli(command, *args, cwd=root))
+    with deadline(HOSTILE_DEADLINE if request.node.callspec.id in HOSTILE else None):
+        result = cli(command, *args, cwd=root)
+    line = one_line_error(result)
     assert line.startswith(f"nas {command}: error: ") and message in line, line
     if network:  # each connection or read waits DOWNLOAD_TIMEOUT (1 s here) at most: an error, never a hang
         assert time.perf_counter() - start < 10

@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from ..cli import add_device_args, positive_int
-from ..cost import count_params
+from ..cost import check_buildable, count_params
 from ..data import check_fits, load_search_data, resolve_data_dir
 from ..device import describe, load_average, resolve_device
 from ..memory import status_mb
@@ -57,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec) if args.spec else DEFAULT_SPEC
     check_fits(spec, where=args.spec or "the default spec")  # before loading data or timing anything
+    check_buildable(spec, where=args.spec or "the default spec")  # by its count, before it is built
     device = resolve_device(args.device)
     speed = parse_speed(args.speed or "", speed_for(device))
     threads = args.threads or torch.get_num_threads()  # resolve_device set every usable core
