@@ -11,6 +11,15 @@ import torch
 from .errors import UsageError
 
 
+# oneDNN (PyTorch's CPU convolutions and pooling) keeps the kernels it compiled for each layer shape it
+# meets, up to 1,024 by default, and a search meets new shapes with nearly every candidate, so a worker's
+# memory kept growing. Measured over 1,000 tiny trials in one worker (benchmarks/memory_growth.py,
+# docs/results.md): at 1,024 it grew by 182 MiB after the first 100 trials, still rising; at 256 by 62 MiB,
+# and trained found/b8000 as fast (one model's training compiles far fewer kernels than that).
+# oneDNN reads the variable when it first compiles a kernel, so it is set before any training.
+ONEDNN_CACHE_VARIABLE, ONEDNN_CACHE_CAPACITY = "ONEDNN_PRIMITIVE_CACHE_CAPACITY", 256
+
+
 def resolve_device(name: str, threads: int | None = None) -> torch.device:
     """`auto` (CUDA if available), `cpu` or `cuda`. On a CPU, torch uses `threads` threads (a worker's
     share of the cores), else every core this process may use: set here, once, so that no later call
@@ -20,6 +29,8 @@ def resolve_device(name: str, threads: int | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
+    if device.type == "cpu":
+        os.environ.setdefault(ONEDNN_CACHE_VARIABLE, str(ONEDNN_CACHE_CAPACITY))  # a user's setting wins
     if device.type == "cpu" and threads:
         torch.set_num_threads(threads)
     elif device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
