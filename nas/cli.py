@@ -3,6 +3,12 @@
 `nas search ...` and `python -m nas.search ...` are the same command: the same parser (built by the
 command module's `add_arguments`), the same flags and the same `nas search: error: ...` line for
 bad input, with exit status 2.
+
+Exit statuses, every command: 0 done; 1 the run failed though the input was fine (a diverged training,
+an export that does not reproduce the logits, a worker process that crashed, nothing to retrain);
+2 bad input, missing or corrupt files; 3 the study's storage stopped answering for longer than a worker
+waits (NAS_STORAGE_RETRY_SECONDS); 4 a full disk (ENOSPC) or quota (EDQUOT); 128 + N stopped by
+signal N (130 SIGINT, 143 SIGTERM). Errors 2-4 are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import sys
 from types import ModuleType
 from typing import Callable, NoReturn
 
-from .errors import EXPECTED_ERRORS
+from .errors import EXPECTED_ERRORS, StorageError, disk_full
 
 # command -> (module, one-line summary for `nas --help`): each module has `add_arguments(parser)` and
 # `run(args) -> int`, and its docstring's first paragraph is the command's description. A command's
@@ -68,20 +74,36 @@ def _run(prog: str, module: ModuleType, args: argparse.Namespace) -> NoReturn:
 
 
 def run_script(prog: str, main: Callable[[], int | None]) -> NoReturn:
-    """Run a command (or a script under benchmarks/): expected errors become one line on stderr and
-    exit status 2; `main`'s return value is the exit status."""
+    """Run a command (or a script under benchmarks/): expected errors become one line on stderr and their
+    exit status (the module's docstring); `main`'s return value is the exit status."""
     try:
         code = main()
-    except EXPECTED_ERRORS as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        code = 2
-    except FloatingPointError as exc:  # a training that diverged: the run failed, the input was fine
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        code = 1
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         code = 130
+    except Exception as exc:
+        code = error_status(exc)
+        if code is None:
+            raise
+        full = disk_full(exc)  # before the rest: a full disk may also surface as a refused storage URL
+        if full is not None:
+            print(f"{prog}: error: {full}; free some space, then run the same command again", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
     sys.exit(code)
+
+
+def error_status(exc: BaseException) -> int | None:
+    """The exit status of an expected error (None: a bug, which keeps its traceback)."""
+    if disk_full(exc) is not None:
+        return 4
+    if isinstance(exc, EXPECTED_ERRORS):
+        return 2
+    if isinstance(exc, StorageError):
+        return 3
+    if isinstance(exc, FloatingPointError):  # a training that diverged: the run failed, the input was fine
+        return 1
+    return None
 
 
 def run_command(name: str, argv: list[str] | None = None) -> NoReturn:

@@ -11,6 +11,8 @@ the specs (and parameter names) they drew before; such a file's `train.augment` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -21,6 +23,7 @@ import yaml
 
 from .bundled import find_space, spaces
 from .errors import SpaceError, first_line
+from .files import TEXT_LIMIT, read_text_file
 from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Arch, Interval,
                    Spec, Train, augment_strengths, feature_sizes, v1_strength)
 
@@ -237,6 +240,26 @@ class Space:
         except ValueError:  # FixedTrial: a parameter it was not given
             return None
 
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 (hex) of what the space draws: its parsed domains (left-out keys at their defaults), as
+        canonical JSON, so whitespace, comments, key order, `description`, the name and `1` for `1.0` in a
+        float key do not count; the order of choices does (samplers see choices in order)."""
+        def number(key: str, value: Any) -> Any:
+            kind = _KEYS.get(key, _KEYS["train.lr"])[0]  # train.lr.<optimizer>: train.lr's kind
+            return float(value) if kind == "float" and not isinstance(value, bool) else value
+
+        canonical: dict[str, Any] = {}
+        for key, domain in sorted(self.domains.items()):
+            if isinstance(domain, Range):
+                canonical[key] = {"low": number(key, domain.low), "high": number(key, domain.high),
+                                  "step": None if domain.step is None else number(key, domain.step),
+                                  "log": domain.log}
+            else:
+                canonical[key] = [number(key, choice) for choice in domain]
+        text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 class _Outside(Exception):
     pass
@@ -313,15 +336,44 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, domain: Domain) -> Any:
     return trial.suggest_float(name, domain.low, domain.high, step=domain.step, log=domain.log)
 
 
+class _Reference(yaml.YAMLError):
+    """A YAML anchor (`&name`) or alias (`*name`) in a space file, at `line` (counting from 1)."""
+
+    def __init__(self, kind: str, name: str, line: int) -> None:
+        plural, sign = ("anchors", "&") if kind == "anchor" else ("aliases", "*")
+        super().__init__(f"line {line}: YAML {plural} ({sign}{name}) are not allowed in a space file: "
+                         "write each value out")
+        self.line = line
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """SafeLoader without anchors and aliases: nested aliases ("billion laughs") expand a few hundred bytes into
+    billions of nodes. A space file needs none (the bundled ones use none), so the first anchor or alias is
+    refused at its event, before anything is expanded."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise _Reference("alias", event.anchor, event.start_mark.line + 1)
+        if getattr(event, "anchor", None) is not None:
+            raise _Reference("anchor", event.anchor, event.start_mark.line + 1)
+        return super().compose_node(parent, index)
+
+
 def load_space(path: str | Path) -> Space:
     """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`);
-    raises SpaceError naming the file and key."""
+    raises SpaceError naming the file and key.
+
+    Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file), and YAML anchors and
+    aliases are refused, so a hostile file costs bounded time and memory."""
     path = find_space(str(path))
+    text = read_text_file(path, "search-space file", TEXT_LIMIT, SpaceError,
+                          hint=f" (bundled spaces: {', '.join(spaces())})")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SpaceError(f"{path}: no such search-space file (bundled spaces: {', '.join(spaces())})") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raw = yaml.load(text, Loader=_PlainLoader)
+    except _Reference as exc:
+        raise SpaceError(f"{path}: {exc}") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an integer of more than 4,300 digits
         raise SpaceError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
     except RecursionError:  # e.g. '[' * 100000: the YAML parser recurses once per level
         raise SpaceError(f"{path}: not a readable YAML file (nested too deeply)") from None

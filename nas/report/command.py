@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 
 from . import choices, figures
 from ..cli import add_study_args
-from ..errors import UsageError, first_line
+from ..errors import DiskFull, UsageError, disk_full, first_line
 from ..files import check_replaceable, write_text
 from ..progress import format_duration
 from ..store.record import Outcome, Reevaluation, TrialRecord, read_settings, read_trial
@@ -262,10 +262,18 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> s
 
 
 def write_report(study: optuna.Study, out_dir: Path) -> Path:
-    """Write `report.html` into out_dir (made if missing), atomically; returns its path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write `report.html` into out_dir (made if missing), atomically; returns its path. A full disk raises
+    DiskFull naming the page (the half-written temporary file is removed; an earlier page stays)."""
     path = out_dir / "report.html"
-    write_text(path, build_report(study))
+    page = build_report(study)  # before the disk is touched: reading the study is not writing
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(path, page)
+    except OSError as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        raise DiskFull(str(path), full.reason) from exc  # the page, not the temporary file beside it
     return path
 
 

@@ -24,23 +24,24 @@ from ..bundled import DEFAULT_SPACE
 from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int
 from ..cost import count_params
 from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
-from ..device import describe, resolve_device
-from ..errors import UsageError
+from ..device import describe, resolve_device, usable_cores
+from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
 from ..model import build
 from ..progress import format_duration
 from ..report.command import write_report
 from ..retrain import METRICS_FILE, retrain
 from ..space import Space, load_space
-from ..store.record import StudySettings, read_settings, write_settings
-from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir, redact,
-                             studies_dir, with_retry)
+from ..store.credentials import redact
+from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
+from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir,
+                             retry_seconds, studies_dir, with_retry)
 from ..store.winner import write_best
 from .finalists import MAX_SEEDS, table
 from .signals import interruptible
 from .summary import rejection_report, summary
 from .warm_start import enqueue, warm_starts
-from .workers import Job, reevaluate_finalists, run_workers, work
+from .workers import Job, reevaluate_finalists, run_workers, stopped, storage_failed, work
 
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
@@ -79,16 +80,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retrain", type=positive_int, metavar="K",
                    help="after the search, retrain the winner on all 60,000 training images with K seeds and "
                         "print its final-epoch test accuracy (as nas retrain; --subset trims it too)")
+    p.add_argument("--space-changed", action="store_true",
+                   help="continue a study although its space (same name) now draws other values than when the "
+                        "study last ran: its earlier trials stay, drawn from the earlier content; the header "
+                        "and the summary say so")
     p.add_argument("-q", "--quiet", action="store_true", help="no header or live progress, only the summary")
     p.add_argument("--no-report", action="store_true", help="do not write the study's report.html at the end")
     add_device_args(p)
 
 
-def check_settings(study_name: str, stored: dict, settings: StudySettings) -> None:
-    """Refuse to continue a study with settings that would make its trials incomparable."""
+def check_settings(study_name: str, stored: dict, settings: StudySettings, space_changed: bool = False) -> None:
+    """Refuse to continue a study with settings that would make its trials incomparable (another content
+    of its space only with `space_changed`: --space-changed)."""
     for key, value in vars(settings).items():
         if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
             continue
+        if key == "space_hash":
+            if space_changed:
+                continue
+            raise UsageError(f"study {study_name!r} was run with space {settings.space} as "
+                             f"{stored.get('space_file', 'its file then')} held it, and {settings.space_file} "
+                             "draws other values under that name: pass --space-changed to continue the study "
+                             "with it, or pick another --study")
         if key == "rungs":
             shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
             raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
@@ -118,9 +131,9 @@ class Plan:
 
 def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
-    study, n_before, cheap, started = _open_study(plan, args)
+    study, n_before, cheap, started, space_before = _open_study(plan, args)
     if not args.quiet:
-        print(_header(plan, args, n_before, cheap, started), file=sys.stderr)
+        print(_header(plan, args, n_before, cheap, started, space_before), file=sys.stderr)
     job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
@@ -137,24 +150,37 @@ def run(args: argparse.Namespace) -> int:
         code = interruptible(here)
     else:
         code = run_workers(job, args.jobs)
+    searched = code  # 0: the trials are done, and a signal from here on stops the finalists
 
-    study = with_retry(lambda: optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.url)),
-                       "reading the study")
-    if code == 0 and args.finalists:
-        code = reevaluate_finalists(study, replace(job, finalists=args.finalists,
-                                                   finalist_seeds=args.finalist_seeds), args.jobs, data)
-
-    # the end, however the run ended: what the storage holds now
-    print(summary(study))
-    if args.finalists:
-        print(table(study, args.finalists))
-    print(rejection_report(study))
-    print(f"this run: {len(study.trials) - n_before} trials in {format_duration(time.perf_counter() - start)} "
-          f"on {describe(plan.device)}, {args.jobs} worker process(es)")
-    if write_best(study, plan.out) is not None:
-        print(f"best architecture: {plan.out / 'best.json'}")
-    if not args.no_report:
-        print(f"report: {write_report(study, plan.out)}")
+    # the end, however the run ended: what the storage holds now, if it answers (a worker that lost it
+    # waited as long as workers wait: a short look), and the outputs, if the disk takes them
+    study = _read_study(plan, seconds=min(retry_seconds(), 10.0) if code == 3 else None)
+    if study is not None and code == 0 and args.finalists:
+        try:
+            code = reevaluate_finalists(study, replace(job, finalists=args.finalists,
+                                                       finalist_seeds=args.finalist_seeds), args.jobs, data)
+        except Exception as exc:  # in this process: its storage gone (3) or its disk full (4), said in one line
+            code = stopped(job, "", exc)
+            if code is None:
+                raise
+    if study is not None:
+        try:
+            print(summary(study))
+            if args.finalists:
+                print(table(study, args.finalists))
+            print(rejection_report(study))
+            print(f"this run: {len(study.trials) - n_before} trials in "
+                  f"{format_duration(time.perf_counter() - start)} on {describe(plan.device)}, "
+                  f"{args.jobs} worker process(es)")
+            if space_before is not None:
+                print(_space_changed(plan, n_before, space_before))
+        except Exception as exc:
+            if not storage_failed(exc):
+                raise
+            print(f"summary: not complete: the storage stopped answering ({cause_line(exc)})")
+            study = None
+    if study is not None:
+        code = _write_outputs(study, plan.out, not args.no_report, code)
     if args.retrain and code == 0:
         # its own handler: the workers' one forwards to processes no longer there
         code = interruptible(lambda: _retrain_winner(args, plan.out))
@@ -164,8 +190,51 @@ def run(args: argparse.Namespace) -> int:
             return code
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         name = signal.Signals(code - 128).name
-        print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
-              "summary and report written; run the same command to continue", file=sys.stderr)
+        if searched == 0:  # only the finalists (and the retrain) are left: the same command would run more trials
+            print(f"nas search: interrupted by {name} during the finalists: the trials and the finalists' finished "
+                  "trainings are kept; summary and report written; run the same command with --trials 0 to finish "
+                  "the finalists" + (" and the retrain" if args.retrain else ""), file=sys.stderr)
+        else:
+            print(f"nas search: interrupted by {name}: the running trial(s) stored as failed (interrupted); "
+                  "summary and report written; run the same command to continue", file=sys.stderr)
+    return code
+
+
+def _read_study(plan: Plan, seconds: float | None) -> optuna.Study | None:
+    """The study as the storage holds it now; None, said on stdout where the summary goes, if the storage
+    does not answer within `seconds` (None: the retry window in force)."""
+    try:
+        return with_retry(lambda: optuna.load_study(study_name=plan.study_name, storage=open_storage(plan.url)),
+                          "reading the study", seconds)
+    except Exception as exc:
+        if not storage_failed(exc):
+            raise
+        print(f"summary: could not be read: {redact(plan.url)} did not answer ({cause_line(exc)}); "
+              "the same command shows it once it is back")
+        return None
+
+
+def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> int:
+    """best.json and (if `report`) report.html; returns the exit status: `code`, or 4 if the disk is full
+    (said in one line on stderr, or on stdout when a worker has said so already)."""
+    for name, write in (("best.json", lambda: write_best(study, out)),
+                        ("report.html", lambda: write_report(study, out) if report else None)):
+        try:
+            written = write()
+        except Exception as exc:
+            full = disk_full(exc)
+            if full is None:
+                raise
+            full = DiskFull(str(out / name), full.reason)  # the file, not the temporary one beside it
+            if code == 4:  # a worker's line said it already
+                print(f"{name}: not written: {full}")
+            else:
+                print(f"nas search: error: {full}; free some space, then rerun the same command (it writes the "
+                      "summary, best.json and the report again)", file=sys.stderr)
+                code = 4
+            continue
+        if written is not None:
+            print(f"best architecture: {out / 'best.json'}" if name == "best.json" else f"report: {written}")
     return code
 
 
@@ -176,6 +245,10 @@ def _plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--budget {args.budget} is out of range (at most {MAX_BUDGET:,})")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed {args.seed} is out of range (0 to {MAX_SEED})")
+    if args.jobs > (cores := usable_cores()):  # on a GPU too: each worker's Python feeds its kernels from a core
+        raise UsageError(f"--jobs {args.jobs} is more than the {cores} CPU core(s) this process may use: each "
+                         f"worker process needs a core of its own (and about 850 MB of memory); use --jobs {cores} "
+                         "or fewer")
     space = load_space(args.space)
     smallest = min(count_params(build(spec)) for spec in space.lowest_specs())
     if args.budget <= smallest:
@@ -204,9 +277,11 @@ def _plan(args: argparse.Namespace) -> Plan:
     return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts)
 
 
-def _open_study(plan: Plan, args: argparse.Namespace) -> tuple[optuna.Study, int, tuple[Fidelity, ...], list[str]]:
+def _open_study(plan: Plan, args: argparse.Namespace
+                ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], list[str], str | None]:
     """Create or continue the study (refusing other settings than it was made with) and queue the warm
-    starts. Returns the study, its trial count before this run, its cheap rungs and what was queued."""
+    starts. Returns the study, its trial count before this run, its cheap rungs, what was queued and,
+    where --space-changed let another content of the space in, the file the study's space came from."""
     storage = open_storage(plan.url, plan.root)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
@@ -219,22 +294,25 @@ def _open_study(plan: Plan, args: argparse.Namespace) -> tuple[optuna.Study, int
     cheap = plan.cheap
     if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
         cheap = tuple(Fidelity(*r) for r in stored["rungs"])
-    settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=plan.space.path,
+    settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=stored_space_file(plan.space.path),
                              epochs=args.epochs, train_images=plan.full.train_images,
                              rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
-                             finalist_seeds=args.finalist_seeds)
-    check_settings(plan.study_name, stored, settings)
+                             finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash)
+    check_settings(plan.study_name, stored, settings, args.space_changed)
+    # a study made before space_hash was recorded: accepted, and its hash recorded from now on
+    space_before = (str(stored.get("space_file", "its earlier file"))
+                    if stored.get("space_hash", settings.space_hash) != settings.space_hash else None)
     study = create_or_load(plan.study_name, storage, direction="maximize")  # the schema and the study: once, here
     n_before = len(study.trials)
     if plan.trials is not None and args.seed + n_before + plan.trials > MAX_SEED:
         raise UsageError(f"--seed {args.seed} plus the study's {n_before + plan.trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     write_settings(study, settings)
-    return study, n_before, cheap, enqueue(study, plan.starts)
+    return study, n_before, cheap, enqueue(study, plan.starts, storage, plan.url), space_before
 
 
 def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fidelity, ...],
-            started: list[str]) -> str:
+            started: list[str], space_before: str | None = None) -> str:
     """What this run will do, before it starts."""
     trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
     lines = [
@@ -251,9 +329,20 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
     ]
+    if space_before is not None:
+        lines.append(_space_changed(plan, n_before, space_before))
     if started:
         lines.append(f"warm start: {'; '.join(started)}")
     return "\n".join(lines)
+
+
+def _space_changed(plan: Plan, n_before: int, space_before: str) -> str:
+    """What the header and the summary say of a study continued with --space-changed."""
+    now = stored_space_file(plan.space.path)
+    if not n_before:
+        return f"space {plan.space.name} changed (--space-changed): was {space_before}, now {now}; no trials before"
+    return (f"space {plan.space.name} changed (--space-changed): trials 0-{n_before - 1} were drawn from it as "
+            f"{space_before} held it, the trials from {n_before} on from {now}")
 
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:

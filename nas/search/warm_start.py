@@ -1,18 +1,24 @@
 """Known designs as a starting point: the hand-made references that fit the budget and the space
 (a too-large one narrowed until it fits), and any spec files the user names, enqueued as a study's
-first trials."""
+first trials: once, however many commands start together on the study (`exclusive`), and again only
+while none of a design's trials reached a result."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from numbers import Real
+from typing import Any
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from ..bundled import reference_files
-from ..cost import count_params
+from ..cost import check_buildable, count_params
 from ..errors import UsageError
 from ..model import build
-from ..store.record import queued_as
+from ..store.record import queued_as, warm_start_of
+from ..store.storage import exclusive
 from ..space import Space
 from ..spec import Spec, load_spec
 
@@ -29,6 +35,7 @@ def warm_starts(space: Space, budget: int, files: list[str], references: bool = 
     named = [(str(f), load_spec(f), True) for f in files]
     bundled = [(p.stem, load_spec(p), False) for p in reference_files()] if references else []
     for name, spec, required in bundled + named:
+        check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
         params = count_params(build(spec))
         if params >= budget and not required and (narrow := narrowed(spec, space, budget)):
             spec, factor, params = narrow
@@ -63,20 +70,57 @@ def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float, int] |
     return None
 
 
-def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]]) -> list[str]:
-    """Queue each design once (a resumed study skips those it has run); returns what was said of each."""
-    said = []
-    for name, params, moved in starts:
-        before = len(study.get_trials(deepcopy=False))
-        study.enqueue_trial(params, user_attrs=queued_as(name), skip_if_exists=True)
-        # skip_if_exists does not say whether it skipped; a trial more says it queued (on a shared study
-        # another worker's new trial can make a skipped design read as queued: this is only what is said)
-        queued = len(study.get_trials(deepcopy=False)) > before
-        notes = []
-        if moved:
-            notes.append(", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
-                         + ": the nearest the space draws")
-        if not queued:
-            notes.append("run before: not queued again")
-        said.append(name + (f" ({'; '.join(notes)})" if notes else ""))
+def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]],
+            storage: optuna.storages.BaseStorage | None = None, url: str | None = None) -> list[str]:
+    """Queue each design unless the study has it already; returns what was said of each.
+
+    A design counts as run once one of its trials reached a result (COMPLETE or PRUNED), and as queued while
+    one waits or runs (WAITING or RUNNING: a retry of a dead worker's trial is one); a design whose trials
+    all failed or were interrupted is queued again. The check and the queueing are one step under
+    `exclusive(storage, url, study)`, so commands that start together on one study queue each design once."""
+    if not starts:
+        return []
+    said, queued = [], []
+    with exclusive(storage, url, study.study_name):
+        trials = study.get_trials(deepcopy=False)  # read under the lock: another command's queueing is in
+        for name, params, moved in starts:
+            same = [t for t in trials if _same_design(_queued_params(t), params)
+                    # the retry of a trial whose worker died before it drew anything: known by its name only
+                    or (not _queued_params(t) and warm_start_of(t) == name)]
+            notes = []
+            if moved:
+                notes.append(", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
+                             + ": the nearest the space draws")
+            if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in same):
+                notes.append("run before: not queued again")
+            elif any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in same) or any(
+                    _same_design(p, params) for p in queued):
+                notes.append("queued or running already: not queued again")
+            else:
+                study.enqueue_trial(params, user_attrs=queued_as(name))
+                queued.append(params)
+                if same:  # only failed or interrupted trials: it never reached a result
+                    numbers = ", ".join(str(t.number) for t in same)
+                    notes.append(f"queued again: trial{'s' if len(same) > 1 else ''} {numbers} did not reach a result")
+            said.append(name + (f" ({'; '.join(notes)})" if notes else ""))
     return said
+
+
+def _queued_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The parameters a trial was queued with (enqueue_trial's `fixed_params`), else those it drew (a
+    retry, a drawn trial): what Optuna's own skip_if_exists compares."""
+    return trial.system_attrs.get("fixed_params", trial.params)
+
+
+def _same_design(have: dict[str, Any], params: dict[str, Any]) -> bool:
+    """Optuna's skip_if_exists comparison: the same names, each value equal (numbers to the bit, NaN = NaN)."""
+    if have.keys() != params.keys():
+        return False
+    for key, value in params.items():
+        other = have[key]
+        if isinstance(value, Real) and not isinstance(value, bool) and isinstance(other, Real):
+            if not (value == other or (math.isnan(float(value)) and math.isnan(float(other)))):
+                return False
+        elif value != other:
+            return False
+    return True

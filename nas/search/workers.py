@@ -4,6 +4,11 @@ that run them (each in its own process group; the parent forwards a signal exact
 
 `--jobs N` runs N worker processes on one study; the same command with the same `--storage` on
 another machine joins it.
+
+A worker stops on its own, with one line on stderr and an exit status (nas/cli.py), when its storage
+does not answer for longer than it waits (3) or its disk is full (4). Optuna does not survive a trial
+whose result cannot be stored (optuna#5280: `_run_trial` then raises UnboundLocalError or AssertionError,
+the storage's error behind it): `stopped` reads the chain for what really happened.
 """
 
 from __future__ import annotations
@@ -20,16 +25,17 @@ from typing import Callable
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 import torch
 
 from ..data import Splits, load_search_data
 from ..device import resolve_device, usable_cores
-from ..errors import StorageError
+from ..errors import DataError, SpaceError, SpecError, StorageError, cause_line, chain, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..space import load_space
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
-from ..store.storage import TRANSIENT, open_storage, with_retry
+from ..store.storage import TRANSIENT, local_file, open_storage, retry_seconds, with_retry
 from ..store.winner import write_best
 from .finalists import pending, reevaluate
 from .objective import Progress, budget_screen, make_objective
@@ -79,7 +85,19 @@ def worker_device(job: Job) -> torch.device:
 
 
 def work(job: Job, data: Splits | None = None) -> int:
-    """One worker: train trials of the study until its share is done. Returns its exit status."""
+    """One worker: train trials of the study until its share is done. Returns its exit status: 0, 128 +
+    signal, 3 (the storage is gone) or 4 (the disk is full), each but 0 said in one line on stderr."""
+    label = f"w{job.index + 1}/{job.workers} " if job.workers > 1 else ""
+    try:
+        return _work(job, data, label)
+    except Exception as exc:
+        code = stopped(job, label, exc)
+        if code is None:
+            raise
+        return code
+
+
+def _work(job: Job, data: Splits | None, label: str) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
     space = load_space(job.space)
@@ -92,7 +110,6 @@ def work(job: Job, data: Splits | None = None) -> int:
                                           multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta)
-    label = f"w{job.index + 1}/{job.workers} " if job.workers > 1 else ""
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label)
     if study.best_trials:
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
@@ -125,21 +142,40 @@ def work(job: Job, data: Splits | None = None) -> int:
             return 0
         except Interrupted as exc:
             return 128 + exc.signum
-        except StorageError as exc:
-            return storage_lost(label, exc)
-        except TRANSIENT:  # the storage failed between trials (Optuna's ask or tell): wait for it to return
+        except Exception as exc:
+            # the storage failed between trials (Optuna's ask, or its tell of a trial's result: then Optuna
+            # raises UnboundLocalError or AssertionError, the storage's error behind it): wait for it to return
+            if not storage_failed(exc) or disk_full(exc) is not None:
+                raise  # a bug keeps its traceback; a full disk does not empty itself: `work` says so and stops
             if progress.storage_error is not None:  # a trial already waited as long as a worker waits
-                return storage_lost(label, progress.storage_error)
-            try:
-                with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
-            except StorageError as exc:
-                return storage_lost(label, exc)
+                raise
+            with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
 
 
-def storage_lost(label: str, exc: StorageError) -> int:
-    """A worker whose storage is gone says so in one line and stops with exit status 3."""
-    print(f"nas search: error: {label}{exc}; stopping this worker", file=sys.stderr)
+def storage_failed(exc: BaseException) -> bool:
+    """Whether a storage error is behind `exc`: a retry loop that gave up, the storage's own error, or the
+    database driver's (opening a storage whose server is down raises it unwrapped)."""
+    failures = (StorageError, *TRANSIENT, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+    return any(isinstance(e, failures) for e in chain(exc))
+
+
+def stopped(job: Job, label: str, exc: BaseException) -> int | None:
+    """A worker stopped by its storage or its disk says why in one line and returns its exit status: 4 the
+    disk is full, 3 the storage did not answer for as long as a worker waits. None: anything else (a bug)."""
+    full = disk_full(exc, local_file(job.storage))
+    if full is not None:
+        print(f"nas search: error: {label}{full}; stopping: free some space, then rerun the same command "
+              "(the cut trial is queued again)", file=sys.stderr)
+        return 4
+    if isinstance(exc, (DataError, SpaceError, SpecError)) or not storage_failed(exc):
+        return None  # (bad data read through an OSError is not a storage that is gone)
+    path = local_file(job.storage)
+    what = "the database" if path is None else f"the storage {path}"
+    seconds = retry_seconds()
+    waited = f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+    print(f"nas search: error: {label}{what} did not answer for {waited} ({cause_line(exc)}); "
+          "stopping: rerun the same command when it is back", file=sys.stderr)
     return 3
 
 
@@ -157,11 +193,14 @@ def finalist_work(job: Job, data: Splits | None = None) -> None:
 
 
 def _finalist_process(job: Job) -> int:
-    """A finalists' worker process: its exit status, as `work`'s (3: the storage is gone)."""
+    """A finalists' worker process: its exit status, as `work`'s (3: the storage is gone, 4: the disk is full)."""
     try:
         finalist_work(job)
-    except StorageError as exc:
-        return storage_lost(f"w{job.index + 1}/{job.workers} ", exc)
+    except Exception as exc:
+        code = stopped(job, f"w{job.index + 1}/{job.workers} ", exc)
+        if code is None:
+            raise
+        return code
     return 0
 
 
@@ -172,7 +211,7 @@ def _process_main(target: Callable[[Job], int], job: Job) -> None:
 
 
 def run_workers(job: Job, workers: int) -> int:
-    """`workers` processes sharing the study's trials; returns 0, or the first signal's 128 + signum, or 3."""
+    """`workers` processes sharing the study's trials; returns `_run_processes`'s status."""
     shares = ([None] * workers if job.trials is None
               else [job.trials // workers + (k < job.trials % workers) for k in range(workers)])
     threads = max(1, usable_cores() // workers)
@@ -181,8 +220,8 @@ def run_workers(job: Job, workers: int) -> int:
 
 
 def _run_processes(target: Callable[[Job], int], jobs: list[Job]) -> int:
-    """One process per job running `target(job)`; returns 0, or the first signal's 128 + signum, or 3 (storage
-    lost), or 1."""
+    """One process per job running `target(job)`; returns 0, or the first signal's 128 + signum, or 4 (a disk
+    full), or 3 (storage lost), or 1 (a worker crashed)."""
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: own threads, own CUDA context
     procs = [ctx.Process(target=_process_main, name=f"nas-search-w{j.index + 1}", args=(target, j)) for j in jobs]
     signalled: list[int] = []
@@ -200,7 +239,10 @@ def _run_processes(target: Callable[[Job], int], jobs: list[Job]) -> int:
         p.join()
     if signalled:
         return 128 + signalled[0]
-    return 3 if any(p.exitcode == 3 for p in procs) else 1 if any(p.exitcode for p in procs) else 0
+    for code in (4, 3):
+        if any(p.exitcode == code for p in procs):
+            return code
+    return 1 if any(p.exitcode for p in procs) else 0
 
 
 def reevaluate_finalists(study: optuna.Study, job: Job, max_workers: int, data: Splits | None) -> int:

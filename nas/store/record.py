@@ -9,14 +9,17 @@ settings it was created with. Everything else (the report, export, the summary, 
 from __future__ import annotations
 
 import datetime
+import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from ..bundled import spaces
 from ..fidelity import Fidelity
 from ..space import canonical_space_name
 from ..spec import Spec
@@ -250,13 +253,29 @@ class StudySettings:
     rungs: list[list[int]] | None = None  # the cheap rungs [[epochs, images], ...]; [] = full fidelity only
     finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
     finalist_seeds: int | None = None  # ... and with how many seeds each
+    space_hash: str | None = None  # Space.content_hash of what the space draws; None: not recorded (an older study)
 
     # what may differ when a study is continued: how the winner is picked, not how trials are judged
+    # (space_hash may change only when asked for: nas search --space-changed)
     CHANGEABLE = ("space_file", "finalists", "finalist_seeds")
 
     @property
     def fidelity(self) -> Fidelity | None:
         return None if self.train_images is None else Fidelity(self.epochs, self.train_images)
+
+
+BUNDLED = "bundled:"  # a stored space_file `bundled:<name>`: the space shipped in the package under that name
+
+
+def stored_space_file(path: str) -> str:
+    """The `space_file` to store for a space loaded from `path`: `bundled:<name>` for a bundled space (its
+    path differs from install to install), else the file's absolute path. Studies made before store the path
+    as it was given, possibly relative to where that search ran."""
+    resolved = Path(path).resolve()
+    for name, bundled in spaces().items():
+        if bundled.resolve() == resolved:
+            return f"{BUNDLED}{name}"
+    return os.path.abspath(path)  # as the user sees it (a symbolic link stays one)
 
 
 def write_settings(study: optuna.Study, settings: StudySettings) -> None:
@@ -271,8 +290,10 @@ def read_settings(study: optuna.Study) -> dict[str, Any]:
     attrs = study.user_attrs
     settings = {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
     if isinstance(settings.get("space"), str):
-        settings["space"] = canonical_space_name(settings["space"], settings.get("space_file"),
-                                                 before_rungs="rungs" not in attrs)
+        stored_file = settings.get("space_file")
+        if isinstance(stored_file, str):  # bundled:mnist_classic -> its file's stem
+            stored_file = stored_file.removeprefix(BUNDLED)
+        settings["space"] = canonical_space_name(settings["space"], stored_file, before_rungs="rungs" not in attrs)
     return settings
 
 
