@@ -14,7 +14,8 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -45,12 +46,14 @@ from .workers import Job, reevaluate_finalists, run_workers, stopped, storage_fa
 
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
+METRIC_NAME = "validation accuracy (%)"  # a trial's value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
     p.add_argument("--space", default=DEFAULT_SPACE,
-                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_tiny)")
+                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
+                        "mnist_tiny: see nas list)")
     add_study_args(p, required=False)
     p.add_argument("--trials", type=non_negative_int,
                    help="trials this command runs, all workers together (default: 50, or unlimited with --timeout); "
@@ -73,7 +76,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=positive_int, default=1,
                    help="worker processes sharing the study (each with its own CPU threads or CUDA context)")
     p.add_argument("--warm-start", nargs="+", metavar="SPEC",
-                   help="spec files to enqueue as the first trials, after the hand-made references that fit")
+                   help="spec files, or bundled specs' names (found/b4000, reference/4_final), to enqueue as the "
+                        "first trials, after the hand-made references that fit")
     p.add_argument("--no-warm-start", action="store_true",
                    help="do not enqueue the hand-made references (search_spaces/reference/) that fit the budget "
                         "and the space")
@@ -137,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
     job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
-              rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta)
+              rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta, finalists=args.finalists,
+              finalist_seeds=args.finalist_seeds)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -157,8 +162,7 @@ def run(args: argparse.Namespace) -> int:
     study = _read_study(plan, seconds=min(retry_seconds(), 10.0) if code == 3 else None)
     if study is not None and code == 0 and args.finalists:
         try:
-            code = reevaluate_finalists(study, replace(job, finalists=args.finalists,
-                                                       finalist_seeds=args.finalist_seeds), args.jobs, data)
+            code = reevaluate_finalists(study, job, args.jobs, data)
         except Exception as exc:  # in this process: its storage gone (3) or its disk full (4), said in one line
             code = stopped(job, "", exc)
             if code is None:
@@ -303,6 +307,10 @@ def _open_study(plan: Plan, args: argparse.Namespace
     space_before = (str(stored.get("space_file", "its earlier file"))
                     if stored.get("space_hash", settings.space_hash) != settings.space_hash else None)
     study = create_or_load(plan.study_name, storage, direction="maximize")  # the schema and the study: once, here
+    if study.metric_names is None:  # the objective's name in optuna-dashboard and Optuna's figures
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([METRIC_NAME])
     n_before = len(study.trials)
     if plan.trials is not None and args.seed + n_before + plan.trials > MAX_SEED:
         raise UsageError(f"--seed {args.seed} plus the study's {n_before + plan.trials:,} trials passes {MAX_SEED} "

@@ -20,7 +20,7 @@ from collections.abc import Collection
 import optuna
 
 from ..data import Splits
-from ..progress import format_duration, time_left
+from ..progress import format_left, time_left
 from ..spec import Spec
 from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.storage import with_retry
@@ -67,7 +67,7 @@ def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int
         with_retry(lambda: record_reevaluation(study, record.number, seed, acc), "recording a finalist")
         elapsed = time.perf_counter() - start
         say(f"finalist #{record.number} seed {seed}: val {acc:.2f}% ({k}/{len(todo)}, "
-            f"ETA {format_duration(time_left(elapsed, k, len(todo) - k))})")
+            f"ETA {format_left(time_left(elapsed, k, len(todo) - k))})")
 
 
 def table(study: optuna.Study, count: int) -> str:

@@ -19,7 +19,7 @@ from ..data import Splits
 from ..errors import StorageError
 from ..fidelity import Fidelity
 from ..model import build
-from ..progress import StatusLine, format_duration, format_left, time_left
+from ..progress import KEEP, Fields, StatusLine, format_duration, format_left
 from ..space import Space
 from ..store.heartbeat import beating
 from ..store.record import (Outcome, RungScore, record_candidate, record_epochs, record_fidelity, record_outcome,
@@ -31,14 +31,36 @@ Trainer = Callable[..., TrainResult]  # nas.train.train's signature
 log = logging.getLogger(__name__)
 
 
+# The ranks of the search line's fields (nas.progress.fit): on a narrow terminal the lowest is left out first:
+# the study's best (and where a new best was written), this run's rejected count, a rung's fidelity, the loss,
+# the trial's parameters, the elapsed time, this run's trials, the validation accuracy, the rung's number. The
+# worker, the trial, its epoch, what happened to it (rejected, screened out, pruned, the new best) and the ETA
+# are always kept.
+BEST, REJECTED, FIDELITY, LOSS, PARAMS, ELAPSED, TRIALS, VAL, RUNG = range(1, 10)
+
+
+@dataclass
+class Running:
+    """A running trial's work so far, in images trained (epochs x images, as nas.fidelity.Fidelity.cost)."""
+
+    fidelity: Fidelity  # the rung it trains at now
+    epochs: int = 0  # epochs trained at that rung
+    images: int = 0  # images trained on, its rungs together
+
+    def left(self, per_trial: float) -> float:
+        """Images still to train: the rest of its rung, or more if this run's trials train more on average."""
+        return max(per_trial - self.images, max(0, self.fidelity.epochs - self.epochs) * self.fidelity.train_images)
+
+
 @dataclass
 class Progress:
     """Live progress on stderr: one line per epoch, rewritten in place on a terminal.
 
-    Counters are of this worker's run; the best is the study's. The ETA comes from the measured
-    seconds per epoch of this run times the epochs left: those of the running trial, plus those the
-    trials still to start are expected to train (this run's mean epochs per finished trial:
-    rejections train none, pruned trials few).
+    Counters are of this worker's run; the best is the study's. The ETA (seconds_left) counts work in images
+    trained (epochs x images: what a rung costs, nas.fidelity.Fidelity.cost) at this run's measured seconds per
+    image. The work left: the running trials' (at least the rest of the rung each is at), the trials still to
+    start (each this run's mean images per finished trial: rejections train none, screened trials a cheap rung
+    or two), and this worker's share of the finalists' full trainings that follow the search.
     """
 
     quiet: bool
@@ -46,51 +68,86 @@ class Progress:
     timeout: float | None
     epochs: int
     label: str = ""  # "w2/3 " when several workers share the terminal
+    finalist_trainings: int = 0  # this worker's share of the finalists' full trainings after the search
+    ladder: tuple[Fidelity, ...] = ()  # the rungs, the full fidelity last (make_objective sets it)
     start: float = field(default_factory=time.perf_counter)
     done: int = 0
     rejected: int = 0
     best: str = "-"
-    epochs_trained: int = 0  # by finished trials of this run
+    images_trained: int = 0  # by finished trials of this run
     epoch_seconds: float = 0.0  # wall seconds (training and validation) of every epoch of this run
-    epochs_timed: int = 0
-    running: dict[int, int] = field(default_factory=dict)  # trial number -> epochs it has trained
+    images_timed: int = 0  # images trained in those epochs
+    running: dict[int, Running] = field(default_factory=dict)  # trial number -> its work so far
     storage_error: StorageError | None = None  # set when a trial gave up waiting for the storage
     line: StatusLine = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.line = StatusLine(self.quiet)
 
-    def epoch_done(self, number: int, seconds: float) -> None:
+    @property
+    def full(self) -> Fidelity:
+        """The full training's fidelity (without a ladder: counted in epochs)."""
+        return self.ladder[-1] if self.ladder else Fidelity(self.epochs, 1)
+
+    def epoch_done(self, number: int, seconds: float, fidelity: Fidelity | None = None) -> None:
+        """Trial `number` trained an epoch at `fidelity` (None: the full one) in `seconds`."""
+        fidelity = fidelity or self.full
         with self.line.lock:
-            self.running[number] = self.running.get(number, 0) + 1
+            trial = self.running.setdefault(number, Running(fidelity))
+            if trial.fidelity != fidelity:  # promoted: a fresh training at the next rung
+                trial.fidelity, trial.epochs = fidelity, 0
+            trial.epochs += 1
+            trial.images += fidelity.train_images
             self.epoch_seconds += seconds
-            self.epochs_timed += 1
+            self.images_timed += fidelity.train_images
 
     def trial_done(self, number: int, rejected: bool) -> None:
         with self.line.lock:
             self.done += 1
             self.rejected += rejected
-            self.epochs_trained += self.running.pop(number, 0)
+            trial = self.running.pop(number, None)
+            self.images_trained += trial.images if trial else 0
+
+    def seconds_left(self) -> float | None:
+        """This worker's seconds left, the finalists' trainings included; never negative. None: it cannot be
+        told yet (work is left and no epoch has been timed, or unlimited trials without --timeout)."""
+        with self.line.lock:
+            rate = self.epoch_seconds / self.images_timed if self.images_timed else None
+            climb = sum(f.cost for f in self.ladder) if self.ladder else self.full.cost
+            per_trial = self.images_trained / self.done if self.images_trained else climb
+            running = sum(t.left(per_trial) for t in self.running.values())
+            bounds = []
+            if self.trials is not None:
+                work = running + max(0, self.trials - self.done - len(self.running)) * per_trial
+                bounds.append(0.0 if work == 0 else None if rate is None else rate * work)
+            if self.timeout is not None:  # no trial starts after it; the running ones finish
+                until = max(0.0, self.timeout - (time.perf_counter() - self.start))
+                bounds.append(until if rate is None else max(until, rate * running))
+            known = [b for b in bounds if b is not None]
+            if not known:
+                return None
+            finals = self.finalist_trainings * self.full.cost
+            if not finals:
+                return min(known)
+            return None if rate is None else min(known) + rate * finals
 
     def eta(self) -> str:
-        elapsed = time.perf_counter() - self.start
-        left = []
-        if self.trials is not None and self.epochs_timed:
-            per_trial = self.epochs_trained / self.done if self.done else self.epochs
-            to_start = max(0, self.trials - self.done - len(self.running))
-            epochs_left = sum(self.epochs - e for e in self.running.values()) + to_start * per_trial
-            left.append(time_left(self.epoch_seconds, self.epochs_timed, epochs_left))
-        if self.timeout is not None:
-            left.append(max(0.0, self.timeout - elapsed))
-        return format_left(min(left) if left else None)
+        return format_left(self.seconds_left())
 
-    def show(self, text: str, final: bool = False) -> None:
+    def show(self, text: str | Fields, final: bool = False) -> None:
+        """Show a line: this run's counters, the study's best, `text` (a string, or fields of the ranks above,
+        each text with its leading space) and the ETA."""
         if self.quiet:
             return
         with self.line.lock:
-            self.line.show(f"[{format_duration(time.perf_counter() - self.start)}] {self.label}this run: {self.done}/"
-                           f"{self.trials or '?'} trials, {self.rejected} rejected | study best {self.best} | {text} "
-                           f"| ETA {self.eta()}", final)
+            trials = f"{self.done}" if self.trials is None else f"{self.done}/{self.trials}"
+            fields = [(ELAPSED, f"[{format_duration(time.perf_counter() - self.start)}]"),
+                      (KEEP, f" {self.label.strip()}" if self.label else ""),
+                      (TRIALS, f" this run: {trials} trials"), (REJECTED, f", {self.rejected} rejected"),
+                      (BEST, f" | study best {self.best}"), (KEEP, " |"),
+                      *([(KEEP, " " + text)] if isinstance(text, str) else text),
+                      (KEEP, f" | ETA {self.eta()}")]
+            self.line.show(fields, final)
 
 
 def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress,
@@ -107,6 +164,7 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
     climb = (*cheap_rungs, full)
     rung_data = [Splits(data.train.first(r.train_images), data.held_out) for r in cheap_rungs]
     in_flight = set() if in_flight is None else in_flight
+    progress.ladder = climb  # the ETA's work: images trained at each rung
 
     def objective(trial: optuna.Trial) -> float:
         in_flight.add(trial.number)
@@ -136,33 +194,39 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
         trial.set_constraint("params", params - budget + 1)
         if params >= budget:
             record_outcome(trial, Outcome.REJECTED)
-            progress.show(f"trial {trial.number} rejected: {params:,} params >= {budget:,}", final=True)
+            progress.show([(KEEP, f" trial {trial.number} rejected"), (PARAMS, f": {params:,} params >= {budget:,}")],
+                          final=True)
             raise optuna.TrialPruned(f"{params} parameters >= budget {budget}")
 
         epoch_seconds: list[float] = []
         last = [time.perf_counter()]
-        where = f"trial {trial.number} ({params:,} params)"
+        where: Fields = [(KEEP, f" trial {trial.number}"), (PARAMS, f" ({params:,} params)")]
 
-        def timed() -> None:  # wall time of the epoch, validation included, for the ETA
+        def at(rung: int) -> Fields:  # "rung 1/3 (2 epochs x 11,000 images)", counted from 0
+            return [(RUNG, f" rung {rung + 1}/{len(climb)}"), (FIDELITY, f" ({climb[rung]})")]
+
+        def timed(fidelity: Fidelity) -> None:  # wall time of the epoch, validation included, for the ETA
             now = time.perf_counter()
-            progress.epoch_done(trial.number, now - last[0])
+            progress.epoch_done(trial.number, now - last[0], fidelity)
             last[0] = now
 
+        def epoch_fields(r: EpochResult) -> Fields:
+            return [(KEEP, f" epoch {r.epoch}/{r.epochs}"), (LOSS, f" loss {r.train_loss:.3f}"),
+                    (VAL, f" val {r.eval_acc:.2f}%")]
+
         def on_rung_epoch(r: EpochResult) -> None:
-            timed()
-            progress.show(f"{where} rung {len(scores) + 1}/{len(climb)} ({climb[len(scores)]}) epoch "
-                          f"{r.epoch}/{r.epochs} loss {r.train_loss:.3f} val {r.eval_acc:.2f}%")
+            timed(climb[len(scores)])
+            progress.show([*where, *at(len(scores)), *epoch_fields(r)])
 
         def on_epoch(r: EpochResult) -> None:
-            timed()
+            timed(full)
             epoch_seconds.append(r.seconds)
             # the storage may hiccup (a database restart): wait for it rather than lose the trial's epochs
             with_retry(lambda: record_epochs(trial, epoch_seconds), "recording an epoch")
             with_retry(lambda: trial.report(r.eval_acc, len(cheap_rungs) + r.epoch), "reporting an epoch")
             pruned = with_retry(trial.should_prune, "asking the pruner")
-            rung = f"rung {len(climb)}/{len(climb)} ({full}) " if cheap_rungs else ""
-            progress.show(f"{where} {rung}epoch {r.epoch}/{r.epochs} loss {r.train_loss:.3f} "
-                          f"val {r.eval_acc:.2f}%{' pruned' if pruned else ''}", final=pruned or r.epoch == r.epochs)
+            progress.show([*where, *(at(len(climb) - 1) if cheap_rungs else []), *epoch_fields(r),
+                           *([(KEEP, " pruned")] if pruned else [])], final=pruned or r.epoch == r.epochs)
             if pruned:
                 record_outcome(trial, Outcome.PRUNED)
                 raise optuna.TrialPruned(f"val {r.eval_acc:.2f}% at epoch {r.epoch}")
@@ -179,14 +243,14 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
                 with_retry(lambda: trial.report(score, step), "reporting a rung")
                 if with_retry(trial.should_prune, "asking the pruner"):
                     record_outcome(trial, Outcome.SCREENED)
-                    progress.show(f"{where} screened out at rung {step + 1}/{len(climb)} ({rung}): "
-                                  f"val {score:.2f}%, not promoted", final=True)
+                    progress.show([*where, (KEEP, f" screened out at rung {step + 1}/{len(climb)}"),
+                                   (FIDELITY, f" ({rung})"), (VAL, f": val {score:.2f}%, not promoted")], final=True)
                     raise optuna.TrialPruned(f"val {score:.2f}% at rung {step + 1}")
                 with_retry(lambda: record_fidelity(trial, climb[step + 1]), "recording the fidelity")
             result = trainer(spec, data, epochs=epochs, seed=seed + trial.number, on_epoch=on_epoch)
         except FloatingPointError as exc:  # a diverged schedule is a bad candidate, not a broken study
             record_outcome(trial, Outcome.DIVERGED)
-            progress.show(f"{where} {exc}", final=True)
+            progress.show([*where, (KEEP, f" {exc}")], final=True)
             raise optuna.TrialPruned(str(exc)) from None
         with_retry(lambda: record_outcome(trial, Outcome.COMPLETE), "recording the outcome")
         return result.final_acc

@@ -32,13 +32,14 @@ from ..data import Splits, load_search_data
 from ..device import resolve_device, usable_cores
 from ..errors import DataError, SpaceError, SpecError, StorageError, cause_line, chain, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
+from ..progress import KEEP
 from ..space import load_space
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
 from ..store.storage import TRANSIENT, local_file, open_storage, retry_seconds, with_retry
 from ..store.winner import write_best
 from .finalists import pending, reevaluate
-from .objective import Progress, budget_screen, make_objective
+from .objective import BEST, Progress, budget_screen, make_objective
 from .pruner import RungPruner
 from .sampler import BudgetAwareTPESampler
 from .signals import Interrupted, interruptible, on_signals
@@ -66,9 +67,15 @@ class Job:
     index: int = 0
     workers: int = 1
     threads: int | None = None
-    finalists: int = 0  # the finalists' phase (finalist_work): how many top trials, with how many new seeds,
-    finalist_seeds: int = 0
+    finalists: int = 0  # the finalists' phase (finalist_work, and the search's ETA): how many top trials, with
+    finalist_seeds: int = 0  # how many new seeds,
     finalist_share: tuple[tuple[int, int], ...] = ()  # and this worker's (trial, seed) trainings
+
+
+def finalist_trainings(job: Job) -> int:
+    """How many of the finalists' full trainings worker `job.index` is expected to run after the search
+    (reevaluate_finalists gives worker k every workers-th training from the k-th)."""
+    return len(range(job.index, job.finalists * job.finalist_seeds, job.workers))
 
 
 def sampler_seed(seed: int, trials_so_far: int, index: int) -> int:
@@ -110,7 +117,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
                                           multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta)
-    progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label)
+    progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
     if study.best_trials:
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
     in_flight: set[int] = set()
@@ -126,7 +133,8 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
             if best is not None:
                 progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
                 if best["trial"] == record.number:
-                    progress.show(f"trial {record.number} is the new best, wrote {out / 'best.json'}", final=True)
+                    progress.show([(KEEP, f" trial {record.number} is the new best"),
+                                   (BEST, f", wrote {out / 'best.json'}")], final=True)
         heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
 
     start = time.perf_counter()
