@@ -31,6 +31,7 @@ COMMANDS = {
     "evaluate": ("nas.evaluate", "the test accuracy, per-digit accuracy and confusion matrix of a checkpoint"),
     "report": ("nas.report.command", "write a self-contained HTML page of what a search tried and found"),
     "bench": ("nas.bench.command", "time the project's trainer against the pipeline people usually write"),
+    "list": ("nas.catalog", "list the bundled spaces, reference designs and found models, and the studies in a folder"),
 }
 
 
@@ -54,6 +55,25 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def version_line() -> str:
+    """`nas-budget 0.1.0`, with the commit when it runs from a checkout: `nas-budget 0.1.0 (commit 1a2b3c4d5e6f)`."""
+    from .version import __version__, commit
+
+    where = commit()
+    return f"nas-budget {__version__}" + (f" (commit {where})" if where else "")
+
+
+class VersionAction(argparse.Action):
+    """`nas --version`: the version line on stdout, exit 0 (the commit is asked of git only then)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> NoReturn:
+        print(version_line())
+        parser.exit(0)
 
 
 def description(module: ModuleType) -> str:
@@ -119,6 +139,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         run_command(argv[0], argv[1:])
     top = Parser(prog="nas", description="Neural architecture search for the most accurate CNN under a hard "
                                          "parameter budget (MNIST). Each command has its own --help.")
+    top.add_argument("--version", action=VersionAction, help="print the version (and the git commit of a checkout)")
     sub = top.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for name, (_, summary) in COMMANDS.items():
         sub.add_parser(name, help=summary)

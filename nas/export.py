@@ -7,6 +7,7 @@ accuracy, fidelity, trial number), the format `nas retrain` reads and `search_sp
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 import optuna
@@ -61,7 +62,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"trial {record['trial']}: {record['code']}  ({record['params']:,} params, {record['macs']:,} MACs, "
           f"val {record['val_acc']:.2f}%)")
     print(f"wrote {out}")
+    print(next_command(out))
     return 0
+
+
+def next_command(spec_file: Path) -> str:
+    """What to run next with the file just written: the retrain, and a quick check of it."""
+    name = shlex.quote(str(spec_file))
+    return (f"next: nas retrain {name}\n"
+            "      (15 epochs x 5 seeds on all 60,000 images: about 25 min for an 8,000-parameter model on a 2-core CPU;\n"
+            f"      a quick check in seconds: nas retrain {name} --epochs 3 --seeds 1 --subset 10000, about 97 % for found/b8000)")
 
 
 if __name__ == "__main__":

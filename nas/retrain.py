@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from .bundled import find_spec, in_package
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
 from .cli import add_device_args, positive_int, run_command
 from .cost import check_buildable, count_macs, count_params
@@ -27,6 +28,7 @@ from .files import write_json
 from .model import build
 from .progress import format_duration, time_left
 from .spec import Spec, load_spec
+from .store.storage import studies_dir
 from .train import EpochResult, train
 from .version import provenance
 
@@ -35,19 +37,41 @@ CHECK_BATCH = 256  # test images the exported models are checked on
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("spec", help="spec file: a best.json-style record (nas export, search_spaces/reference/) or a bare spec")
+    p.add_argument("spec", help="spec file: a best.json-style record (nas export, search_spaces/reference/) or a bare "
+                                "spec; or a bundled spec's name (found/b8000, reference/4_final: see nas list)")
     p.add_argument("--epochs", type=positive_int, default=15, help="epochs per seed")
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds to train, 0..K-1")
     p.add_argument("--subset", type=positive_int, help="train on only the first N training images (smoke runs)")
-    p.add_argument("--out", help="output folder (default: <spec folder>/<spec name>_retrain)")
+    p.add_argument("--out", help="output folder (default: <spec folder>/<spec name>_retrain; for a bundled spec, "
+                                 "<studies dir>/retrain/<spec name>: never inside the package)")
+    p.add_argument("--studies-dir", help="where a bundled spec's results go when --out is not given "
+                                         "(default: $NAS_STUDIES_DIR, else ./studies)")
     p.add_argument("--budget", type=positive_int, help="refuse a spec with this many parameters or more")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_device_args(p)
 
 
-def default_out(spec_path: Path) -> Path:
+def default_out(spec_path: Path, studies: Path) -> Path:
+    """Where results go without --out: beside the user's own spec file (`<spec name>_retrain/`), but for a
+    bundled spec, or any file inside the installed package, `<studies>/retrain/<spec name>/`: the package is
+    never written to."""
+    if in_package(spec_path):
+        return studies / "retrain" / spec_path.stem
     return spec_path.with_name(f"{spec_path.stem}_retrain")
+
+
+def chance_warning(mean: float, classes: int, epochs: int, subset: int | None) -> str | None:
+    """The warning for a retrain whose mean test accuracy is below twice chance (100 / classes %), else None."""
+    chance = 100 / classes
+    if mean >= 2 * chance:
+        return None
+    at = f"test accuracy {mean:.2f} % is at chance ({chance:g} % for {classes} classes)"
+    if epochs < 3 or (subset is not None and subset < 10_000):
+        return (f"nas retrain: warning: {at}: too few epochs or images to learn anything; "
+                "try at least --epochs 3 --subset 10000 (about 97 % for found/b8000, in seconds)")
+    return (f"nas retrain: warning: {at}: the model learned nothing; check the spec's training settings "
+            "(optimizer, learning rate, schedule)")
 
 
 def check_out_dir(out: Path, overwrite: bool) -> None:
@@ -98,8 +122,9 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec_path = Path(args.spec)
-    return retrain(spec_path, Path(args.out) if args.out else default_out(spec_path), epochs=args.epochs,
+    spec_path = find_spec(args.spec)  # a bundled spec's name (found/b8000) is its file in the package
+    out = Path(args.out) if args.out else default_out(spec_path, studies_dir(args.studies_dir))
+    return retrain(spec_path, out, epochs=args.epochs,
                    seeds=args.seeds, subset=args.subset, budget=args.budget, overwrite=args.overwrite,
                    quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download)
 
@@ -125,14 +150,14 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _retrain(spec, spec_path, params, macs, data, out, describe(where), epochs=epochs, seeds=seeds,
-                        quiet=quiet)
+                        quiet=quiet, subset=subset)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
 
 def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Path, where: str, *, epochs: int,
-             seeds: int, quiet: bool) -> int:
+             seeds: int, quiet: bool, subset: int | None = None) -> int:
     if not quiet:
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
               f"{seeds} seed(s) x {epochs} epochs on {where}", file=sys.stderr)
@@ -163,7 +188,7 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     accs = [r["test_acc"] for r in rows]
     stats = summarise(accs)
     try:
-        checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out)
+        checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out, spec=spec, params=params)
     except ExportCheckError as exc:
         print(f"nas retrain: error: {exc}", file=sys.stderr)
         return 1
@@ -189,6 +214,9 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
     checkpoints = "seed0.pt" if seeds == 1 else f"seed0.pt ... seed{seeds - 1}.pt"
     print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE} and {EXPORT_FILE} (seed {best_seed})")
+    warning = chance_warning(stats["mean"], spec.arch.num_classes, epochs, subset)
+    if warning:
+        print(warning, file=sys.stderr)
     return 0
 
 

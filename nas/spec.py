@@ -15,9 +15,9 @@ import json
 import math
 import os
 from dataclasses import MISSING, asdict, dataclass, fields
-from pathlib import Path
 from typing import Any
 
+from .bundled import find_spec, spec_names_hint
 from .errors import SpecError
 from .files import TEXT_LIMIT, read_text_file, write_json
 
@@ -332,10 +332,13 @@ def validate(spec: Spec) -> None:
 def load_spec(path: str | os.PathLike) -> Spec:
     """Read a spec file: a bare spec (as a trial's `spec` attribute) or a `best.json`-style record.
 
+    `path` may also name a bundled spec (`found/b8000`, `reference/4_final`, with or without `.json`) when
+    no file of that path exists (nas.bundled.find_spec); a missing one's error lists the bundled names.
+
     Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file): a FIFO, a device or a
     huge file is refused (SpecError) before it is read."""
-    path = Path(path)
-    text = read_text_file(path, "spec file", TEXT_LIMIT, SpecError)
+    path = find_spec(path)
+    text = read_text_file(path, "spec file", TEXT_LIMIT, SpecError, spec_names_hint())
     try:
         data = json.loads(text)
     except ValueError as exc:  # malformed JSON, or an integer of more than 4,300 digits

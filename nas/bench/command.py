@@ -39,7 +39,8 @@ DEFAULT_SPEC = Spec(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=2, help="timed epochs per pipeline")
-    parser.add_argument("--spec", help="spec file to train (default: the classic 7,416-parameter design)")
+    parser.add_argument("--spec", help="spec file to train, or a bundled spec's name (found/b8000) "
+                             "(default: the classic 7,416-parameter design)")
     parser.add_argument("--subset", type=positive_int,
                         help="train on only this many of the 55,000 training images (for smoke runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed of both trainings, so both start from the same weights")

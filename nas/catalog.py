@@ -1,0 +1,154 @@
+"""`nas list`: the bundled search spaces, the reference designs and found models, and the studies in a studies directory.
+
+Names listed here are what the other commands take: a space's name for `nas search --space`, a model's
+name (`found/b8000`, `reference/4_final`) wherever a spec file is taken (`nas retrain`, `nas bench --spec`,
+`nas search --warm-start`), a study's name for `--study`. It reads the studies but changes none of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .bundled import ROOT, spaces, spec_files
+from .cli import run_command
+from .errors import first_line
+
+# what each bundled space is for, in one line (a space of another name: its `description:`, else its first comment)
+SPACE_PURPOSE = {
+    "mnist": "the default: small CNNs for budgets of about 4,000-8,000 parameters (separable and 1x1 blocks, "
+             "PReLU/SiLU, EMA)",
+    "mnist_classic": "plain 3x3-conv ReLU CNNs around the classic 8k-parameter exercise (the default before spec "
+                     "version 2)",
+    "mnist_small": "narrow CNNs for tight budgets of about 1,000-4,000 parameters",
+    "mnist_tiny": "a small space for budgets of about 500-3,000 parameters, and for smoke runs",
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--studies-dir",
+                   help="where the studies to list live (default: $NAS_STUDIES_DIR, else ./studies)")
+
+
+def space_purpose(name: str, path: Path) -> str:
+    """One line of what a space is for: its YAML `description:`, else the table, else its first comment."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("description"), str):
+        return " ".join(data["description"].split())
+    if name in SPACE_PURPOSE:
+        return SPACE_PURPOSE[name]
+    comment = " ".join(line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#"))
+    return re.split(r"(?<=\.)\s", comment, maxsplit=1)[0] if comment else ""
+
+
+def model_row(name: str, path: Path) -> dict[str, Any]:
+    """A bundled spec file's name, parameter count, code and measured test accuracy, from its JSON."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        return {"name": name, "params": "?", "acc": "", "code": f"cannot read {path.name} ({exc})"}
+    retrain = data.get("retrain") or {}
+    if "mean" in retrain:
+        acc = f"{retrain['mean']:.2f} ± {retrain.get('std', 0):.2f} % ({len(retrain.get('seeds', []))} seeds)"
+    elif data.get("published"):
+        acc = f"{data['published']} (published)"
+    else:
+        acc = ""
+    params = data.get("params")
+    return {"name": name, "params": f"{params:,}" if isinstance(params, int) else "?", "acc": acc,
+            "code": data.get("code", "")}
+
+
+def study_rows(root: Path) -> list[dict[str, str]]:
+    """Every study in the SQLite (`.db`) and journal (`.journal`) files of a studies directory."""
+    import optuna
+
+    from .store.record import read_settings, read_trials
+    from .store.storage import open_storage
+    from .store.winner import select_winner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rows = []
+    for path in sorted([*root.glob("*.db"), *root.glob("*.journal")]):
+        if not path.is_file():
+            continue
+        url = f"sqlite:///{path}" if path.suffix == ".db" else str(path)
+        try:
+            storage = open_storage(url)
+            names = optuna.get_all_study_names(storage)
+        except Exception as exc:  # one unreadable file is reported on its row, the others are still listed
+            rows.append({"study": path.stem, "file": path.name, "error": first_line(exc)})
+            continue
+        for name in names:
+            try:
+                study = optuna.load_study(study_name=name, storage=storage)
+                records = read_trials(study)
+                settings = read_settings(study)
+                winner = select_winner(study, records)
+            except Exception as exc:
+                rows.append({"study": name, "file": path.name, "error": first_line(exc)})
+                continue
+            if winner is None:
+                best = "none complete"
+            elif winner[1] is not None:
+                best = f"{winner[1].mean:.2f} % (mean of {len(winner[1].val_accs)} seeds)"
+            else:
+                best = f"{winner[0].value:.2f} %"
+            budget = settings.get("budget")
+            rows.append({"study": name, "file": path.name, "trials": str(len(records)),
+                         "budget": f"{budget:,}" if isinstance(budget, int) else "?",
+                         "space": str(settings.get("space", "?")), "best": best})
+    return rows
+
+
+def table(rows: list[dict[str, str]], columns: list[tuple[str, str]], right: tuple[str, ...] = ()) -> list[str]:
+    """Rows as aligned text, two spaces in; `columns`: (key, heading); keys in `right` are right-aligned."""
+    widths = {k: max([len(h)] + [len(str(r.get(k, ""))) for r in rows]) for k, h in columns}
+    def line(values: dict[str, str]) -> str:
+        cells = [str(values.get(k, "")).rjust(widths[k]) if k in right else str(values.get(k, "")).ljust(widths[k])
+                 for k, _ in columns]
+        return ("  " + "  ".join(cells)).rstrip()
+    return [line(dict(columns))] + [line(r) for r in rows]
+
+
+def run(args: argparse.Namespace) -> int:
+    from .store.storage import studies_dir
+
+    lines = [f"search spaces (nas search --space NAME), in {ROOT}:"]
+    lines += table([{"name": n, "file": p.name, "for": space_purpose(n, p)} for n, p in spaces().items()],
+                   [("name", "name"), ("file", "file"), ("for", "what it is for")])
+    lines += ["", "models (nas retrain NAME, nas bench --spec NAME, nas search --warm-start NAME):"]
+    lines += table([model_row(n, p) for n, p in spec_files().items()],
+                   [("name", "name"), ("params", "params"), ("acc", "test accuracy"), ("code", "code")],
+                   right=("params",))
+    root = studies_dir(args.studies_dir)
+    lines.append("")
+    if not root.is_dir():
+        lines.append(f"studies in {root}: none (no such folder; --studies-dir or $NAS_STUDIES_DIR names another)")
+    else:
+        rows = study_rows(root)
+        if not rows:
+            lines.append(f"studies in {root}: none")
+        else:
+            lines.append(f"studies in {root} (nas report/export --study NAME):")
+            ok = [r for r in rows if "error" not in r]
+            if ok:
+                lines += table(ok, [("study", "study"), ("trials", "trials"), ("budget", "budget"),
+                                    ("space", "space"), ("best", "best val acc"), ("file", "file")],
+                               right=("trials", "budget"))
+            lines += [f"  {r['study']} ({r['file']}): cannot read it: {r['error']}" for r in rows if "error" in r]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    run_command("list")
