@@ -2,11 +2,13 @@
 
 A checkpoint is a `torch.save` dict of plain data and tensors (readable with `weights_only=True`)
 that carries the spec it was built from, so `build(spec)` plus its weights is the model. Exports
-(ONNX, `torch.export`) are kept only if they reproduce PyTorch's logits.
+(ONNX, `torch.export`) are kept only if they reproduce PyTorch's logits. Both the checkpoint and the ONNX
+file's metadata say how to prepare an image (`preprocessing`), so a user of either needs nothing else.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -16,11 +18,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .cost import check_buildable
+from .cost import check_buildable, count_params
+from .data import CLASSES, PREPROCESSING
 from .errors import CheckpointError, ExportCheckError, SpecError, first_line
 from .files import MiB, atomic_path, open_input
 from .model import build
 from .spec import Spec
+from .version import provenance
 
 FORMAT = "nas-budget-checkpoint/1"
 CHECKPOINT_LIMIT = 512 * MiB  # the largest checkpoint file read: ours are tens of KB
@@ -36,6 +40,7 @@ def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str,
         "spec": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics,
+        "preprocessing": dict(PREPROCESSING),  # absent from checkpoints written before it: they load all the same
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -79,13 +84,30 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], Spec, nn.Module]:
     return payload, spec, model.eval()
 
 
-def export_models(model: nn.Module, batch: torch.Tensor, out: Path) -> dict[str, float]:
+def onnx_metadata(model: nn.Module, spec: Spec | None = None, params: int | None = None) -> dict[str, str]:
+    """The ONNX file's metadata_props (strings): the preprocessing, the class labels, the design, the code's version.
+
+    `spec` and `params` when the caller has them (params is counted from the model otherwise); without a spec,
+    `code` and `spec` are left out."""
+    meta = {key: str(value) for key, value in PREPROCESSING.items()}
+    meta["class_labels"] = json.dumps(list(range(CLASSES)))
+    if spec is not None:
+        meta["code"], meta["spec"] = spec.code, json.dumps(spec.to_dict(), sort_keys=True)
+    meta["params"] = str(count_params(model) if params is None else params)
+    meta.update({key: value or "unknown" for key, value in provenance().items()})  # commit: None outside a checkout
+    return meta
+
+
+def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spec | None = None,
+                  params: int | None = None) -> dict[str, float]:
     """Write model.pt2 and model.onnx for `model` (on CPU, eval mode), each checked against PyTorch on `batch`.
 
     Each is written under a temporary name and renamed into `out` only once it reproduces the
-    logits; returns the max |logit difference| of each. Raises ExportCheckError otherwise.
+    logits; returns the max |logit difference| of each. Raises ExportCheckError otherwise. model.onnx
+    carries `onnx_metadata(model, spec, params)` in its metadata_props, read back through onnxruntime.
     """
     model = model.cpu().eval()
+    meta = onnx_metadata(model, spec, params)
     batch = batch.cpu().clone()  # its own storage: torch.export saves the example's, not a view of the test set
     with torch.no_grad():
         expected = model(batch)
@@ -98,6 +120,7 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path) -> dict[str,
             return torch.export.load(tmp).module()(batch)
 
     def write_onnx(tmp: Path) -> torch.Tensor:
+        import onnx
         import onnxruntime
 
         with warnings.catch_warnings():
@@ -105,7 +128,15 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path) -> dict[str,
             # one self-contained file (no external .data file), batch dimension left dynamic
             torch.onnx.export(model, example, str(tmp), input_names=["images"], output_names=["logits"],
                               dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        proto = onnx.load(str(tmp))
+        onnx.helper.set_model_props(proto, meta)
+        onnx.save(proto, str(tmp))
         session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        found = session.get_modelmeta().custom_metadata_map
+        if found != meta:
+            missing = sorted(k for k in meta if found.get(k) != meta[k])
+            raise ExportCheckError("ONNX metadata read back by onnxruntime differs "
+                                   f"({', '.join(missing) or 'extra keys'}): not written")
         return torch.from_numpy(session.run(["logits"], {"images": batch.numpy()})[0])
 
     diffs = {}

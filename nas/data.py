@@ -2,7 +2,7 @@
 
 The search sees 55,000 training and 5,000 validation images carved out of the 60,000 training
 images by a fixed seed; the 10,000 test images are loaded only by `load_train_test`, which the
-final retrain and evaluation use.
+final retrain and evaluation use. The IDX files are read here; torchvision is imported only to download them.
 """
 
 from __future__ import annotations
@@ -10,15 +10,19 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import torch
 
-from .errors import DataError, SpecError
+from .errors import DataError, SpecError, first_line
 from .spec import Spec
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics, the usual normalisation
 CHANNELS, SIZE, CLASSES = 1, 28, 10  # MNIST: grey 28x28 images of 10 digits
+# what a model expects of its input, in the checkpoint and the ONNX file's metadata: _to_split does exactly this
+PREPROCESSING = {"mean": MEAN, "std": STD, "input_size": SIZE, "channels": CHANNELS,
+                 "transform": "pixels/255, then (x - mean) / std"}
 VAL_SIZE = 5_000
 SPLIT_SEED = 0  # fixed, so every trial and every study validates on the same 5,000 images
 DEFAULT_DATA_DIR = "./data"
@@ -33,6 +37,7 @@ _FILES = {
     "t10k-images-idx3-ubyte": (2051, 10_000, (SIZE, SIZE)),
     "t10k-labels-idx1-ubyte": (2049, 10_000, ()),
 }
+_BY_HAND = f"by hand, put {', '.join(_FILES)} (unzipped) in"  # the hint when torchvision cannot fetch them
 
 
 @dataclass(frozen=True)
@@ -71,7 +76,8 @@ def check_raw_files(data_dir: Path, train: bool | None = None) -> None:
             continue
         path = raw / name
         if not path.is_file():
-            raise DataError(f"MNIST file {path} is missing (pass --download to fetch MNIST into {data_dir})")
+            hint = _did_you_mean(data_dir) or f"pass --download to fetch MNIST into {data_dir}"
+            raise DataError(f"MNIST file {path} is missing; {hint}")
         expected = 4 + 4 * (1 + len(shape)) + count * (shape[0] * shape[1] if shape else 1)
         with path.open("rb") as f:
             header = f.read(4 + 4 * (1 + len(shape)))
@@ -82,16 +88,44 @@ def check_raw_files(data_dir: Path, train: bool | None = None) -> None:
             raise DataError(f"MNIST file {path} is corrupt: {path.stat().st_size} bytes, expected {expected}")
 
 
-def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    from torchvision.datasets import MNIST
+def _did_you_mean(data_dir: Path) -> str | None:
+    """The hint for a --data-dir that points at MNIST/raw (or MNIST) itself instead of the folder above it."""
+    if (data_dir / "MNIST" / "raw").is_dir():
+        return None
+    real = data_dir.resolve()  # "raw" or "." name nothing: their real path does
 
+    def up(n: int) -> Path:  # the folder n levels above, as the user wrote it when it says so
+        as_written = len(data_dir.parts) >= n and ".." not in data_dir.parts
+        return (data_dir if as_written else real).parents[n - 1]
+    named = (real.name == "raw" and real.parent.name == "MNIST", real.name == "MNIST")
+    holds = any((data_dir / name).is_file() for name in _FILES)
+    if named[0] or (named[1] and (data_dir / "raw").is_dir()):
+        return f"did you mean --data-dir {up(2) if named[0] else up(1)}?"
+    if holds:  # the files, in a folder of another name: they must sit in <data dir>/MNIST/raw/
+        return f"{data_dir} holds MNIST files: move them into {data_dir / 'MNIST' / 'raw'}/"
+    return None
+
+
+def _read_idx(path: Path, count: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """An IDX file already checked by check_raw_files -> uint8 tensor (count, *shape); no torchvision needed."""
+    header = 4 + 4 * (1 + len(shape))
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8, offset=header).view(count, *shape)
+
+
+def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if not data_dir.is_dir() and not download:
         raise DataError(f"data directory {data_dir} does not exist (use --data-dir or NAS_DATA_DIR, or --download)")
+    hint = _did_you_mean(data_dir) if data_dir.is_dir() else None
+    if download and hint:  # else the download would put a second copy in <data dir>/MNIST/raw/
+        raise DataError(f"{data_dir} is not the data directory MNIST/raw/ sits in; {hint}")
     if download and not (data_dir / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").is_file():
         _download(data_dir, train)
     check_raw_files(data_dir, train)
-    dataset = MNIST(root=str(data_dir), train=train, download=False)
-    images, labels = dataset.data, dataset.targets
+    prefix = "train" if train else "t10k"
+    raw = data_dir / "MNIST" / "raw"
+    images, labels = (_read_idx(raw / name, count, shape) for name, (_, count, shape) in _FILES.items()
+                      if name.startswith(prefix))
+    labels = labels.long()
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"MNIST labels in {data_dir} are corrupt: values outside 0-9")
     return images, labels
@@ -99,8 +133,7 @@ def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor
 
 def _download(data_dir: Path, train: bool) -> None:
     """torchvision's download, bounded in time; a failure is one DataError line and leaves no empty folders."""
-    from torchvision.datasets import MNIST
-
+    MNIST = _torchvision_mnist()
     made = [p for p in (data_dir, data_dir / "MNIST", data_dir / "MNIST" / "raw") if not p.exists()]
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # process-wide, so only for the download, before any training
@@ -110,10 +143,40 @@ def _download(data_dir: Path, train: bool) -> None:
         for folder in reversed(made):  # deepest first; a folder the download put files into stays
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
-        reason = " ".join(str(exc).split()) or type(exc).__name__  # torchvision's message spans lines
-        raise DataError(f"cannot download MNIST into {data_dir}: {reason[:300]}") from None
+        raw = data_dir / "MNIST" / "raw"
+        raise DataError(f"cannot download MNIST ({_download_reason(exc)}); {_BY_HAND} {raw}/") from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _download_reason(exc: BaseException, limit: int = 50) -> str:
+    """Why a download failed, short. torchvision's message is "Error downloading F:" and then, for each mirror,
+    "Tried URL, got:" and urllib's error: its last line is the reason ("[Errno 111] Connection refused")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[-1] if len(lines) > 1 and lines[0].endswith(":") else first_line(exc, 1000)
+    if text.startswith("<urlopen error ") and text.endswith(">"):
+        text = text[len("<urlopen error "):-1]
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _torchvision_mnist():
+    """torchvision's MNIST class, imported only for a download: a torchvision that is missing or built for
+    another torch (its import fails with "operator torchvision::nms does not exist") is one DataError line."""
+    try:
+        from torchvision.datasets import MNIST
+    except Exception as exc:
+        def version(name: str) -> str:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                return "(not installed)"
+        torch_v, vision_v = version("torch"), version("torchvision")
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] == "torchvision":
+            raise DataError(f"--download needs torchvision, which is not installed (torch {torch_v}); "
+                            "install it, or place the MNIST files by hand") from None
+        raise DataError(f"torchvision {vision_v} does not match torch {torch_v}: importing it fails "
+                        f"({first_line(exc, 60)}); install the torchvision built for torch {torch_v}") from None
+    return MNIST
 
 
 def check_fits(spec: Spec, where: str = "spec") -> None:

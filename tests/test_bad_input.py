@@ -18,7 +18,7 @@ import optuna
 import pytest
 import torch
 
-from conftest import SHARED_BUDGET, SHARED_STUDY, SHARED_TRIALS, TINY, one_line_error, tree_hashes
+from conftest import DATA_DIR, SHARED_BUDGET, SHARED_STUDY, SHARED_TRIALS, TINY, one_line_error, tree_hashes
 from nas.bundled import reference_files
 from nas.checkpoint import save_checkpoint
 from nas.model import build
@@ -172,11 +172,16 @@ CASES = [  # (id, command, arguments, what the one line must say)
     ("search-space-missing", "search", ["--budget", "3000", *SEARCH, "--space", "nowhere.yaml"],
      "no such search-space file"),
     ("search-download-no-network", "search", ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"],
-     "cannot download MNIST into nomnist: Error downloading"),
+     "Connection refused); by hand, put train-images-idx3-ubyte, "
+     "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (unzipped) in nomnist/MNIST/raw/"),
     ("search-download-silent-network", "search",
-     ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"], "cannot download MNIST into nomnist: timed out"),
+     ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"],
+     "cannot download MNIST (timed out); by hand, put train-images-idx3-ubyte"),
     ("search-data-dir-without-mnist", "search", ["--budget", "3000", *SEARCH, "--data-dir", "nomnist"],
-     "is missing (pass --download"),
+     "is missing; pass --download"),
+    ("search-data-dir-is-mnist-raw", "search",
+     ["--budget", "3000", *SEARCH, "--data-dir", str(DATA_DIR / "MNIST" / "raw")],
+     f"MNIST/raw/MNIST/raw/train-images-idx3-ubyte is missing; did you mean --data-dir {DATA_DIR}?"),
     ("search-study-escapes", "search", ["--budget", "3000", *SEARCH, "--study", "../escape"], "bad study name '../escape'"),
     ("search-studies-dir-is-a-file", "search", ["--budget", "3000", *SEARCH, "--studies-dir", "afile.txt"],
      "afile.txt is not a writable directory"),
