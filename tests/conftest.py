@@ -19,7 +19,11 @@ from nas.bundled import spaces
 pytest_plugins = ["postgres"]  # tests/postgres.py: a real PostgreSQL server on 127.0.0.1 for the storage tests
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("NAS_DATA_DIR") or ROOT.parent / "shared" / "data").resolve()
+# MNIST: $NAS_DATA_DIR, else ./data in the checkout (where the README's quick start downloads it), else the
+# project machines' shared copy beside the checkout
+_CANDIDATES = [ROOT / "data", ROOT.parent / "shared" / "data"]
+DATA_DIR = Path(os.environ.get("NAS_DATA_DIR")
+                or next((d for d in _CANDIDATES if (d / "MNIST" / "raw").is_dir()), _CANDIDATES[0])).resolve()
 # absolute for every command a test runs, in-process ones included: they run in temporary folders
 os.environ["NAS_DATA_DIR"] = str(DATA_DIR)
 TINY = str(spaces()["mnist_tiny"])  # 1-2 stages of 2-12 channels: fast trials
@@ -71,7 +75,8 @@ def _keep_process_state():
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "MNIST" / "raw").is_dir():
-        pytest.fail(f"MNIST not found under {DATA_DIR}: set NAS_DATA_DIR")
+        pytest.fail(f"MNIST not found under {DATA_DIR}: download it once into ./data (the README's smoke run "
+                    "with --download) or set NAS_DATA_DIR to the folder that holds MNIST/raw")
     return DATA_DIR
 
 
