@@ -36,13 +36,13 @@ from ..space import Space, load_space
 from ..store.credentials import redact
 from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
 from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir,
-                             retry_seconds, studies_dir, with_retry)
+                             retry_seconds, storage_failed, studies_dir, with_retry)
 from ..store.winner import write_best
 from .finalists import MAX_SEEDS, table
 from .signals import interruptible
 from .summary import rejection_report, summary
 from .warm_start import enqueue, warm_starts
-from .workers import Job, reevaluate_finalists, run_workers, stopped, storage_failed, work
+from .workers import Job, reevaluate_finalists, run_workers, stopped, work
 
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
 MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds

@@ -25,18 +25,17 @@ from typing import Callable
 
 import numpy as np
 import optuna
-import sqlalchemy.exc
 import torch
 
 from ..data import Splits, load_search_data
 from ..device import resolve_device, usable_cores
-from ..errors import DataError, SpaceError, SpecError, StorageError, cause_line, chain, disk_full
+from ..errors import DataError, SpaceError, SpecError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..progress import KEEP
 from ..space import load_space
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
-from ..store.storage import TRANSIENT, local_file, open_storage, retry_seconds, with_retry
+from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
 from ..store.winner import write_best
 from .finalists import pending, reevaluate
 from .objective import BEST, Progress, budget_screen, make_objective
@@ -159,13 +158,6 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
                 raise
             with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
-
-
-def storage_failed(exc: BaseException) -> bool:
-    """Whether a storage error is behind `exc`: a retry loop that gave up, the storage's own error, or the
-    database driver's (opening a storage whose server is down raises it unwrapped)."""
-    failures = (StorageError, *TRANSIENT, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
-    return any(isinstance(e, failures) for e in chain(exc))
 
 
 def stopped(job: Job, label: str, exc: BaseException) -> int | None:

@@ -33,7 +33,7 @@ import sqlalchemy.exc
 from optuna.storages import RDBStorage
 from optuna.storages.journal import JournalStorage
 
-from ..errors import StorageError, UsageError, cause_line, disk_full, first_line
+from ..errors import StorageError, UsageError, cause_line, chain, disk_full, first_line
 from .credentials import raw_at_in_password, redact, scrub
 from .heartbeat import RetryStaleTrial
 from .journal import JournalFile
@@ -233,6 +233,13 @@ def create_or_load(study_name: str, storage: optuna.storages.BaseStorage, **kwar
 
 
 TRANSIENT = (optuna.exceptions.StorageInternalError, OSError)  # sqlalchemy's OperationalError arrives wrapped
+
+
+def storage_failed(exc: BaseException) -> bool:
+    """Whether a storage error is behind `exc`: a retry loop that gave up, the storage's own error, or the
+    database driver's (opening a storage whose server is down raises it unwrapped)."""
+    failures = (StorageError, *TRANSIENT, sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+    return any(isinstance(e, failures) for e in chain(exc))
 
 
 def with_retry(call: Callable[[], T], what: str, seconds: float | None = None, *,
