@@ -13,12 +13,12 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Iterator
+from typing import Iterable
 
 import torch
 from torch import nn
 
-from .errors import SpecError
+from .errors import SpecError, UsageError
 from .model import build
 from .spec import Arch, Spec
 
@@ -226,6 +226,14 @@ def costs(spec: Spec, module: nn.Module | None = None) -> Costs:
                  peak_ram(spec, INT8), peak_ram(spec, FLOAT32), flash_int8(spec))
 
 
+def spec_costs(spec: Spec | Arch) -> Costs:
+    """The same costs without building weights or tracing: the parameters on the meta device (spec_params), the
+    MACs from the layer sequence (spec_macs); a few milliseconds, for the sampler's screen and the smallest-model
+    check. Equal to costs(spec) (tests/test_costs.py)."""
+    ram = peak_ram(spec, INT8)
+    return Costs(spec_params(spec), spec_macs(spec), ram, ram // INT8 * FLOAT32, flash_int8(spec))
+
+
 # budget name -> (the flag that sets it, the cost it limits, the unit it is said in)
 BUDGETS = {"params": ("--budget", "params", "parameters"), "macs": ("--max-macs", "macs", "MACs"),
            "ram": ("--max-ram", "ram_int8", "bytes of peak RAM at int8"),
@@ -241,6 +249,11 @@ class Budgets:
     macs: int | None = None
     ram: int | None = None
     flash: int | None = None
+
+    def __str__(self) -> str:  # '< 8,000 parameters, MACs <= 500,000, peak RAM <= 8,192 B at int8'
+        said = [f"< {self.params:,} parameters"] + [f"{what} <= {value:,}{unit}" for what, value, unit in (
+            ("MACs", self.macs, ""), ("peak RAM", self.ram, " B"), ("flash", self.flash, " B")) if value is not None]
+        return ", ".join(said) + (" at int8" if self.ram or self.flash else "")
 
     def allowed(self) -> dict[str, int]:
         """The largest cost each active budget lets through, params first (the order of the constraints)."""
@@ -282,6 +295,19 @@ def constraints(cost: Costs, budgets: Budgets) -> dict[str, float]:
         excess = getattr(cost, BUDGETS[name][1]) - allowed
         values[name] = float(excess if name == "params" else excess / max(allowed, 1) * budgets.params)
     return values
+
+
+def check_budgets(budgets: Budgets, lowest: Iterable[Spec], what: str) -> None:
+    """Refuse (UsageError, one line) a budget that not even the smallest of `lowest` fits, each budget on its own:
+    for a space (`what`: "space mnist"), its lowest specs (Space.lowest_specs: each numeric choice at its low end,
+    for every combination of the categorical ones)."""
+    smallest = [spec_costs(spec) for spec in lowest]
+    for name, allowed in budgets.allowed().items():
+        flag, cost, unit = BUDGETS[name]
+        least = min(getattr(c, cost) for c in smallest)
+        if least > allowed:
+            given = budgets.params if name == "params" else allowed
+            raise UsageError(f"{flag} {given:,} is below the smallest model {what} can build ({least:,} {unit})")
 
 
 # ------------------------------------------------------------------ sizes on the command line

@@ -11,7 +11,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from nas.bundled import reference_files
 from nas.cost import (FLOAT32, INT8, Budgets, Costs, constraints, costs, count_macs, count_params, flash_int8,
-                      layers, over_budget, parse_size, peak_ram, spec_macs)
+                      layers, over_budget, parse_size, peak_ram, spec_costs, spec_macs)
 from nas.model import build
 from nas.space import load_space
 from nas.spec import Arch, Spec, Train, load_spec
@@ -192,3 +192,9 @@ def test_sizes(text, value):
 def test_bad_sizes(text):
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+@pytest.mark.parametrize("name", [*SHAPES, *BUNDLED])
+def test_costs_from_the_spec_alone_are_the_gates(name):
+    spec = SHAPES.get(name) or BUNDLED[name]
+    assert spec_costs(spec) == costs(spec)
