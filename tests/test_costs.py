@@ -198,3 +198,14 @@ def test_bad_sizes(text):
 def test_costs_from_the_spec_alone_are_the_gates(name):
     spec = SHAPES.get(name) or BUNDLED[name]
     assert spec_costs(spec) == costs(spec)
+
+
+def test_bundled_records_carry_their_computed_costs():
+    """The found models and the references hold all four costs (README's table reads them); kept in step here."""
+    import json
+
+    from nas.bundled import find_spec
+    for name in BUNDLED:
+        record = json.loads(find_spec(name if name.startswith("found/") else f"reference/{name}").read_text())
+        c = costs(Spec.from_dict(record["spec"]))
+        assert {k: record[k] for k in c.to_dict()} == c.to_dict(), name
