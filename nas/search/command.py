@@ -269,7 +269,7 @@ def _plan(args: argparse.Namespace) -> Plan:
                          "or fewer")
     space = load_space(args.space)
     check_budgets(_budgets(args), space.lowest_specs(), f"space {space.name}")
-    study_name = check_study_name(args.study or f"{space.name}-b{args.budget}")
+    study_name = check_study_name(args.study or default_study_name(space.name, _budgets(args)))
     root = studies_dir(args.studies_dir)
     device = resolve_device(args.device)
     data_dir = resolve_data_dir(args.data_dir)
@@ -381,6 +381,13 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
                    overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir)
+
+
+def default_study_name(space: str, budgets: Budgets) -> str:
+    """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another study)."""
+    device = [f"-{name}{value}" for name, value in (("macs", budgets.macs), ("ram", budgets.ram),
+                                                      ("flash", budgets.flash)) if value is not None]
+    return f"{space}-b{budgets.params}" + "".join(device)
 
 
 def _budgets(args: argparse.Namespace) -> Budgets:
