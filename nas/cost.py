@@ -98,7 +98,7 @@ ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.SiLU, nn.PReLU)
 class Layer:
     """One step of an inference at batch 1 that reads one buffer and writes another."""
 
-    kind: str  # the module's class name: Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d
+    kind: str  # the module's class name: Conv2d, Linear, MaxPool2d, AdaptiveAvgPool2d, PReLU
     inputs: int  # values it reads
     outputs: int  # values it writes
 

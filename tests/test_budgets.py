@@ -124,3 +124,10 @@ def test_the_report_draws_rejected_candidates_at_their_device_cost_beside_the_bu
     [lane] = [trace for trace in figure.data if trace.name.startswith("rejected")]
     assert sorted(lane.x) == sorted(r.flash_int8 for r in records)
     assert [shape.x0 for shape in figure.layout.shapes] == [100]  # the budget, dashed
+
+
+def test_a_search_under_device_budgets_is_a_study_of_its_own():
+    from nas.search.command import default_study_name
+    assert default_study_name("mnist", Budgets(8000)) == "mnist-b8000"  # as before
+    assert default_study_name("mnist", Budgets(8000, ram=12_000, flash=6000)) == "mnist-b8000-ram12000-flash6000"
+    assert default_study_name("mnist", Budgets(8000, 800_000, 12_000, 6000)) == "mnist-b8000-macs800000-ram12000-flash6000"

@@ -384,7 +384,8 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
 
 
 def default_study_name(space: str, budgets: Budgets) -> str:
-    """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another study)."""
+    """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another
+    study)."""
     device = [f"-{name}{value}" for name, value in (("macs", budgets.macs), ("ram", budgets.ram),
                                                       ("flash", budgets.flash)) if value is not None]
     return f"{space}-b{budgets.params}" + "".join(device)

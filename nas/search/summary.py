@@ -23,7 +23,8 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])
     # peak RAM and flash in bytes at int8 ('-' for trials of studies made before they were recorded)
-    lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'RAM B':>7} {'flash B':>7} {'val acc':>8} {'epochs':>6}  code")
+    lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'RAM B':>7} {'flash B':>7} {'val acc':>8} "
+                 f"{'epochs':>6}  code")
     for r in complete:
         ram, flash = (f"{x:,}" if x is not None else "-" for x in (r.ram_int8, r.flash_int8))
         lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {ram:>7} {flash:>7} {r.value:>7.2f}% "
