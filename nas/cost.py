@@ -152,7 +152,12 @@ def peak_ram(spec: Spec | Arch, value_bytes: int = INT8) -> int:
     the largest input + output pair of any buffered layer (`layers`). In a sequential network each layer reads
     its input buffer and writes its output buffer while both are live; every earlier buffer can be freed.
     Weights (in flash) and a kernel's scratch space (im2col, runtime-specific) are not counted."""
-    return max(layer.inputs + layer.outputs for layer in layers(spec)) * value_bytes
+    return _peak_values(_walk(spec)) * value_bytes
+
+
+def _peak_values(walked: list) -> int:
+    return max(_numel(shape_in) + _numel(shape_out) for m, shape_in, shape_out, _ in walked
+               if isinstance(m, BUFFERED))
 
 
 def flash_int8(spec: Spec | Arch) -> int:
@@ -162,8 +167,12 @@ def flash_int8(spec: Spec | Arch) -> int:
     int8 zero point per output channel of its weights (per-channel quantisation), and a float32 scale and int8
     zero point per activation tensor: the input, each buffered layer's output and each activation function's
     output but ReLU's (fused into the conv before it). The exported file is larger (graph, names, metadata)."""
+    return _flash(_walk(spec))
+
+
+def _flash(walked: list) -> int:
     total = ACTIVATION_QPARAMS  # the input image's
-    for m, _, _, after in _walk(spec):
+    for m, _, _, after in walked:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             channels = m.weight.shape[0]
             biased = m.bias is not None or isinstance(after, nn.BatchNorm2d)
@@ -181,8 +190,12 @@ def spec_macs(spec: Spec | Arch) -> int:
     inputs per group x kernel area), linear layers (in x out), batch norms (2 per value: scale and shift), GAP
     (1 per input value); fvcore counts no pooling by max and no activation. tests/test_costs.py holds it to
     count_macs."""
+    return _macs(_walk(spec))
+
+
+def _macs(walked: list) -> int:
     total = 0
-    for m, shape_in, shape_out, _ in _walk(spec):
+    for m, shape_in, shape_out, _ in walked:
         if isinstance(m, nn.Conv2d):
             total += _numel(shape_out) * m.weight.shape[1] * m.weight.shape[2] * m.weight.shape[3]
         elif isinstance(m, nn.Linear):
@@ -229,9 +242,11 @@ def costs(spec: Spec, module: nn.Module | None = None) -> Costs:
 def spec_costs(spec: Spec | Arch) -> Costs:
     """The same costs without building weights or tracing: the parameters on the meta device (spec_params), the
     MACs from the layer sequence (spec_macs); a few milliseconds, for the sampler's screen and the smallest-model
-    check. Equal to costs(spec) (tests/test_costs.py)."""
-    ram = peak_ram(spec, INT8)
-    return Costs(spec_params(spec), spec_macs(spec), ram, ram // INT8 * FLOAT32, flash_int8(spec))
+    check. Equal to costs(spec) (tests/test_costs.py). One walk of the layer sequence serves every cost."""
+    walked = _walk(spec)
+    params = sum(p.numel() for m, *_ in walked for p in m.parameters())  # spec_params: the same meta modules
+    peak = _peak_values(walked)
+    return Costs(params, _macs(walked), peak * INT8, peak * FLOAT32, _flash(walked))
 
 
 # budget name -> (the flag that sets it, the cost it limits, the unit it is said in)
@@ -301,10 +316,13 @@ def check_budgets(budgets: Budgets, lowest: Iterable[Spec], what: str) -> None:
     """Refuse (UsageError, one line) a budget that not even the smallest of `lowest` fits, each budget on its own:
     for a space (`what`: "space mnist"), its lowest specs (Space.lowest_specs: each numeric choice at its low end,
     for every combination of the categorical ones)."""
-    smallest = [spec_costs(spec) for spec in lowest]
-    for name, allowed in budgets.allowed().items():
+    specs = list(lowest)
+    allowed_costs = budgets.allowed()
+    # the parameter budget alone (most searches): the parameter count alone, a third of the time
+    smallest = [spec_costs(spec) for spec in specs] if set(allowed_costs) - {"params"} else None
+    for name, allowed in allowed_costs.items():
         flag, cost, unit = BUDGETS[name]
-        least = min(getattr(c, cost) for c in smallest)
+        least = min(spec_params(s) for s in specs) if smallest is None else min(getattr(c, cost) for c in smallest)
         if least > allowed:
             given = budgets.params if name == "params" else allowed
             raise UsageError(f"{flag} {given:,} is below the smallest model {what} can build ({least:,} {unit})")
