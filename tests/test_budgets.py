@@ -131,3 +131,17 @@ def test_a_search_under_device_budgets_is_a_study_of_its_own():
     assert default_study_name("mnist", Budgets(8000)) == "mnist-b8000"  # as before
     assert default_study_name("mnist", Budgets(8000, ram=12_000, flash=6000)) == "mnist-b8000-ram12000-flash6000"
     assert default_study_name("mnist", Budgets(8000, 800_000, 12_000, 6000)) == "mnist-b8000-macs800000-ram12000-flash6000"
+
+
+def test_warm_starts_fit_the_device_budgets_too():
+    """A reference over a device budget is narrowed until it fits them all; a named file over one is refused."""
+    from nas.search.warm_start import warm_starts
+    space = load_space("mnist")
+    budgets = Budgets(8000, ram=12_000, flash=6000)
+    [(name, params, _)] = warm_starts(space, budgets, [])
+    assert name.startswith("4_final at widths x")
+    cost = costs(space.spec_from_params(params))
+    assert cost.ram_int8 <= 12_000 and cost.flash_int8 <= 6000 and cost.params < 8000
+    assert [n for n, _, _ in warm_starts(space, 8000, [])] == ["4_final"]  # the parameter budget alone: as before
+    with pytest.raises(UsageError, match="reference/4_final: 14,624 bytes of peak RAM at int8 > 12,000"):
+        warm_starts(space, budgets, ["reference/4_final"], references=False)

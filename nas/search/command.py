@@ -285,7 +285,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     full = Fidelity(args.epochs, train_images)
     asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
     cheap = ladder(full, asked)[:-1]
-    starts = warm_starts(space, args.budget, args.warm_start or [], references=not args.no_warm_start)
+    starts = warm_starts(space, _budgets(args), args.warm_start or [], references=not args.no_warm_start)
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
