@@ -38,6 +38,7 @@ SHAPES = {  # one of each shape the formula must get right
     "flatten_linear head": arch(((4,), (8,)), head="flatten_linear"),
     "an expanding 1x1 after a wide map": arch(((2, 32),), (("conv3", "conv1"),)),
     "three-channel 32 px input": arch(((6,),), in_channels=3, input_size=32, num_classes=100),
+    "PReLU (not in place: a buffer of its own)": arch(((4, 8),), (("sep3", "conv3"),), activation="prelu"),
 }
 BUNDLED = {p.stem: load_spec(p) for p in reference_files()} | {f"found/{n}": load_spec(f"found/{n}")
                                                                 for n in ("b8000", "b4000", "b2000")}
