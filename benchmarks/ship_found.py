@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from nas.cli import run_script
+from nas.cost import costs
 from nas.errors import UsageError
 from nas.files import write_json
 from nas.store.record import TrialRecord, read_settings, read_trials, trained_per_fidelity
@@ -75,6 +76,7 @@ def main() -> None:
         "spec": spec.to_dict(),
         "params": metrics["params"],
         "macs": metrics["macs"],
+        **{key: costs(spec).to_dict()[key] for key in ("ram_int8", "ram_float32", "flash_int8")},
         "retrain": {k: metrics[k] for k in ("seeds", "epochs", "test_acc", "mean", "std", "min", "max",
                                             "train_images", "test_images", "device", "wall_seconds")},
         "search": {

@@ -180,6 +180,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def size(text: str) -> int:
+    """A positive count or size: 20000, 20k, 1.5M, 64KB, 1MiB (nas.cost.parse_size)."""
+    from .cost import parse_size  # torch: imported only by the commands that take a size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_device_args(parser: argparse.ArgumentParser, doing: str = "train") -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help=f"where to {doing} (auto: CUDA if available)")

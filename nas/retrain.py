@@ -20,7 +20,7 @@ import torch
 from .bundled import find_spec, in_package
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
 from .cli import add_device_args, positive_int, run_command
-from .cost import check_buildable, count_macs, count_params
+from .cost import FLOAT32, INT8, check_buildable, count_macs, count_params, flash_int8, peak_ram
 from .data import check_fits, load_train_test, resolve_data_dir
 from .device import describe, resolve_device
 from .errors import ExportCheckError, UsageError
@@ -195,7 +195,10 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     wall = time.perf_counter() - start  # training, per-epoch evaluation, checkpoints and export
     metrics = {
         "spec_file": str(spec_path), "code": spec.code, "spec": spec.to_dict(),
-        "params": params, "macs": macs, "seeds": [r["seed"] for r in rows], "epochs": epochs,
+        "params": params, "macs": macs,
+        # the device costs (nas.cost), bytes; the exported int8 file's measured size belongs beside flash_int8
+        "ram_int8": peak_ram(spec, INT8), "ram_float32": peak_ram(spec, FLOAT32), "flash_int8": flash_int8(spec),
+        "seeds": [r["seed"] for r in rows], "epochs": epochs,
         "test_acc": accs, **stats, "best_seed": best_seed,
         "train_images": len(data.train), "test_images": len(data.held_out),
         "per_seed": rows, "device": where, "wall_seconds": round(wall, 1),
@@ -208,7 +211,8 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
             stale.unlink()
 
     print(table(rows))
-    print(f"{spec.code}: {params:,} params, {macs:,} MACs")
+    print(f"{spec.code}: {params:,} params, {macs:,} MACs, peak RAM {metrics['ram_int8']:,} B at int8 "
+          f"({metrics['ram_float32']:,} B at float32), flash {metrics['flash_int8']:,} B at int8")
     print(f"test accuracy, final epoch of {epochs}, {len(accs)} seed(s), {len(data.train):,} training images: "
           f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %")
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")

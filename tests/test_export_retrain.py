@@ -14,6 +14,7 @@ import torch
 
 from conftest import ROOT, SHARED_BUDGET, SHARED_STUDY, one_line_error, tree_hashes
 from nas import build, count_macs, count_params, load_spec
+from nas.cost import costs
 from nas.bundled import found_files, reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
@@ -96,6 +97,10 @@ def test_retrain_writes_checkpoints_and_metrics(retrained):
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["params"] == params and metrics["macs"] == macs
+    device = costs(spec)  # peak RAM and flash beside them
+    assert (metrics["ram_int8"], metrics["ram_float32"], metrics["flash_int8"]) == (
+        device.ram_int8, device.ram_float32, device.flash_int8)
+    assert f"peak RAM {device.ram_int8:,} B at int8" in result.stdout
     assert metrics["seeds"] == [0, 1] and metrics["epochs"] == 1 and len(metrics["test_acc"]) == 2
     assert metrics["mean"] == pytest.approx(np.mean(metrics["test_acc"]))
     assert metrics["std"] == pytest.approx(np.std(metrics["test_acc"], ddof=1))

@@ -244,7 +244,7 @@ def test_report_page_is_one_self_contained_file(crafted, tmp_path):
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
     assert not any("src" in attrs for attrs, _ in scripts) and "<link" not in page  # nothing to fetch
     assert len([body for _, body in scripts if len(body) > 1_000_000]) == 1  # plotly.js, embedded once
-    assert page.count('class="plotly-graph-div"') == 9 and "not drawn" not in page
+    assert page.count('class="plotly-graph-div"') == 11 and "not drawn" not in page
     n = {k: list(_kinds(crafted).values()).count(k) for k in Outcome}
     assert (f"{n[Outcome.COMPLETE]} complete, {n[Outcome.PRUNED]} pruned, 2 screened, {n[Outcome.REJECTED]} rejected, "
             "1 diverged, 1 failed, 1 interrupted, 1 running") in page

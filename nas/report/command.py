@@ -26,7 +26,7 @@ from ..cli import add_study_args
 from ..errors import DiskFull, UsageError, disk_full, first_line
 from ..files import check_replaceable, write_text
 from ..progress import format_duration
-from ..store.record import Outcome, Reevaluation, TrialRecord, read_settings, read_trial
+from ..store.record import Outcome, Reevaluation, StudySettings, TrialRecord, read_settings, read_trial
 from ..store.storage import load_study, output_dir, studies_dir
 from ..store.winner import select_winner
 
@@ -75,8 +75,11 @@ def _guard(title: str, caption: str, make: Callable[[], go.Figure], needs: str |
         return Section(title, caption, note=f"not drawn: {first_line(exc)}")
 
 
-def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list[Section]:
+def sections(trials: Trials, budget: int | None, now: datetime.datetime,
+             limits: dict[str, int | None] | None = None) -> list[Section]:
+    """`limits`: the study's device budgets (StudySettings.DEVICE_BUDGETS: max_macs, max_ram, max_flash)."""
     records, complete = trials.records, trials.complete
+    limits = limits or {}
     n_complete = len(complete.numbers)
     none_complete = "no trial has completed yet: nothing to draw" if not n_complete else None
     few = none_complete or ("needs at least 2 completed trials" if n_complete < 2 else None)
@@ -103,7 +106,15 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
                lambda: figures.tradeoff_figure(records, "params", "parameters (fvcore count)", budget), no_size),
         _guard("Validation accuracy versus MACs",
                "The same candidates against multiply-accumulates per image (fvcore); the front is the MACs front.",
-               lambda: figures.tradeoff_figure(records, "macs", "MACs per image (fvcore)", None), no_size),
+               lambda: figures.tradeoff_figure(records, "macs", "MACs per image (fvcore)", limits.get("max_macs")),
+               no_size),
+        *(_guard(f"Validation accuracy versus {title.split(' (')[0]}",
+                 "The same candidates against the device cost computed from each one's layer sequence before any "
+                 "training (trials of studies made before it was recorded: from their spec); the front is this "
+                 "cost's front. Dashed: its budget, where the study has one (a model may need as much, no more).",
+                 lambda cost=cost, title=title, limit=limit: figures.device_cost_figure(
+                     records, cost, title, limits.get(limit)), no_size)
+          for cost, title, limit in figures.DEVICE_COSTS),
         _guard("Optimization history",
                "Final-epoch validation accuracy of each complete trial, and the best so far, by trial number. "
                "Rejected candidates are left out (they never trained); their numbers are gaps on the axis.",
@@ -158,6 +169,9 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
         epochs = f"{epochs}, on {settings['train_images']:,} training images"
     rows = [("study", html.escape(name)), ("search space", html.escape(str(settings.get("space", "?")))),
             ("budget", f"fewer than {settings['budget']:,} parameters" if "budget" in settings else "?"),
+            *[(what, f"at most {settings[key]:,}{unit}") for key, what, unit in (
+                ("max_macs", "MACs budget", " MACs"), ("max_ram", "peak RAM budget", " bytes at int8"),
+                ("max_flash", "flash budget", " bytes at int8")) if settings.get(key) is not None],
             ("epochs of a full training", html.escape(str(epochs))),
             ("cheap rungs", " → ".join(f"{e} x {n:,}" for e, n in settings["rungs"]) + " (epochs x images), "
                             "then the full training" if settings.get("rungs") else "none (full fidelity only)"),
@@ -203,13 +217,15 @@ def top_table_html(trials: Trials, top: int = TOP_TRIALS) -> str:
     if not best:
         return "<p>No complete trials yet.</p>"
     rows = []
-    for rank, r in enumerate(best, 1):
+    for rank, r in enumerate(figures.with_device_costs(best), 1):
         per_epoch = f"{r.seconds_per_epoch:.1f}" if r.seconds_per_epoch is not None else "-"
+        ram, flash = (f"{x:,}" if x is not None else "-" for x in (r.ram_int8, r.flash_int8))
         rows.append(f"<tr><td>{rank}</td><td>{r.number}</td><td>{r.value:.2f}</td><td>{r.params or 0:,}</td>"
-                    f"<td>{r.macs or 0:,}</td><td>{len(r.curve)}</td><td>{per_epoch}</td>"
+                    f"<td>{r.macs or 0:,}</td><td>{ram}</td><td>{flash}</td><td>{len(r.curve)}</td><td>{per_epoch}</td>"
                     f"<td><code>{html.escape(r.code or '?')}</code></td></tr>")
     return ('<table class="top"><tr><th>#</th><th>trial</th><th>val acc (%)</th><th>parameters</th>'
-            '<th>MACs</th><th>epochs</th><th>s / epoch</th><th>code</th></tr>' + "".join(rows) + "</table>")
+            '<th>MACs</th><th>peak RAM (B, int8)</th><th>flash (B, int8)</th><th>epochs</th><th>s / epoch</th>'
+            '<th>code</th></tr>' + "".join(rows) + "</table>")
 
 
 # ---------------------------------------------------------------- the page
@@ -243,7 +259,8 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> s
     settings = read_settings(study)
     trials = Trials.read(study)
     parts, plotly_js = [], True
-    for s in sections(trials, settings.get("budget"), now) if trials.records else []:
+    limits = {key: settings.get(key) for key in StudySettings.DEVICE_BUDGETS}
+    for s in sections(trials, settings.get("budget"), now, limits) if trials.records else []:
         key = re.sub(r"[^a-z]+", "-", s.title.lower()).strip("-")  # stable ids: links, diffs
         parts.append(f'<section id="{key}"><h2>{html.escape(s.title)}</h2>'
                      f'<p class="caption">{html.escape(s.caption)}</p>')

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import datetime
 import math
+from dataclasses import replace
 
 import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..cost import FLOAT32, INT8, flash_int8, peak_ram
+from ..errors import SpecError
+from ..spec import Spec
 from ..store.record import Outcome, TrialRecord
 
 COLORS = {Outcome.COMPLETE: "#1f77b4", Outcome.PRUNED: "#8c8c8c", Outcome.REJECTED: "#d62728",
@@ -111,7 +115,8 @@ def pareto_front(points: list[tuple[float, float, int]]) -> list[tuple[float, fl
 
 
 def tradeoff_figure(records: list[TrialRecord], cost: str, cost_title: str, budget: int | None) -> go.Figure:
-    """Validation accuracy versus a cost (`params` or `macs` of the records) for every candidate.
+    """Validation accuracy versus a cost (`params`, `macs`, `ram_int8`, `flash_int8` of the records) for every
+    candidate.
 
     Candidates without an accuracy (rejected by the gate, diverged, failed, or not yet through an
     epoch) sit at their measured cost in a lane below, so none is hidden.
@@ -174,6 +179,33 @@ def tradeoff_figure(records: list[TrialRecord], cost: str, cost_title: str, budg
     fig.update_xaxes(title_text=cost_title, row=rows, col=1)
     fig.update_layout(height=560 + 22 * lanes, legend=dict(orientation="h", y=-0.2), margin=dict(t=40))
     return fig
+
+
+# the device costs drawn against accuracy: (the record's field, the axis title, the study setting of its budget)
+DEVICE_COSTS = (("ram_int8", "peak RAM of one inference at int8 (bytes)", "max_ram"),
+                ("flash_int8", "flash of the int8 model (bytes)", "max_flash"))
+
+
+def with_device_costs(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The records, those of trials made before device costs were recorded given theirs, computed from their spec
+    (the formulas the gate uses: nas.cost), so that a continued older study shows every trial."""
+    filled = []
+    for r in records:
+        if r.ram_int8 is None and r.spec is not None:
+            try:
+                spec = Spec.from_dict(r.spec)
+                r = replace(r, ram_int8=peak_ram(spec, INT8), ram_float32=peak_ram(spec, FLOAT32),
+                            flash_int8=flash_int8(spec))
+            except (SpecError, TypeError):  # a spec this version cannot read: drawn nowhere, as one without a count
+                pass
+        filled.append(r)
+    return filled
+
+
+def device_cost_figure(records: list[TrialRecord], cost: str, cost_title: str, limit: int | None) -> go.Figure:
+    """Validation accuracy versus peak RAM or flash (`cost`: a field of DEVICE_COSTS) for every candidate, rejected
+    ones in the lane below, with the Pareto front of the complete ones and the budget (`limit`, a maximum) if any."""
+    return tradeoff_figure(with_device_costs(records), cost, cost_title, limit)
 
 
 def rungs_figure(records: list[TrialRecord]) -> go.Figure:

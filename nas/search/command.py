@@ -1,6 +1,7 @@
-"""`nas search --budget 8000`: search a space for the most accurate network under a parameter budget.
+"""`nas search --budget 8000`: search a space for the most accurate network under a parameter budget (and,
+with --max-macs, --max-ram and --max-flash, under a device's budgets).
 
-trial -> spec (space.sample) -> module (build) -> fvcore count -> gate -> train (per-epoch
+trial -> spec (space.sample) -> module (build) -> costs -> gate -> train (per-epoch
 validation accuracy, pruning) -> trial record; the trial's value is the final-epoch validation accuracy.
 `--jobs N` runs N worker processes on one study; the same command with the same `--storage` on
 another machine joins it.
@@ -22,13 +23,12 @@ import optuna
 import torch
 
 from ..bundled import DEFAULT_SPACE
-from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int
-from ..cost import count_params
+from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int, size
+from ..cost import Budgets, check_budgets
 from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
 from ..device import describe, resolve_device, usable_cores
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
-from ..model import build
 from ..progress import format_duration
 from ..report.command import write_report
 from ..retrain import METRICS_FILE, retrain
@@ -51,6 +51,12 @@ METRIC_NAME = "validation accuracy (%)"  # a trial's value
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
+    for flag, what in (("--max-macs", "multiply-accumulates per image (fvcore's count)"),
+                       ("--max-ram", "bytes of peak activation RAM of one inference at int8"),
+                       ("--max-flash", "bytes of the int8 model's weights, biases and quantisation parameters")):
+        p.add_argument(flag, type=size, metavar="SIZE",
+                       help=f"at most this many {what}; a candidate above is rejected before any training. 20000, "
+                            "20k, 1.5M, 64KB (k, M, G, KB, MB: 1000s), 1MiB (KiB, MiB, GiB: 1024s); combinable")
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
                         "mnist_tiny: see nas list)")
@@ -96,6 +102,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_settings(study_name: str, stored: dict, settings: StudySettings, space_changed: bool = False) -> None:
     """Refuse to continue a study with settings that would make its trials incomparable (another content
     of its space only with `space_changed`: --space-changed)."""
+    for key in StudySettings.DEVICE_BUDGETS:  # None (no such budget) counts: studies made before have none
+        if stored and stored.get(key) != getattr(settings, key):
+            flag = key.replace("_", "-")
+            said = lambda value: "none" if value is None else f"{value:,}"  # noqa: E731
+            raise UsageError(f"study {study_name!r} was run with --{flag} {said(stored.get(key))}, not "
+                             f"{said(getattr(settings, key))}: pick another --study, or continue it with the same "
+                             "budgets")
     for key, value in vars(settings).items():
         if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
             continue
@@ -142,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta, finalists=args.finalists,
-              finalist_seeds=args.finalist_seeds)
+              finalist_seeds=args.finalist_seeds, max_macs=args.max_macs, max_ram=args.max_ram,
+              max_flash=args.max_flash)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -254,11 +268,8 @@ def _plan(args: argparse.Namespace) -> Plan:
                          f"worker process needs a core of its own (and about 850 MB of memory); use --jobs {cores} "
                          "or fewer")
     space = load_space(args.space)
-    smallest = min(count_params(build(spec)) for spec in space.lowest_specs())
-    if args.budget <= smallest:
-        raise UsageError(f"--budget {args.budget:,} is below the smallest model space {space.name} can build "
-                         f"({smallest:,} parameters)")
-    study_name = check_study_name(args.study or f"{space.name}-b{args.budget}")
+    check_budgets(_budgets(args), space.lowest_specs(), f"space {space.name}")
+    study_name = check_study_name(args.study or default_study_name(space.name, _budgets(args)))
     root = studies_dir(args.studies_dir)
     device = resolve_device(args.device)
     data_dir = resolve_data_dir(args.data_dir)
@@ -274,7 +285,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     full = Fidelity(args.epochs, train_images)
     asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
     cheap = ladder(full, asked)[:-1]
-    starts = warm_starts(space, args.budget, args.warm_start or [], references=not args.no_warm_start)
+    starts = warm_starts(space, _budgets(args), args.warm_start or [], references=not args.no_warm_start)
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
@@ -301,7 +312,8 @@ def _open_study(plan: Plan, args: argparse.Namespace
     settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=stored_space_file(plan.space.path),
                              epochs=args.epochs, train_images=plan.full.train_images,
                              rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
-                             finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash)
+                             finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash,
+                             max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash)
     check_settings(plan.study_name, stored, settings, args.space_changed)
     # a study made before space_hash was recorded: accepted, and its hash recorded from now on
     space_before = (str(stored.get("space_file", "its earlier file"))
@@ -326,7 +338,7 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
     lines = [
         f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
         + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
-        f"budget < {args.budget:,} parameters, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
+        f"budget {_budgets(args)}, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
         f"device {describe(plan.device)}",
         f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
         f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
@@ -369,6 +381,18 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
                    overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir)
+
+
+def default_study_name(space: str, budgets: Budgets) -> str:
+    """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another
+    study)."""
+    device = [f"-{name}{value}" for name, value in (("macs", budgets.macs), ("ram", budgets.ram),
+                                                      ("flash", budgets.flash)) if value is not None]
+    return f"{space}-b{budgets.params}" + "".join(device)
+
+
+def _budgets(args: argparse.Namespace) -> Budgets:
+    return Budgets(args.budget, args.max_macs, args.max_ram, args.max_flash)
 
 
 def _check_writable(out: Path) -> None:

@@ -1,8 +1,9 @@
-"""One trial's work: sample a spec, count it, gate it on the budget, climb the cheap rungs, train it at
+"""One trial's work: sample a spec, count it, gate it on the budgets, climb the cheap rungs, train it at
 full fidelity; and the live progress line of a worker.
 
-trial -> spec (space.sample) -> module (build) -> fvcore count -> gate -> train (per-epoch validation
-accuracy, pruning) -> trial record; the trial's value is the full training's final-epoch accuracy.
+trial -> spec (space.sample) -> module (build) -> costs (params, MACs, peak RAM, flash) -> gate -> train
+(per-epoch validation accuracy, pruning) -> trial record; the trial's value is the full training's final-epoch
+accuracy.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Callable
 
 import optuna
 
-from ..cost import count_macs, count_params
+from ..cost import Budgets, constraints, costs, over_budget, spec_costs
 from ..data import Splits
 from ..errors import StorageError
 from ..fidelity import Fidelity
@@ -22,8 +23,8 @@ from ..model import build
 from ..progress import KEEP, Fields, StatusLine, format_duration, format_left
 from ..space import Space
 from ..store.heartbeat import beating
-from ..store.record import (Outcome, RungScore, record_candidate, record_epochs, record_fidelity, record_outcome,
-                            record_rungs)
+from ..store.record import (Outcome, RungScore, record_candidate, record_costs, record_epochs, record_fidelity,
+                            record_outcome, record_overruns, record_rungs)
 from ..store.storage import with_retry
 from ..train import EpochResult, TrainResult, train
 
@@ -150,7 +151,7 @@ class Progress:
             self.line.show(fields, final)
 
 
-def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: int, progress: Progress,
+def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: int, seed: int, progress: Progress,
                    trainer: Trainer = train, in_flight: set[int] | None = None,
                    cheap_rungs: tuple[Fidelity, ...] = ()) -> Callable[[optuna.Trial], float]:
     """The objective: sample, count, gate, climb the cheap rungs, then train at full fidelity with
@@ -158,8 +159,10 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
 
     `cheap_rungs` (cheapest first; nas.fidelity.ladder) each train the candidate afresh on the first
     images of `data.train`; the study's pruner decides after each whether it goes on.
-    `in_flight` collects the numbers of the trials this process is running (for heal()).
+    `in_flight` collects the numbers of the trials this process is running (for heal()). `budget`: the
+    parameter budget alone, or every budget (nas.cost.Budgets); a candidate over any is rejected untrained.
     """
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     full = Fidelity(epochs, len(data.train))
     climb = (*cheap_rungs, full)
     rung_data = [Splits(data.train.first(r.train_images), data.held_out) for r in cheap_rungs]
@@ -188,15 +191,19 @@ def make_objective(space: Space, data: Splits, budget: int, epochs: int, seed: i
     def _evaluate(trial: optuna.Trial) -> float:
         spec = space.sample(trial)
         module = build(spec)
-        params = count_params(module)
-        record_candidate(trial, spec, params, count_macs(module), climb[0], climb if cheap_rungs else ())
-        # feasible when <= 0, i.e. params < budget; the sampler learns from the violation's size
-        trial.set_constraint("params", params - budget + 1)
-        if params >= budget:
+        cost = costs(spec, module)
+        params = cost.params
+        record_candidate(trial, spec, params, cost.macs, climb[0], climb if cheap_rungs else ())
+        record_costs(trial, cost)
+        # one constraint per active budget, params first: feasible when <= 0; the sampler learns from their sizes
+        for name, value in constraints(cost, budgets).items():
+            trial.set_constraint(name, value)
+        if overruns := over_budget(cost, budgets):
+            record_overruns(trial, overruns)
             record_outcome(trial, Outcome.REJECTED)
-            progress.show([(KEEP, f" trial {trial.number} rejected"), (PARAMS, f": {params:,} params >= {budget:,}")],
-                          final=True)
-            raise optuna.TrialPruned(f"{params} parameters >= budget {budget}")
+            said = "; ".join(map(str, overruns))
+            progress.show([(KEEP, f" trial {trial.number} rejected"), (PARAMS, f": {said}")], final=True)
+            raise optuna.TrialPruned(said)
 
         epoch_seconds: list[float] = []
         last = [time.perf_counter()]
@@ -266,9 +273,13 @@ def _quietly(call: Callable[[], None]) -> None:
         log.debug("a best-effort storage write failed", exc_info=True)
 
 
-def budget_screen(space: Space, budget: int) -> Callable[[dict], bool | None]:
-    """For the sampler: does this parameter set fit the budget? (None: cannot tell)."""
+def budget_screen(space: Space, budget: int | Budgets) -> Callable[[dict], bool | None]:
+    """For the sampler: does this parameter set fit every budget? (None: cannot tell). Counted from the spec
+    alone (milliseconds), to the same values as the gate's (tests/test_costs.py)."""
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
+
     def fits(params: dict) -> bool | None:
         spec = space.spec_from_params(params)
-        return None if spec is None else count_params(build(spec)) < budget
+        return None if spec is None else not over_budget(spec_costs(spec), budgets)
     return fits
+

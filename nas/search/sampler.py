@@ -1,9 +1,10 @@
 """A TPE sampler that does not waste trials on candidates the budget gate would reject.
 
-The parameter count is a known, cheap function of the sampled parameters, so there is no need to
-learn it from rejections alone: each joint (relative) proposal of TPE is screened with the gate's own
-fvcore count, and redrawn a few times if it would not fit. The gate in the objective still decides and
-records every over-budget candidate that gets through (random start-up trials, exhausted redraws).
+Every cost the gate checks (parameters, MACs, peak RAM, flash) is a known, cheap function of the sampled
+parameters, so there is no need to learn it from rejections alone: each joint (relative) proposal of TPE
+is screened with the gate's own counts (nas.cost.spec_costs), and redrawn a few times if it would not
+fit. The gate in the objective still decides and records every over-budget candidate that gets through
+(random start-up trials, exhausted redraws).
 """
 
 from __future__ import annotations

@@ -3,8 +3,11 @@ the best ones, and how many candidates the budget gate rejected before any train
 
 from __future__ import annotations
 
+from collections import Counter
+
 import optuna
 
+from ..cost import BUDGETS
 from ..store.record import Outcome, read_trials, trained_per_fidelity
 
 
@@ -19,9 +22,13 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])
-    lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'val acc':>8} {'epochs':>6}  code")
+    # peak RAM and flash in bytes at int8 ('-' for trials of studies made before they were recorded)
+    lines.append(f"{'trial':>5} {'params':>7} {'MACs':>10} {'RAM B':>7} {'flash B':>7} {'val acc':>8} "
+                 f"{'epochs':>6}  code")
     for r in complete:
-        lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {r.value:>7.2f}% {len(r.curve):>6}  {r.code}")
+        ram, flash = (f"{x:,}" if x is not None else "-" for x in (r.ram_int8, r.flash_int8))
+        lines.append(f"{r.number:>5} {r.params:>7,} {r.macs:>10,} {ram:>7} {flash:>7} {r.value:>7.2f}% "
+                     f"{len(r.curve):>6}  {r.code}")
     return "\n".join(lines)
 
 
@@ -31,6 +38,9 @@ def rejection_report(study: optuna.Study, first: int = 20) -> str:
     text = f"rejected before training: {sum(rejected)} of {len(records)} candidates ({_percent(rejected)})"
     if len(records) > first:
         text += f"; after the first {first}: {_percent(rejected[first:])}"
+    over = Counter(o.budget for r in records for o in r.over_budget)  # a candidate may be over several
+    if over:
+        text += "; over " + ", ".join(f"{name} {over[name]}" for name in BUDGETS if over[name])
     return text
 
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..bundled import reference_files
-from ..cost import check_buildable, count_params
+from ..cost import Budgets, check_buildable, count_params, over_budget, spec_costs
 from ..errors import UsageError
 from ..model import build
 from ..store.record import queued_as, warm_start_of
@@ -27,34 +27,40 @@ from ..spec import Spec, load_spec
 NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 
 
-def warm_starts(space: Space, budget: int, files: list[str], references: bool = True) -> list[tuple[str, dict, dict]]:
-    """(name, parameters, moved) of every design to enqueue: the bundled references that fit the budget
+def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
+                ) -> list[tuple[str, dict, dict]]:
+    """(name, parameters, moved) of every design to enqueue: the bundled references that fit the budget(s)
     and the space, a too-large one narrowed to fit (`narrowed`; the others are skipped), then `files`
     (one that does not fit is refused: UsageError)."""
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
+    budget = budgets.params
     chosen = []
     named = [(str(f), load_spec(f), True) for f in files]
     bundled = [(p.stem, load_spec(p), False) for p in reference_files()] if references else []
     for name, spec, required in bundled + named:
         check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
         params = count_params(build(spec))
-        if params >= budget and not required and (narrow := narrowed(spec, space, budget)):
+        over = over_budget(spec_costs(spec), budgets)
+        if over and not required and (narrow := narrowed(spec, space, budgets)):
             spec, factor, params = narrow
             name = f"{name} at widths x{factor:.2f}"
+            over = []
         fit = space.params_for(spec)
-        if params < budget and fit is not None:
+        if not over and fit is not None:
             chosen.append((name, *fit))
         elif required:
             why = (f"{params:,} parameters >= budget {budget:,}" if params >= budget
-                   else f"the space {space.name} cannot draw this design")
+                   else "; ".join(map(str, over)) if over else f"the space {space.name} cannot draw this design")
             raise UsageError(f"--warm-start {name}: {why}")
     return chosen
 
 
-def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float, int] | None:
-    """The widest copy of `spec` under `budget` with every width (blocks, transition, head) scaled by one
+def narrowed(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, float, int] | None:
+    """The widest copy of `spec` under `budget` (the parameters, or every budget) with every width (blocks, transition, head) scaled by one
     factor and moved to the nearest width the space draws, with that factor and its parameter count;
     None if none fits. Its shape (stages, blocks, head) and its training recipe stay the design's own."""
     a = spec.arch
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
 
     def scaled(width: int, key: str, factor: float) -> int:
         return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
@@ -64,9 +70,9 @@ def narrowed(spec: Spec, space: Space, budget: int) -> tuple[Spec, float, int] |
                        transition_width=scaled(a.transition_width, "arch.transition_width", factor),
                        head_width=scaled(a.head_width, "arch.head_width", factor))
         candidate = replace(spec, arch=arch)
-        params = count_params(build(candidate))
-        if params < budget:
-            return candidate, factor, params
+        cost = spec_costs(candidate)  # the gate's counts, from the spec (a few milliseconds)
+        if not over_budget(cost, budgets):
+            return candidate, factor, cost.params
     return None
 
 

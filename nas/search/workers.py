@@ -27,6 +27,7 @@ import numpy as np
 import optuna
 import torch
 
+from ..cost import Budgets
 from ..data import Splits, load_search_data
 from ..device import resolve_device, usable_cores
 from ..errors import DataError, SpaceError, SpecError, cause_line, disk_full
@@ -69,6 +70,13 @@ class Job:
     finalists: int = 0  # the finalists' phase (finalist_work, and the search's ETA): how many top trials, with
     finalist_seeds: int = 0  # how many new seeds,
     finalist_share: tuple[tuple[int, int], ...] = ()  # and this worker's (trial, seed) trainings
+    max_macs: int | None = None  # the device budgets (nas.cost.Budgets); None: none
+    max_ram: int | None = None
+    max_flash: int | None = None
+
+    @property
+    def budgets(self) -> Budgets:
+        return Budgets(self.budget, self.max_macs, self.max_ram, self.max_flash)
 
 
 def finalist_trainings(job: Job) -> int:
@@ -111,7 +119,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
         data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
-    study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budget),
+    study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budgets),
                                           seed=sampler_seed(job.seed, len(study.trials), job.index),
                                           multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
@@ -120,7 +128,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     if study.best_trials:
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
     in_flight: set[int] = set()
-    objective = make_objective(space, data, job.budget, job.epochs, job.seed, progress, in_flight=in_flight,
+    objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
                                cheap_rungs=cheap_rungs)
     out = Path(job.out)
 

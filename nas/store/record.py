@@ -1,6 +1,7 @@
 """What a trial and a study store in Optuna's storage: written and read only through this module.
 
-A trial's user attributes hold the candidate (spec, code, fvcore parameters and MACs), the fidelity
+A trial's user attributes hold the candidate (spec, code, fvcore parameters and MACs; peak RAM and flash,
+and the budgets a rejected candidate is over), the fidelity
 it was judged at, the seconds of each epoch and its outcome; a study's user attributes hold the
 settings it was created with. Everything else (the report, export, the summary, tests) reads
 `TrialRecord`s and `StudySettings`, never `user_attrs` directly.
@@ -20,6 +21,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..bundled import spaces
+from ..cost import Costs, Overrun
 from ..fidelity import Fidelity
 from ..space import canonical_space_name
 from ..spec import Spec
@@ -76,6 +78,21 @@ def record_candidate(trial: optuna.Trial, spec: Spec, params: int, macs: int, fi
     trial.set_user_attr("fidelity", fidelity.to_dict())
     if ladder:
         trial.set_user_attr("ladder", [f.to_dict() for f in ladder])
+
+
+def record_costs(trial: optuna.Trial, costs: Costs) -> None:
+    """The device costs, beside record_candidate's parameters and MACs: peak activation RAM at int8 and float32
+    and the int8 model's flash, in bytes (nas.cost). Trials of studies made before have none."""
+    trial.set_user_attr("ram_int8", costs.ram_int8)
+    trial.set_user_attr("ram_float32", costs.ram_float32)
+    trial.set_user_attr("flash_int8", costs.flash_int8)
+
+
+def record_overruns(trial: optuna.Trial, overruns: list[Overrun]) -> None:
+    """The budgets a rejected candidate is over, each with its cost, the most it allowed and the excess.
+    Rejected trials of studies made before have none (they were over the parameter budget)."""
+    trial.set_user_attr("over_budget", [{"budget": o.budget, "cost": o.cost, "allowed": o.allowed, "over": o.over}
+                                        for o in overruns])
 
 
 def record_fidelity(trial: optuna.Trial, fidelity: Fidelity) -> None:
@@ -174,6 +191,10 @@ class TrialRecord:
     worker: Worker | None = None
     retry_of: int | None = None  # the trial whose worker died, whose parameters this one trains again
     warm_start: str | None = None  # the known design (reference or named spec file) this trial was queued as
+    ram_int8: int | None = None  # peak activation RAM of one inference, bytes (nas.cost.peak_ram); None: not recorded
+    ram_float32: int | None = None  # (trials of studies made before device budgets)
+    flash_int8: int | None = None  # bytes of the int8 model (nas.cost.flash_int8)
+    over_budget: tuple[Overrun, ...] = ()  # a rejected candidate's overruns; () before they were recorded
 
     @property
     def accuracy(self) -> tuple[float, int] | None:
@@ -209,7 +230,13 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         curve={int(k) - cheap: float(v) for k, v in sorted(trial.intermediate_values.items()) if k > cheap},
         rungs=tuple(_rung(r) for r in attrs.get("rungs") or ()),
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
-        retry_of=retry_of(trial), warm_start=warm_start_of(trial))
+        retry_of=retry_of(trial), warm_start=warm_start_of(trial),
+        ram_int8=attrs.get("ram_int8"), ram_float32=attrs.get("ram_float32"), flash_int8=attrs.get("flash_int8"),
+        over_budget=tuple(_overrun(o) for o in attrs.get("over_budget") or ()))
+
+
+def _overrun(data: dict[str, Any]) -> Overrun:
+    return Overrun(str(data["budget"]), int(data["cost"]), int(data["allowed"]))
 
 
 def _rung(data: dict[str, Any]) -> RungScore:
@@ -254,10 +281,16 @@ class StudySettings:
     finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
     finalist_seeds: int | None = None  # ... and with how many seeds each
     space_hash: str | None = None  # Space.content_hash of what the space draws; None: not recorded (an older study)
+    max_macs: int | None = None  # the device budgets (--max-macs, --max-ram, --max-flash); None: none, as in
+    max_ram: int | None = None  # every study made before they existed
+    max_flash: int | None = None
 
     # what may differ when a study is continued: how the winner is picked, not how trials are judged
     # (space_hash may change only when asked for: nas search --space-changed)
     CHANGEABLE = ("space_file", "finalists", "finalist_seeds")
+    # compared even where one side is None: a study without a device budget is not continued with one, nor
+    # the other way round
+    DEVICE_BUDGETS = ("max_macs", "max_ram", "max_flash")
 
     @property
     def fidelity(self) -> Fidelity | None:

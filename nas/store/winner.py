@@ -9,10 +9,12 @@ from typing import Any
 
 import optuna
 
+from ..cost import FLOAT32, INT8, flash_int8, peak_ram
 from ..files import write_json
 from ..spec import Spec
 from ..version import provenance
-from .record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_settings, read_trials
+from .record import (Outcome, Reevaluation, StudySettings, TrialRecord, read_reevaluations, read_settings,
+                     read_trials)
 
 
 def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
@@ -52,15 +54,25 @@ def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevalua
         "spec": spec.to_dict(),
         "params": record.params,
         "macs": record.macs,
+        **device_costs(record, spec),
         "val_acc": record.value,
         "epochs": len(record.curve),
         "fidelity": record.fidelity.to_dict() if record.fidelity else None,
         "budget": settings.get("budget"),
+        **{key: settings.get(key) for key in StudySettings.DEVICE_BUDGETS},
         "space": settings.get("space"),
         "selected_by": selected,
         "reevaluation": reevaluation.to_dict() if reevaluation else None,
         **provenance(),
     }
+
+
+def device_costs(record: TrialRecord, spec: Spec) -> dict[str, int]:
+    """The trial's peak RAM (int8, float32) and int8 flash in bytes: as recorded, or, for a trial of a study made
+    before they were, computed from its spec (the same formulas: nas.cost)."""
+    if record.ram_int8 is not None and record.ram_float32 is not None and record.flash_int8 is not None:
+        return {"ram_int8": record.ram_int8, "ram_float32": record.ram_float32, "flash_int8": record.flash_int8}
+    return {"ram_int8": peak_ram(spec, INT8), "ram_float32": peak_ram(spec, FLOAT32), "flash_int8": flash_int8(spec)}
 
 
 def write_best(study: optuna.Study, out: Path) -> dict[str, Any] | None:

@@ -1,0 +1,147 @@
+"""The device budgets: each gate rejects a candidate before any training and records the cost it is over and by
+how much; the sampler gets one constraint per active budget, params first; a study keeps its budgets; records
+of studies made before device costs still load, and best.json and the report give those trials their costs."""
+
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas.cost import Budgets, costs
+from nas.errors import UsageError
+from nas.report.figures import device_cost_figure
+from nas.search.command import check_settings
+from nas.search.objective import Progress, budget_screen, make_objective
+from nas.space import load_space
+from nas.spec import Spec
+from nas.store.record import Outcome, StudySettings, read_settings, read_trial, read_trials
+from nas.store.storage import load_study
+from nas.store.winner import best_record, select_winner
+
+TINY = load_space("mnist_tiny")
+STORED = Path(__file__).resolve().parent / "stored_before"
+UNLIMITED = 10**9
+
+
+def _search(data, budgets: Budgets, trials: int, trainer):
+    progress = Progress(quiet=True, trials=trials, timeout=None, epochs=1)
+    objective = make_objective(TINY, data, budgets, epochs=1, seed=0, progress=progress, trainer=trainer)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: progress.trial_done(t.number, False)])
+    return study
+
+
+@pytest.mark.parametrize("budget, field", [("macs", "macs"), ("ram", "ram_int8"), ("flash", "flash_int8")])
+def test_each_gate_rejects_before_any_training_and_records_the_cost_it_is_over(small_data, budget, field):
+    trained = []
+    study = _search(small_data, Budgets(UNLIMITED, **{budget: 100}), 3, trainer=lambda *a, **k: trained.append(1))
+    assert trained == []  # no epoch ran
+    for trial in study.trials:
+        record = read_trial(trial)
+        expected = costs(Spec.from_dict(record.spec))
+        assert record.outcome == Outcome.REJECTED and trial.state == optuna.trial.TrialState.PRUNED
+        assert (record.params, record.macs, record.ram_int8, record.ram_float32, record.flash_int8) == (
+            expected.params, expected.macs, expected.ram_int8, expected.ram_float32, expected.flash_int8)
+        [overrun] = record.over_budget  # only the budget it is over, with its cost and excess
+        assert (overrun.budget, overrun.cost, overrun.allowed) == (budget, getattr(expected, field), 100)
+        assert overrun.over == getattr(expected, field) - 100
+        assert list(trial.constraints) == ["params", budget]  # one per active budget, params first
+        assert trial.constraints["params"] <= 0 < trial.constraints[budget]
+
+
+def test_a_candidate_over_several_budgets_names_each(small_data):
+    study = _search(small_data, Budgets(10, macs=100, ram=100, flash=100), 1, trainer=None)
+    record = read_trial(study.trials[0])
+    assert [o.budget for o in record.over_budget] == ["params", "macs", "ram", "flash"]
+    assert record.over_budget[0].over == record.params - 9  # params: fewer than the budget fit
+    assert all(v > 0 for v in study.trials[0].constraints.values())
+
+
+def test_a_candidate_within_every_budget_trains_and_carries_all_four_costs(small_data):
+    def trainer(spec, data, *, epochs, seed, on_epoch):
+        from nas.train import train
+        return train(spec, data, epochs=epochs, seed=seed, on_epoch=on_epoch)
+
+    study = _search(small_data, Budgets(UNLIMITED, macs=UNLIMITED, ram=UNLIMITED, flash=UNLIMITED), 1, trainer)
+    [record] = read_trials(study)
+    assert record.outcome == Outcome.COMPLETE and record.over_budget == ()
+    assert None not in (record.params, record.macs, record.ram_int8, record.ram_float32, record.flash_int8)
+    assert list(study.trials[0].constraints) == ["params", "macs", "ram", "flash"]
+    assert all(v <= 0 for v in study.trials[0].constraints.values())
+
+
+def test_the_sampler_screen_holds_every_budget():
+    spec = next(iter(TINY.lowest_specs()))
+    params = TINY.params_for(spec)[0]
+    c = costs(TINY.spec_from_params(params))
+    assert budget_screen(TINY, Budgets(UNLIMITED, ram=c.ram_int8, flash=c.flash_int8, macs=c.macs))(params) is True
+    assert budget_screen(TINY, Budgets(UNLIMITED, ram=c.ram_int8 - 1))(params) is False
+    assert budget_screen(TINY, Budgets(c.params))(params) is False  # params: fewer than the budget
+    assert budget_screen(TINY, Budgets(UNLIMITED))({}) is None
+
+
+def _settings(**budgets) -> StudySettings:
+    return StudySettings(budget=3000, space="mnist_tiny", space_file="bundled:mnist_tiny", epochs=1, **budgets)
+
+
+def test_a_study_is_continued_only_with_its_own_budgets():
+    stored = {"budget": 3000, "space": "mnist_tiny", "max_ram": 8192}
+    check_settings("s", stored, _settings(max_ram=8192))
+    for other, said in ((_settings(), "--max-ram 8,192, not none"), (_settings(max_ram=4096), "not 4,096"),
+                        (_settings(max_ram=8192, max_flash=4000), "--max-flash none, not 4,000")):
+        with pytest.raises(UsageError, match=said):
+            check_settings("s", stored, other)
+
+
+def test_a_study_made_before_device_budgets_has_none(tmp_path):
+    shutil.copy(STORED / "before-split.db", tmp_path)
+    study = load_study("before-split", None, tmp_path)
+    stored = read_settings(study)
+    assert not set(StudySettings.DEVICE_BUDGETS) & set(stored)
+    same = {k: stored[k] for k in ("budget", "space", "space_file", "epochs")}
+    check_settings("before-split", stored, StudySettings(**same))  # continued as before: no device budget
+    with pytest.raises(UsageError, match="--max-ram none, not 4,096"):
+        check_settings("before-split", stored, StudySettings(**same, max_ram=4096))
+    # its trials load without device costs; best.json and the report compute them from the spec
+    records = read_trials(study)
+    assert all(r.ram_int8 is None and r.flash_int8 is None and r.over_budget == () for r in records)
+    winner, reevaluation = select_winner(study)
+    best = best_record(winner, study, reevaluation)
+    expected = costs(Spec.from_dict(winner.spec))
+    assert (best["ram_int8"], best["ram_float32"], best["flash_int8"]) == (
+        expected.ram_int8, expected.ram_float32, expected.flash_int8)
+    assert best["max_ram"] is None and best["budget"] == 3000
+    figure = device_cost_figure(records, "ram_int8", "peak RAM", None)
+    drawn = sorted(x for trace in figure.data if trace.name.startswith("complete (") for x in trace.x)
+    assert drawn == sorted(costs(Spec.from_dict(r.spec)).ram_int8 for r in records)
+
+
+def test_the_report_draws_rejected_candidates_at_their_device_cost_beside_the_budget(small_data):
+    study = _search(small_data, Budgets(UNLIMITED, flash=100), 3, trainer=None)
+    records = read_trials(study)
+    figure = device_cost_figure(records, "flash_int8", "flash", 100)
+    [lane] = [trace for trace in figure.data if trace.name.startswith("rejected")]
+    assert sorted(lane.x) == sorted(r.flash_int8 for r in records)
+    assert [shape.x0 for shape in figure.layout.shapes] == [100]  # the budget, dashed
+
+
+def test_a_search_under_device_budgets_is_a_study_of_its_own():
+    from nas.search.command import default_study_name
+    assert default_study_name("mnist", Budgets(8000)) == "mnist-b8000"  # as before
+    assert default_study_name("mnist", Budgets(8000, ram=12_000, flash=6000)) == "mnist-b8000-ram12000-flash6000"
+    assert default_study_name("mnist", Budgets(8000, 800_000, 12_000, 6000)) == "mnist-b8000-macs800000-ram12000-flash6000"
+
+
+def test_warm_starts_fit_the_device_budgets_too():
+    """A reference over a device budget is narrowed until it fits them all; a named file over one is refused."""
+    from nas.search.warm_start import warm_starts
+    space = load_space("mnist")
+    budgets = Budgets(8000, ram=12_000, flash=6000)
+    [(name, params, _)] = warm_starts(space, budgets, [])
+    assert name.startswith("4_final at widths x")
+    cost = costs(space.spec_from_params(params))
+    assert cost.ram_int8 <= 12_000 and cost.flash_int8 <= 6000 and cost.params < 8000
+    assert [n for n, _, _ in warm_starts(space, 8000, [])] == ["4_final"]  # the parameter budget alone: as before
+    with pytest.raises(UsageError, match="reference/4_final: 14,624 bytes of peak RAM at int8 > 12,000"):
+        warm_starts(space, budgets, ["reference/4_final"], references=False)
