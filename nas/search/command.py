@@ -27,6 +27,7 @@ from ..cost import count_params
 from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
 from ..device import describe, resolve_device, usable_cores
 from ..errors import DiskFull, UsageError, cause_line, disk_full
+from ..export import next_command
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
 from ..model import build
 from ..progress import format_duration
@@ -185,6 +186,8 @@ def run(args: argparse.Namespace) -> int:
             study = None
     if study is not None:
         code = _write_outputs(study, plan.out, not args.no_report, code)
+        if code == 0 and not args.retrain and (plan.out / "best.json").is_file():
+            print(next_command(plan.out / "best.json"))  # as nas export and the report say it
     if args.retrain and code == 0:
         # its own handler: the workers' one forwards to processes no longer there
         code = interruptible(lambda: _retrain_winner(args, plan.out))

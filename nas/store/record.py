@@ -224,8 +224,19 @@ def _worker(data: Any) -> Worker | None:
         return None
 
 
-def read_trials(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of the study, read once (one snapshot: counts and figures agree)."""
+def read_trials(study: optuna.Study | str, storage: str | None = None,
+                studies_dir: str | os.PathLike | None = None) -> list[TrialRecord]:
+    """Every trial of the study, read once (one snapshot: counts and figures agree), in trial order.
+
+    `study`: an Optuna study, or a study's name: then it is opened read-only as `nas report` opens it,
+    from `storage` (an Optuna storage URL or a journal file) or else from the studies directory
+    (`studies_dir`, else $NAS_STUDIES_DIR, else ./studies). `nas.read_trials("mnist-b8000")` is the
+    supported way to read a study from Python (Optuna's trials_dataframe needs pandas).
+    """
+    if isinstance(study, str):
+        from .storage import load_study, studies_dir as default_dir  # storage opens; this module only reads
+
+        study = load_study(study, storage, default_dir(None if studies_dir is None else str(studies_dir)))
     return [read_trial(t) for t in study.get_trials(deepcopy=False)]
 
 
@@ -325,7 +336,33 @@ _REEVAL = "reevaluation"  # study attribute "reevaluation:<trial>:<seed>": one k
 # workers on several machines add theirs without overwriting each other's
 
 
-def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float) -> None:
+_REEVAL_RUN = "reevaluation_run"  # "reevaluation_run:<trial>:<seed>": when and where that training ran
+
+
+@dataclass(frozen=True)
+class FinalistRun:
+    """One finalist training: when and where it ran (studies made before this was recorded lack it)."""
+
+    trial: int
+    seed: int
+    val_acc: float  # final-epoch validation accuracy (%)
+    started: datetime.datetime  # naive local time, as Optuna's trial times
+    finished: datetime.datetime
+    host: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished - self.started).total_seconds()
+
+
+def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float,
+                        run: tuple[float, float, str] | None = None) -> None:
+    """One finalist training's result; `run`: (start, end) in seconds since the epoch and the host it ran on.
+    The run is written first, so a stored accuracy always has its run (when given)."""
+    if run is not None:
+        start, end, host = run
+        study.set_user_attr(f"{_REEVAL_RUN}:{trial}:{seed}",
+                            {"started": round(start, 3), "seconds": round(end - start, 3), "host": host})
     study.set_user_attr(f"{_REEVAL}:{trial}:{seed}", val_acc)
 
 
@@ -337,3 +374,24 @@ def read_reevaluations(study: optuna.Study) -> dict[int, Reevaluation]:
             trial, seed = (int(part) for part in rest.split(":"))
             found.setdefault(trial, {})[seed] = float(value)
     return {trial: Reevaluation(trial, accs) for trial, accs in found.items()}
+
+
+def read_finalist_runs(study: optuna.Study) -> list[FinalistRun]:
+    """The finalist trainings that finished, with when and where they ran, in the order they started."""
+    done = read_reevaluations(study)
+    runs = []
+    for key, value in study.user_attrs.items():
+        kind, _, rest = key.partition(":")
+        if kind != _REEVAL_RUN:
+            continue
+        trial, seed = (int(part) for part in rest.split(":"))
+        acc = done.get(trial, Reevaluation(trial, {})).val_accs.get(seed)
+        if acc is None:
+            continue  # its accuracy was never stored: the training was stopped, and will run again
+        try:
+            start = datetime.datetime.fromtimestamp(float(value["started"]))
+            end = start + datetime.timedelta(seconds=float(value["seconds"]))
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            continue
+        runs.append(FinalistRun(trial, seed, acc, start, end, str(value["host"]) if value.get("host") else None))
+    return sorted(runs, key=lambda r: (r.started, r.trial, r.seed))
