@@ -1,4 +1,4 @@
-"""`nas report --study NAME`: write one self-contained HTML page that shows what a search tried,
+"""`nas report --study NAME`: write one HTML page that shows what a search tried,
 what happened to each trial, and how accuracy relates to size and to the sampled choices.
 
 study -> one read of its trials -> `TrialRecord`s and a snapshot of the complete trials -> figures
