@@ -31,8 +31,6 @@ from ..export import next_command
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
 from ..model import build
 from ..progress import format_duration
-from ..report.command import write_report
-from ..retrain import METRICS_FILE, retrain
 from ..space import Space, load_space
 from ..store.credentials import redact
 from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
@@ -224,6 +222,8 @@ def _read_study(plan: Plan, seconds: float | None) -> optuna.Study | None:
 def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> int:
     """best.json and (if `report`) report.html; returns the exit status: `code`, or 4 if the disk is full
     (said in one line on stderr, or on stdout when a worker has said so already)."""
+    from ..report.command import write_report  # plotly and Optuna's figures: only now, not before the header
+
     for name, write in (("best.json", lambda: write_best(study, out)),
                         ("report.html", lambda: write_report(study, out) if report else None)):
         try:
@@ -358,6 +358,8 @@ def _space_changed(plan: Plan, n_before: int, space_before: str) -> str:
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     """The retrain of the study's best.json into `<outputs>/trial<N>_retrain/`: the test set is read only now."""
+    from ..retrain import METRICS_FILE, retrain  # the checkpoint and export code: only when asked for
+
     best = out / "best.json"
     if not best.is_file():
         print("nas search: no trial completed: nothing to retrain", file=sys.stderr)
