@@ -83,10 +83,20 @@ def record_fidelity(trial: optuna.Trial, fidelity: Fidelity) -> None:
     trial.set_user_attr("fidelity", fidelity.to_dict())
 
 
+def rung_attr(k: int) -> str:
+    """The numeric user attribute that holds a trial's score at cheap rung k (1 = the cheapest)."""
+    return f"rung{k}_val_acc"
+
+
 def record_rungs(trial: optuna.Trial, scores: list[RungScore]) -> None:
-    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step)."""
+    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step). The latest
+    is also a number of its own (`rung_attr`): optuna-dashboard's history plot offers numeric user
+    attributes as its target, so one rung's scores can be seen there apart from final accuracies.
+    What the pruner reads (the intermediate values) is not touched here."""
     trial.set_user_attr("rungs", [{**s.fidelity.to_dict(), "val_acc": s.val_acc, "seconds": round(s.seconds, 3)}
                                   for s in scores])
+    if scores:
+        trial.set_user_attr(rung_attr(len(scores)), scores[-1].val_acc)
 
 
 def record_epochs(trial: optuna.Trial, seconds: list[float]) -> None:
