@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 def export_command(study: str, storage: str | None = None) -> str:
     """What to run next where a study's best.json is not written yet: its export (which says what follows)."""
     where = f" --storage {shlex.quote(redact(storage))}" if storage else ""
-    return f"next: nas export --study {shlex.quote(study)}{where}   (writes the winner's spec file, then says what follows)"
+    return (f"next: nas export --study {shlex.quote(study)}{where}\n"
+            "      (writes the winner's spec file, then says what follows)")
 
 
 def next_command(spec_file: Path) -> str:

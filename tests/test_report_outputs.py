@@ -20,7 +20,26 @@ from nas.spec import Spec
 from nas.store.record import (Outcome, read_finalist_runs, read_reevaluations, read_settings, read_trials,
                               record_reevaluation)
 from nas.store.winner import finalists, select_winner
-from test_report import crafted, crafted_db, searched  # noqa: F401 (fixtures)
+from test_report import craft_study
+
+
+@pytest.fixture(scope="module")
+def crafted_db(tmp_path_factory) -> Path:
+    """A study with every outcome (test_report.craft_study), no finalists run."""
+    db = tmp_path_factory.mktemp("crafted") / "crafted.db"
+    craft_study(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def crafted(crafted_db) -> optuna.Study:
+    return optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}")
+
+
+@pytest.fixture(scope="module")
+def searched(shared_copy) -> Path:
+    """The shared study (a real search with 3 finalists x 3 seeds), as the search left its folder."""
+    return shared_copy
 
 
 def _study(folder: Path) -> optuna.Study:
@@ -37,7 +56,7 @@ def test_the_finalists_table_shows_every_seed_and_marks_the_winner(searched):
     table = table[:table.index("</table>")]
     rows = table.split("<tr")[2:]
     assert [int(row.split("<td>")[1].split("<")[0]) for row in rows] == [r.number for r in top]
-    winner, reevaluation = select_winner(study)
+    winner, _ = select_winner(study)
     for r, row in zip(top, rows):
         runs = again[r.number]
         for seed, acc in runs.val_accs.items():

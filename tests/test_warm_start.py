@@ -30,7 +30,7 @@ def test_narrowing_finds_the_widest_factor_that_fits_as_a_scan_of_every_factor_d
     for path in reference_files():
         spec = load_spec(path)
 
-        def scan(budget):
+        def scan(budget, spec=spec):
             def scaled(width, key, factor):
                 return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
             for f in NARROWING_STEPS:

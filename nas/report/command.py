@@ -149,7 +149,8 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime) -> list
                "When each trial ran, coloured by what happened to it. Rejections take about 0.1 s, so they are "
                "drawn as markers at the moment they happened. Light blue: the finalists' trainings with new "
                "seeds, after the search, in their trial's row (one thin lane per seed).",
-               lambda: figures.timeline_figure(records, now, trials.finalist_runs), None if records else "no trials yet"),
+               lambda: figures.timeline_figure(records, now, trials.finalist_runs),
+               None if records else "no trials yet"),
     ]
 
 
@@ -223,7 +224,8 @@ def top_table_html(trials: Trials, top: int = TOP_TRIALS) -> str:
 
 def finalists_html(trials: Trials, settings: dict[str, Any],
                    winner: tuple[TrialRecord, Reevaluation | None] | None) -> str:
-    """The finalists: each one's validation accuracy with every new seed, their mean ± std and min, the winner marked."""
+    """The finalists: each one's validation accuracy with every new seed, their mean ± std and min, the
+    winner marked."""
     count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
     if not count:
         return "<p>Finalists off (<code>--finalists 0</code>): the best single run is the winner.</p>"

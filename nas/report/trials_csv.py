@@ -11,14 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from ..errors import SpecError
 from ..files import atomic_path
 from ..spec import Spec
 from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials
+
+log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "trials.csv"  # beside report.html
 FIELDS = ("number", "outcome", "val_acc", "last_val_acc", "last_epoch", "params", "macs", "code",
@@ -37,8 +41,8 @@ def _spec_fields(spec: dict[str, Any] | None) -> dict[str, Any]:
         return {}
     try:  # the stored form of any version, as today's spec writes it (version 1 upgraded)
         spec = Spec.from_dict(spec).to_dict()
-    except Exception:  # a spec this version cannot read: its fields as stored
-        pass
+    except (SpecError, TypeError, KeyError, ValueError):
+        log.debug("trial spec not readable: its fields as stored", exc_info=True)
     return {f"{part}.{key}": value for part in ("arch", "train") for key, value in (spec.get(part) or {}).items()}
 
 

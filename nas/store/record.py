@@ -89,10 +89,8 @@ def rung_attr(k: int) -> str:
 
 
 def record_rungs(trial: optuna.Trial, scores: list[RungScore]) -> None:
-    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step). The latest
-    is also a number of its own (`rung_attr`): optuna-dashboard's history plot offers numeric user
-    attributes as its target, so one rung's scores can be seen there apart from final accuracies.
-    What the pruner reads (the intermediate values) is not touched here."""
+    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step, which the pruner
+    reads). The latest is also a number of its own (`rung_attr`), a target of optuna-dashboard's history plot."""
     trial.set_user_attr("rungs", [{**s.fidelity.to_dict(), "val_acc": s.val_acc, "seconds": round(s.seconds, 3)}
                                   for s in scores])
     if scores:
@@ -236,13 +234,9 @@ def _worker(data: Any) -> Worker | None:
 
 def read_trials(study: optuna.Study | str, storage: str | None = None,
                 studies_dir: str | os.PathLike | None = None) -> list[TrialRecord]:
-    """Every trial of the study, read once (one snapshot: counts and figures agree), in trial order.
-
-    `study`: an Optuna study, or a study's name: then it is opened read-only as `nas report` opens it,
-    from `storage` (an Optuna storage URL or a journal file) or else from the studies directory
-    (`studies_dir`, else $NAS_STUDIES_DIR, else ./studies). `nas.read_trials("mnist-b8000")` is the
-    supported way to read a study from Python (Optuna's trials_dataframe needs pandas).
-    """
+    """Every trial of the study, read once (one snapshot: counts and figures agree), in trial order. `study`: an
+    Optuna study, or a study's name, opened as `nas report` opens it: from `storage` (a URL or a journal file),
+    else from `studies_dir` (else $NAS_STUDIES_DIR, else ./studies). Users call it as `nas.read_trials(name)`."""
     if isinstance(study, str):
         from .storage import load_study, studies_dir as default_dir  # storage opens; this module only reads
 
@@ -367,8 +361,8 @@ class FinalistRun:
 
 def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float,
                         run: tuple[float, float, str] | None = None) -> None:
-    """One finalist training's result; `run`: (start, end) in seconds since the epoch and the host it ran on.
-    The run is written first, so a stored accuracy always has its run (when given)."""
+    """One finalist training's result; `run`: its (start, end) in seconds since the epoch and its host, written
+    first, so that a stored accuracy has its run."""
     if run is not None:
         start, end, host = run
         study.set_user_attr(f"{_REEVAL_RUN}:{trial}:{seed}",
