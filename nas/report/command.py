@@ -244,9 +244,8 @@ def finalists_html(trials: Trials, settings: dict[str, Any],
                  if accs else "<td>-</td><td>-</td>")
         won = named and winner[0].number == r.number
         mark = ' class="winner"' if won else ""
-        rows.append(f"<tr{mark}><td>{r.number}</td><td>{r.params or 0:,}</td>"
-                    f"<td>{r.value:.2f}</td>{''.join(cells)}{stats}<td>{'winner' if won else ''}</td>"
-                    f"<td><code>{html.escape(r.code or '?')}</code></td></tr>")
+        rows.append(f"<tr{mark}><td>{r.number}</td><td>{r.params or 0:,}</td><td>{r.value:.2f}</td>{''.join(cells)}"
+                    f"{stats}<td>{'winner' if won else ''}</td><td><code>{html.escape(r.code or '?')}</code></td></tr>")
     head = "".join(f"<th>seed {k}</th>" for k in range(1, columns + 1))
     done, wanted = sum(len(a.val_accs) for a in again.values()), len(top) * seeds
     note = "" if named else (f'<p class="notice">{done} of {wanted} finalist trainings done: the winner is named '
@@ -276,9 +275,9 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
 table {{ border-collapse: collapse; margin: .5em 0 1em; }}
 th, td {{ text-align: left; padding: .2em .8em .2em 0; border-bottom: 1px solid #eee; vertical-align: top; }}
-table.top td:nth-child(-n+7), table.finalists td:nth-child(-n+{finalist_numbers}) {{ text-align: right; }}
+table.top td:nth-child(-n+7), table.finalists td:nth-last-child(n+3) {{ text-align: right; }}
+table.finalists th, table.finalists td:not(:last-child) {{ white-space: nowrap; }}
 tr.winner td {{ font-weight: bold; }}
-table.finalists td:not(:last-child) {{ white-space: nowrap; }}
 pre.next {{ background: #eef6ee; border-left: 4px solid #2ca02c; padding: .5em .8em; white-space: pre-wrap; }}
 code {{ font-size: .92em; }}
 .caption {{ color: #555; max-width: 60em; }}
@@ -321,11 +320,10 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None, best
         else:
             parts.append(f'<p class="note">{html.escape(s.note)}</p>')
         parts.append("</section>")
-    columns = 3 + max([settings.get("finalist_seeds") or 0, *(len(a.val_accs) for a in trials.reevaluations.values())])
     return PAGE.format(title=html.escape(f"Search report: {study.study_name}"), made=f"{now:%Y-%m-%d %H:%M}",
                        next=next_html(study.study_name, winner, best, storage),
                        summary=summary_html(study.study_name, settings, trials, now, winner),
-                       finalists=finalists_html(trials, settings, winner), finalist_numbers=columns + 2,
+                       finalists=finalists_html(trials, settings, winner),
                        top=top_table_html(trials),
                        sections="\n".join(parts))
 
