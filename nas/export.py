@@ -15,8 +15,8 @@ import optuna
 from .cli import add_study_args, run_command
 from .errors import UsageError
 from .files import check_replaceable, write_json
-from .store.record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trial
 from .store.credentials import redact
+from .store.record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trial
 from .store.storage import load_study, output_dir, studies_dir
 from .store.winner import best_record, select_winner
 

@@ -22,8 +22,8 @@ import optuna
 from ..data import Splits
 from ..progress import format_left, time_left
 from ..spec import Spec
-from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.heartbeat import HOST
+from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.storage import with_retry
 from ..store.winner import finalists, select_winner
 from ..train import train
