@@ -12,7 +12,8 @@ from typing import Any
 from .version import __version__
 
 _LAZY = {"Arch": "spec", "Spec": "spec", "Train": "spec", "load_spec": "spec", "save_spec": "spec",
-         "build": "model", "count_macs": "cost", "count_params": "cost"}
+         "build": "model", "count_macs": "cost", "count_params": "cost",
+         "read_trials": "store.record", "TrialRecord": "store.record", "Outcome": "store.record"}
 
 __all__ = [*_LAZY, "__version__"]
 

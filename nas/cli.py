@@ -29,7 +29,7 @@ COMMANDS = {
     "export": ("nas.export", "write the spec file of a study's best trial, or of trial N"),
     "retrain": ("nas.retrain", "train a spec with several seeds and report its final-epoch test accuracy"),
     "evaluate": ("nas.evaluate", "the test accuracy, per-digit accuracy and confusion matrix of a checkpoint"),
-    "report": ("nas.report.command", "write a self-contained HTML page of what a search tried and found"),
+    "report": ("nas.report.command", "write an HTML page (and with --csv a table) of what a search tried and found"),
     "bench": ("nas.bench.command", "time the project's trainer against the pipeline people usually write"),
     "list": ("nas.catalog", "list the bundled spaces, reference designs and found models, and the studies in a folder"),
 }

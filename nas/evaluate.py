@@ -15,7 +15,8 @@ from .cli import add_device_args, run_command
 from .data import check_fits, load_train_test, resolve_data_dir
 from .device import resolve_device
 from .errors import UsageError
-from .files import atomic_path, check_replaceable
+from .files import check_replaceable, write_text
+from .report import plotlyjs
 from .train import confusion, eval_batch_size, split_batches
 
 
@@ -38,8 +39,9 @@ def write_figure(counts: torch.Tensor, title: str, path: Path) -> None:
         hovertemplate="true %{y}, predicted %{x}: %{text} images<extra></extra>"))
     figure.update_layout(title=title, xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
                          width=720, height=680)
-    with atomic_path(path) as tmp:
-        figure.write_html(tmp, include_plotlyjs=True)  # self-contained: opens without a network
+    plotlyjs.write_bundle(path.parent)  # first: the page never points at a missing file
+    # plotly.min.js beside the page, shared with the folder's other pages: opens without a network
+    write_text(path, figure.to_html(include_plotlyjs=plotlyjs.INCLUDE, full_html=True))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import optuna
 from .cli import add_study_args, run_command
 from .errors import UsageError
 from .files import check_replaceable, write_json
+from .store.credentials import redact
 from .store.record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trial
 from .store.storage import load_study, output_dir, studies_dir
 from .store.winner import best_record, select_winner
@@ -64,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}")
     print(next_command(out))
     return 0
+
+
+def export_command(study: str, storage: str | None = None) -> str:
+    """What to run next where a study's best.json is not written yet: its export (which says what follows)."""
+    where = f" --storage {shlex.quote(redact(storage))}" if storage else ""
+    return (f"next: nas export --study {shlex.quote(study)}{where}\n"
+            "      (writes the winner's spec file, then says what follows)")
 
 
 def next_command(spec_file: Path) -> str:

@@ -23,7 +23,8 @@ MiB = 1 << 20
 TEXT_LIMIT = 1 * MiB  # a spec file, best.json or a search space: a few KB in practice
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database (an Optuna storage)
 # what an earlier output of each kind looks like: its suffixes and the first non-blank bytes it may start with
-_KINDS = {"json": ((".json",), (b"{", b"[")), "html": ((".html", ".htm"), (b"<",))}
+_KINDS = {"json": ((".json",), (b"{", b"[")), "html": ((".html", ".htm"), (b"<",)),
+          "csv": ((".csv",), (b"number,",))}  # nas report --csv: its header starts so
 
 
 @contextmanager
@@ -56,7 +57,7 @@ def write_json(data: Any, path: str | os.PathLike) -> None:
 
 
 def check_replaceable(path: str | os.PathLike, kind: str, flag: str = "--out") -> None:
-    """Refuse (UsageError) to replace anything but an earlier output of this `kind` ("json" or "html").
+    """Refuse (UsageError) to replace anything but an earlier output of this `kind` ("json", "html", "csv").
 
     A mistyped `--out` must never destroy what it names: a study's SQLite database or journal, a
     checkpoint, a dataset file. So an existing file is replaced only if its suffix and first bytes are those

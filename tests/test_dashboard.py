@@ -17,6 +17,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from nas.fidelity import Fidelity
+from nas.store.record import RungScore, record_rungs, rung_attr
+
 pytestmark = [pytest.mark.skipif(importlib.util.find_spec("optuna_dashboard") is None,
                                  reason='optuna-dashboard is not installed: pip install -e ".[dashboard]"'),
               pytest.mark.slow]  # a server process
@@ -25,7 +28,8 @@ START_TIMEOUT_S = 60
 
 
 def _small_study(db: Path) -> optuna.Study:
-    """Three trials as nas.search records them: two trained, one rejected by the budget gate."""
+    """Four trials as nas.search records them: two trained, one rejected by the budget gate, one screened
+    out at a cheap rung."""
     study = optuna.create_study(study_name="mnist-tiny-b1500", storage=f"sqlite:///{db}", direction="maximize")
     study.set_user_attr("budget", 1500)
     width = {"width": optuna.distributions.IntDistribution(2, 12, step=2)}
@@ -38,6 +42,11 @@ def _small_study(db: Path) -> optuna.Study:
         else:
             trial.report(value - 1.0, 1)
             study.tell(trial, value)
+    trial = study.ask(width)
+    trial.report(45.0, 0)  # the cheap rung's score, at its step, as the pruner reads it
+    record_rungs(trial, [RungScore(Fidelity(1, 1000), 45.0, 0.5)])
+    trial.set_user_attr("outcome", "screened")
+    study.tell(trial, state=TrialState.PRUNED)
     return study
 
 
@@ -85,10 +94,16 @@ def test_dashboard_serves_the_study(tmp_path):
 
         detail = _get(f"{base}/api/studies/{summary['study_id']}")
         assert detail["name"] == "mnist-tiny-b1500"
-        assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete", "Pruned"]
+        assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete", "Pruned", "Pruned"]
         assert [t["number"] for t in detail["best_trials"]] == [study.best_trial.number] == [1]
         rejected = detail["trials"][2]
         assert {"key": "outcome", "value": "rejected"} in rejected["user_attrs"]
+        # the history plot's targets: the objective and the numeric user attributes, among them the first
+        # rung's score. Optuna gives a pruned trial its last reported score as its value: a screened trial
+        # sits at its rung's score among final accuracies unless 'Include PRUNED trials' is unticked (guide)
+        assert {"key": rung_attr(1), "sortable": True} in detail["union_user_attrs"]
+        screened = detail["trials"][3]
+        assert screened["values"] == [45.0] and {"key": rung_attr(1), "value": "45.0"} in screened["user_attrs"]
     finally:
         server.terminate()
         try:

@@ -22,7 +22,7 @@ from nas.report.figures import rungs_figure, tradeoff_figure
 from nas.search.finalists import pending, reevaluate, seeds_of
 from nas.fidelity import Fidelity
 from nas.store.record import (Outcome, StudySettings, queued_as, read_reevaluations, read_trials, record_reevaluation,
-                              write_settings)
+                              rung_attr, write_settings)
 from nas.store.winner import select_winner, write_best
 from nas.search.objective import Progress, make_objective
 from nas.space import load_space
@@ -166,6 +166,19 @@ def test_each_trial_records_its_rungs_and_the_fidelity_it_reached(climbed):
             went_on = len(r.rungs) > k + 1 or r.outcome == Outcome.COMPLETE
             assert went_on == promoted(r.rungs[k].val_acc, seen)
             seen.append(r.rungs[k].val_acc)
+
+
+def test_each_rung_score_is_also_a_number_the_dashboard_can_plot_and_the_pruner_sees_the_same(climbed):
+    study, _ = climbed
+    shown = 0
+    for r, frozen in zip(read_trials(study), study.get_trials(deepcopy=False)):
+        numbers = {k: v for k, v in frozen.user_attrs.items() if k.startswith("rung") and k != "rungs"}
+        assert numbers == {rung_attr(k): s.val_acc for k, s in enumerate(r.rungs, 1)}
+        # the pruner's view: the rung scores at steps 0 .. K-1, as before
+        assert {step: v for step, v in frozen.intermediate_values.items() if step < len(CHEAP)} == \
+            {k: s.val_acc for k, s in enumerate(r.rungs)}
+        shown += len(numbers)
+    assert shown > 0
 
 
 def test_nothing_compares_a_cheap_score_with_a_full_one(climbed, tmp_path):

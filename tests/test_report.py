@@ -12,6 +12,7 @@ from pathlib import Path
 import optuna
 import plotly.colors
 import pytest
+from plotly.offline import get_plotlyjs
 
 from conftest import ROOT, SHARED_SEARCH, SHARED_STUDY
 from nas.cli import run_command
@@ -237,14 +238,22 @@ def test_figures_read_at_a_glance(crafted):
     assert low < min(points.x) and max(points.x) < high
 
 
-def test_report_page_is_one_self_contained_file(crafted, tmp_path):
-    path = write_report(crafted, tmp_path / "out")
-    assert path == tmp_path / "out" / "report.html" and [p.name for p in path.parent.iterdir()] == ["report.html"]
+def test_report_page_shares_one_plotly_js_beside_it(crafted, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "plotly.min.js").write_text("/* an older plotly's copy */")  # refreshed, never trusted
+    path = write_report(crafted, out)
+    assert path == out / "report.html" and sorted(p.name for p in out.iterdir()) == ["plotly.min.js", "report.html"]
+    assert (out / "plotly.min.js").read_text() == get_plotlyjs()
     page = path.read_text()
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page, re.S)
-    assert not any("src" in attrs for attrs, _ in scripts) and "<link" not in page  # nothing to fetch
-    assert len([body for _, body in scripts if len(body) > 1_000_000]) == 1  # plotly.js, embedded once
+    assert [attrs.strip() for attrs, _ in scripts if "src" in attrs] == ['charset="utf-8" src="plotly.min.js"']
+    assert "<link" not in page and "http" not in "".join(attrs for attrs, _ in scripts)  # nothing from a network
+    assert not [body for _, body in scripts if len(body) > 100_000] and len(page) < 1_000_000  # plotly.js not inside
     assert page.count('class="plotly-graph-div"') == 11 and "not drawn" not in page
+    bundle = (out / "plotly.min.js").stat()
+    write_report(crafted, out)  # a second page in the folder: the one copy stays as it is
+    assert (out / "plotly.min.js").stat().st_mtime_ns == bundle.st_mtime_ns and len(list(out.iterdir())) == 2
     n = {k: list(_kinds(crafted).values()).count(k) for k in Outcome}
     assert (f"{n[Outcome.COMPLETE]} complete, {n[Outcome.PRUNED]} pruned, 2 screened, {n[Outcome.REJECTED]} rejected, "
             "1 diverged, 1 failed, 1 interrupted, 1 running") in page
@@ -391,7 +400,8 @@ def test_report_renders_in_headless_chromium(source, crafted, searched, tmp_path
     page = report.read_text()
     expected = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
     assert len(expected) == (9 if source == "crafted" else 8)  # the searched study is too small for cheap rungs
-    probe = tmp_path / "probe.html"  # the same page with the error recorder first in <head>
+    assert (report.parent / "plotly.min.js").is_file()  # the page loads it from beside itself, from disk
+    probe = report.parent / "probe.html"  # the same page with the error recorder first in <head>, beside it too
     probe.write_text(page.replace("<head>", "<head>" + RECORDER, 1))
 
     shown = _run_chromium(probe, tmp_path, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=20000",

@@ -20,6 +20,32 @@ def test_a_reference_too_large_for_the_budget_is_narrowed_until_it_fits():
     assert narrowed(final, space, 300) is None  # below the space's narrowest widths nothing fits
 
 
+def test_narrowing_finds_the_widest_factor_that_fits_as_a_scan_of_every_factor_does():
+    """Designs already counted too large are skipped: the result is still the first factor whose design fits."""
+    from dataclasses import replace
+
+    from nas.search.warm_start import NARROWING_STEPS
+
+    space = load_space("mnist_tiny")
+    for path in reference_files():
+        spec = load_spec(path)
+
+        def scan(budget, spec=spec):
+            def scaled(width, key, factor):
+                return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
+            for f in NARROWING_STEPS:
+                a = spec.arch
+                arch = replace(a, stages=tuple(tuple(scaled(w, "arch.width", f) for w in st) for st in a.stages),
+                               transition_width=scaled(a.transition_width, "arch.transition_width", f),
+                               head_width=scaled(a.head_width, "arch.head_width", f))
+                candidate = replace(spec, arch=arch)
+                if (params := count_params(build(candidate))) < budget:
+                    return candidate, f, params
+            return None
+        for budget in (700, 1500, 3000, 6000):
+            assert narrowed(spec, space, budget) == scan(budget), (path.stem, budget)
+
+
 def test_a_reference_that_fits_is_queued_as_it_is_and_none_without_references():
     space = load_space("mnist")
     assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["4_final"]

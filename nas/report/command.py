@@ -1,9 +1,10 @@
-"""`nas report --study NAME`: write one self-contained HTML page that shows what a search tried,
+"""`nas report --study NAME`: write one HTML page that shows what a search tried,
 what happened to each trial, and how accuracy relates to size and to the sampled choices.
 
 study -> one read of its trials -> `TrialRecord`s and a snapshot of the complete trials -> figures
-(`nas.report.figures`, `nas.report.choices`) -> <studies dir>/<study>/report.html, with plotly.js embedded once, so the page works
-offline. Read-only on the study: it can run while the search is running.
+(`nas.report.figures`, `nas.report.choices`) -> <studies dir>/<study>/report.html, with plotly.min.js beside
+it (one copy per folder, so the page works offline); `--csv`: the trials as a table too (`nas.report.trials_csv`).
+Read-only on the study: it can run while the search is running.
 """
 
 from __future__ import annotations
@@ -14,21 +15,23 @@ import html
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 import plotly.graph_objects as go
 
-from . import choices, figures
+from . import choices, figures, plotlyjs, trials_csv
 from ..cli import add_study_args
 from ..errors import DiskFull, UsageError, disk_full, first_line
+from ..export import export_command, next_command
 from ..files import check_replaceable, write_text
 from ..progress import format_duration
-from ..store.record import Outcome, Reevaluation, StudySettings, TrialRecord, read_settings, read_trial
+from ..store.record import (FinalistRun, Outcome, Reevaluation, StudySettings, TrialRecord, read_finalist_runs,
+                            read_reevaluations, read_settings, read_trial)
 from ..store.storage import load_study, output_dir, studies_dir
-from ..store.winner import select_winner
+from ..store.winner import finalists, select_winner
 
 log = logging.getLogger(__name__)
 
@@ -49,13 +52,16 @@ class Trials:
 
     records: list[TrialRecord]
     complete: choices.Snapshot  # the complete trials, for Optuna's plot functions
+    reevaluations: dict[int, Reevaluation] = field(default_factory=dict)  # the finalists' new seeds, by trial
+    finalist_runs: list[FinalistRun] = field(default_factory=list)  # when and where each of those trainings ran
 
     @classmethod
     def read(cls, study: optuna.Study) -> "Trials":
         frozen = study.get_trials(deepcopy=False)
         records = [read_trial(t) for t in frozen]
         done = {r.number for r in records if r.outcome == Outcome.COMPLETE}
-        return cls(records, choices.snapshot([t for t in frozen if t.number in done]))
+        return cls(records, choices.snapshot([t for t in frozen if t.number in done]), read_reevaluations(study),
+                   read_finalist_runs(study))
 
     def of(self, outcome: Outcome) -> list[TrialRecord]:
         return [r for r in self.records if r.outcome == outcome]
@@ -152,8 +158,10 @@ def sections(trials: Trials, budget: int | None, now: datetime.datetime,
                lambda: choices.slice_figure(complete, top[:SLICE_PARAMS]), none_complete),
         _guard("Timeline",
                "When each trial ran, coloured by what happened to it. Rejections take about 0.1 s, so they are "
-               "drawn as markers at the moment they happened.",
-               lambda: figures.timeline_figure(records, now), None if records else "no trials yet"),
+               "drawn as markers at the moment they happened. Light blue: the finalists' trainings with new "
+               "seeds, after the search, in their trial's row (one thin lane per seed).",
+               lambda: figures.timeline_figure(records, now, trials.finalist_runs),
+               None if records else "no trials yet"),
     ]
 
 
@@ -177,11 +185,13 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
                             "then the full training" if settings.get("rungs") else "none (full fidelity only)"),
             ("trials", f"{len(records)}: " + ", ".join(f"{counts[k]} {k.value}" for k in Outcome))]
     spans = [(r.started, r.finished or now) for r in records if r.started]
+    spans += [(f.started, f.finished) for f in trials.finalist_runs]
     if spans:
         first, last = min(s for s, _ in spans), max(e for _, e in spans)
         busy = sum((e - s).total_seconds() for s, e in spans)
         rows.append(("wall time", f"{format_duration((last - first).total_seconds())} "
-                                  f"(from {first:%Y-%m-%d %H:%M}; trials busy {format_duration(busy)})"))
+                                  f"(from {first:%Y-%m-%d %H:%M}; trials" + (" and finalists" if trials.finalist_runs
+                                  else "") + f" busy {format_duration(busy)})"))
     complete = trials.of(Outcome.COMPLETE)
     if complete:
         best = max(complete, key=lambda r: r.value)
@@ -228,6 +238,51 @@ def top_table_html(trials: Trials, top: int = TOP_TRIALS) -> str:
             '<th>code</th></tr>' + "".join(rows) + "</table>")
 
 
+def finalists_html(trials: Trials, settings: dict[str, Any],
+                   winner: tuple[TrialRecord, Reevaluation | None] | None) -> str:
+    """The finalists: each one's validation accuracy with every new seed, their mean ± std and min, the
+    winner marked."""
+    count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
+    if not count:
+        return "<p>Finalists off (<code>--finalists 0</code>): the best single run is the winner.</p>"
+    top = finalists(trials.records, count)
+    if not top:
+        return "<p>No complete trials yet: no finalists.</p>"
+    again = {r.number: trials.reevaluations.get(r.number, Reevaluation(r.number, {})) for r in top}
+    columns = max([seeds, *(len(a.val_accs) for a in again.values())])
+    named = winner is not None and winner[1] is not None
+    rows = []
+    for r in top:
+        accs = again[r.number].val_accs
+        cells = [f'<td title="seed {seed}">{accs[seed]:.2f}</td>' for seed in sorted(accs)]
+        cells += ["<td>-</td>"] * (columns - len(accs))
+        stats = (f"<td>{again[r.number].mean:.2f} ± {again[r.number].std:.2f}</td><td>{min(accs.values()):.2f}</td>"
+                 if accs else "<td>-</td><td>-</td>")
+        won = named and winner[0].number == r.number
+        mark = ' class="winner"' if won else ""
+        rows.append(f"<tr{mark}><td>{r.number}</td><td>{r.params or 0:,}</td><td>{r.value:.2f}</td>{''.join(cells)}"
+                    f"{stats}<td>{'winner' if won else ''}</td><td><code>{html.escape(r.code or '?')}</code></td></tr>")
+    head = "".join(f"<th>seed {k}</th>" for k in range(1, columns + 1))
+    done, wanted = sum(len(a.val_accs) for a in again.values()), len(top) * seeds
+    note = "" if named else (f'<p class="notice">{done} of {wanted} finalist trainings done: the winner is named '
+                             "once every finalist has all its seeds; until then it is the best single run.</p>")
+    return (f'<p class="caption">The top {len(top)} complete trials by their search run, each trained again at '
+            f"full fidelity with {seeds} new seed(s) on the same split (validation accuracy, %; hover a value for "
+            "its seed). The best mean wins: one run's score is partly luck.</p>"
+            f'<table class="finalists"><tr><th>trial</th><th>parameters</th><th>search run</th>{head}'
+            f"<th>mean ± std</th><th>min</th><th></th><th>code</th></tr>{''.join(rows)}</table>{note}")
+
+
+def next_html(study_name: str, winner: object, best: Path | None, storage: str | None) -> str:
+    """What to run next, as the search and `nas export` print it: the winner's retrain, from its best.json
+    (absolute: the page is opened from anywhere), or its export first where no best.json is there."""
+    if winner is None:
+        return ""
+    text = (next_command(best.resolve()) if best is not None and best.is_file()
+            else export_command(study_name, storage))
+    return f'<pre class="next">{html.escape(text)}</pre>'
+
+
 # ---------------------------------------------------------------- the page
 
 PAGE = """<!DOCTYPE html>
@@ -236,16 +291,22 @@ PAGE = """<!DOCTYPE html>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; padding: 0 1em; color: #222; }}
 table {{ border-collapse: collapse; margin: .5em 0 1em; }}
 th, td {{ text-align: left; padding: .2em .8em .2em 0; border-bottom: 1px solid #eee; vertical-align: top; }}
-table.top td:nth-child(-n+7) {{ text-align: right; }}
+table.top td:nth-child(-n+7), table.finalists td:nth-last-child(n+3) {{ text-align: right; }}
+table.finalists th, table.finalists td:not(:last-child) {{ white-space: nowrap; }}
+tr.winner td {{ font-weight: bold; }}
+pre.next {{ background: #eef6ee; border-left: 4px solid #2ca02c; padding: .5em .8em; white-space: pre-wrap; }}
 code {{ font-size: .92em; }}
 .caption {{ color: #555; max-width: 60em; }}
 .note, .notice {{ background: #fff6e0; border-left: 4px solid #f0b429; padding: .5em .8em; }}
 section {{ margin-top: 2em; }}
 </style></head><body>
 <h1>{title}</h1>
+{next}
 <p class="caption">Made {made} from the study's storage. The search selects on the 5,000-image validation split;
 no figure here uses the test set.</p>
 {summary}
+<h2>Finalists</h2>
+{finalists}
 <h2>Top trials</h2>
 {top}
 {sections}
@@ -253,19 +314,23 @@ no figure here uses the test set.</p>
 """
 
 
-def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> str:
-    """The report page of a study, as one self-contained HTML string."""
+def build_report(study: optuna.Study, now: datetime.datetime | None = None, best: Path | None = None,
+                 storage: str | None = None) -> str:
+    """The report page of a study, as one HTML string that loads plotly.min.js from beside it
+    (plotlyjs.write_bundle). `best`: the study's best.json, for the next command; `storage`: the URL it
+    was read from, if not the default one."""
     now = now or datetime.datetime.now()
     settings = read_settings(study)
     trials = Trials.read(study)
-    parts, plotly_js = [], True
+    winner = select_winner(study, trials.records)
+    parts, plotly_js = [], plotlyjs.INCLUDE
     limits = {key: settings.get(key) for key in StudySettings.DEVICE_BUDGETS}
     for s in sections(trials, settings.get("budget"), now, limits) if trials.records else []:
         key = re.sub(r"[^a-z]+", "-", s.title.lower()).strip("-")  # stable ids: links, diffs
         parts.append(f'<section id="{key}"><h2>{html.escape(s.title)}</h2>'
                      f'<p class="caption">{html.escape(s.caption)}</p>')
         if s.figure is not None:
-            # plotly.js goes into the page once, with the first figure: offline, no CDN
+            # the page loads plotly.js once, with the first figure, from the file beside it: offline, no CDN
             parts.append(s.figure.to_html(full_html=False, include_plotlyjs=plotly_js, div_id=f"fig-{key}",
                                           config={"displaylogo": False, "responsive": True}))
             plotly_js = False
@@ -273,24 +338,33 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None) -> s
             parts.append(f'<p class="note">{html.escape(s.note)}</p>')
         parts.append("</section>")
     return PAGE.format(title=html.escape(f"Search report: {study.study_name}"), made=f"{now:%Y-%m-%d %H:%M}",
-                       summary=summary_html(study.study_name, settings, trials, now, select_winner(study, trials.records)),
+                       next=next_html(study.study_name, winner, best, storage),
+                       summary=summary_html(study.study_name, settings, trials, now, winner),
+                       finalists=finalists_html(trials, settings, winner),
                        top=top_table_html(trials),
                        sections="\n".join(parts))
 
 
-def write_report(study: optuna.Study, out_dir: Path) -> Path:
-    """Write `report.html` into out_dir (made if missing), atomically; returns its path. A full disk raises
-    DiskFull naming the page (the half-written temporary file is removed; an earlier page stays)."""
+def write_report(study: optuna.Study, out_dir: Path, best: Path | None = None, storage: str | None = None) -> Path:
+    """Write `report.html` into out_dir (made if missing), atomically, with plotly.min.js beside it; returns
+    its path. `best`: the study's best.json (default: the one in out_dir). A full disk raises DiskFull naming
+    the file (the half-written temporary file is removed; an earlier page stays)."""
     path = out_dir / "report.html"
-    page = build_report(study)  # before the disk is touched: reading the study is not writing
+    # before the disk is touched: reading the study is not writing
+    page = build_report(study, best=out_dir / "best.json" if best is None else best, storage=storage)
+    target = path
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        if plotlyjs.TAG in page:  # first: the page never points at a missing file
+            target = out_dir / plotlyjs.BUNDLE
+            plotlyjs.write_bundle(out_dir)
+            target = path
         write_text(path, page)
     except OSError as exc:
         full = disk_full(exc)
         if full is None:
             raise
-        raise DiskFull(str(path), full.reason) from exc  # the page, not the temporary file beside it
+        raise DiskFull(str(target), full.reason) from exc  # the file, not the temporary file beside it
     return path
 
 
@@ -299,20 +373,36 @@ def write_report(study: optuna.Study, out_dir: Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_study_args(parser)
-    parser.add_argument("--out", help="directory to write report.html into (default: the study's output folder, "
-                                      "<studies dir>/<study>/ for a study in the default storage)")
+    parser.add_argument("--out", help="directory to write report.html (and plotly.min.js) into (default: the "
+                                      "study's output folder, <studies dir>/<study>/ for a study in the default "
+                                      "storage)")
+    parser.add_argument("--csv", nargs="?", const="", metavar="PATH",
+                        help="also write one row per trial as CSV to PATH (default: trials.csv beside report.html)")
 
 
 def run(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = studies_dir(args.studies_dir)
     study = load_study(args.study, args.storage, root)
-    out = Path(args.out) if args.out else output_dir(root, args.study, args.storage)
+    home = output_dir(root, args.study, args.storage)
+    out = Path(args.out) if args.out else home
     check_replaceable(out / "report.html", "html")
+    table = None if args.csv is None else Path(args.csv) if args.csv else out / trials_csv.DEFAULT_NAME
+    if table is not None:
+        check_replaceable(table, "csv", "--csv")
     try:
-        path = write_report(study, out)
+        path = write_report(study, out, home / "best.json", args.storage)
     except OSError as exc:  # --out is a file, or not writable
         raise UsageError(f"cannot write the report into {out}: {exc.strerror or first_line(exc)}") from None
     print(path)
+    if table is not None:
+        try:
+            trials_csv.write_csv(study, table)
+        except OSError as exc:
+            full = disk_full(exc)
+            if full is not None:
+                raise DiskFull(str(table), full.reason) from exc
+            raise UsageError(f"cannot write {table}: {exc.strerror or first_line(exc)}") from None
+        print(table)
     return 0
 

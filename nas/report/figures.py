@@ -20,8 +20,9 @@ from plotly.subplots import make_subplots
 from ..cost import FLOAT32, INT8, flash_int8, peak_ram
 from ..errors import SpecError
 from ..spec import Spec
-from ..store.record import Outcome, TrialRecord
+from ..store.record import FinalistRun, Outcome, TrialRecord
 
+FINALIST_COLOR = "#17becf"  # the finalists' trainings with new seeds (not trials: no outcome of their own)
 COLORS = {Outcome.COMPLETE: "#1f77b4", Outcome.PRUNED: "#8c8c8c", Outcome.REJECTED: "#d62728",
           Outcome.DIVERGED: "#9467bd", Outcome.FAILED: "#111111", Outcome.INTERRUPTED: "#8c564b",
           Outcome.RUNNING: "#2ca02c", Outcome.SCREENED: "#bcbd22"}
@@ -307,9 +308,11 @@ def learning_curves_figure(records: list[TrialRecord]) -> go.Figure:
     return fig
 
 
-def timeline_figure(records: list[TrialRecord], now: datetime.datetime) -> go.Figure:
+def timeline_figure(records: list[TrialRecord], now: datetime.datetime,
+                    finalist_runs: list[FinalistRun] = ()) -> go.Figure:
     """When each trial ran, coloured by its outcome (not by Optuna's state, which files a rejection
-    under PRUNED). A rejection's ~0.1 s bar cannot be seen, so rejections are markers."""
+    under PRUNED). A rejection's ~0.1 s bar cannot be seen, so rejections are markers. The finalists'
+    trainings are bars in their trial's row, one thin lane per seed (workers may train two at once)."""
     fig = go.Figure()
     for kind in Outcome:
         rs = [r for r in records if r.outcome == kind and r.started]
@@ -333,8 +336,28 @@ def timeline_figure(records: list[TrialRecord], now: datetime.datetime) -> go.Fi
                 x=[((r.finished or now) - r.started).total_seconds() * 1000 for r in rs], y=[r.number for r in rs],
                 base=[r.started.isoformat() for r in rs], orientation="h", name=kind.value, width=0.8, text=text,
                 textposition="none", marker=dict(color=COLORS[kind]), hovertemplate="%{text}<extra></extra>"))
+    if finalist_runs:
+        fig.add_trace(_finalist_bars(finalist_runs))
     fig.update_xaxes(type="date", title_text="time")
-    fig.update_yaxes(title_text="trial number", autorange="reversed")  # the first trial on top, as in a Gantt chart
+    fig.update_yaxes(title_text="trial number", autorange="reversed",  # the first trial on top, as in a Gantt chart
+                     dtick=1 if len(records) <= 40 else None)  # whole trials, not the finalists' lanes
     fig.update_layout(height=min(1400, max(360, 14 * len(records) + 140)), barmode="overlay", margin=dict(t=40),
                       legend=dict(orientation="h", x=0, y=1, yanchor="bottom"))  # above: clear of the time axis
     return fig
+
+
+def _finalist_bars(runs: list[FinalistRun]) -> go.Bar:
+    seeds: dict[int, list[int]] = {}
+    for r in runs:
+        seeds.setdefault(r.trial, []).append(r.seed)
+    lane = {(t, seed): (sorted(s).index(seed), len(s)) for t, s in seeds.items() for seed in s}
+    y, width, text = [], [], []
+    for r in runs:
+        k, n = lane[(r.trial, r.seed)]
+        y.append(r.trial - 0.4 + 0.8 * (k + 0.5) / n)
+        width.append(0.8 / n)
+        text.append(f"trial {r.trial}: finalist training, new seed {r.seed}" + (f" on {r.host}" if r.host else "")
+                    + f"<br>{r.val_acc:.2f} % after the full training<br>{r.seconds:,.1f} s")
+    return go.Bar(x=[r.seconds * 1000 for r in runs], y=y, base=[r.started.isoformat() for r in runs],
+                  orientation="h", width=width, name="finalist (new seed)", text=text, textposition="none",
+                  marker=dict(color=FINALIST_COLOR), hovertemplate="%{text}<extra></extra>")

@@ -28,10 +28,9 @@ from ..cost import Budgets, check_budgets
 from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
 from ..device import describe, resolve_device, usable_cores
 from ..errors import DiskFull, UsageError, cause_line, disk_full
+from ..export import next_command
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
 from ..progress import format_duration
-from ..report.command import write_report
-from ..retrain import METRICS_FILE, retrain
 from ..space import Space, load_space
 from ..store.credentials import redact
 from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
@@ -199,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
             study = None
     if study is not None:
         code = _write_outputs(study, plan.out, not args.no_report, code)
+        if code == 0 and not args.retrain and (plan.out / "best.json").is_file():
+            print(next_command(plan.out / "best.json"))  # as nas export and the report say it
     if args.retrain and code == 0:
         # its own handler: the workers' one forwards to processes no longer there
         code = interruptible(lambda: _retrain_winner(args, plan.out))
@@ -235,6 +236,8 @@ def _read_study(plan: Plan, seconds: float | None) -> optuna.Study | None:
 def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> int:
     """best.json and (if `report`) report.html; returns the exit status: `code`, or 4 if the disk is full
     (said in one line on stderr, or on stdout when a worker has said so already)."""
+    from ..report.command import write_report  # plotly and Optuna's figures: only now, not before the header
+
     for name, write in (("best.json", lambda: write_best(study, out)),
                         ("report.html", lambda: write_report(study, out) if report else None)):
         try:
@@ -367,6 +370,8 @@ def _space_changed(plan: Plan, n_before: int, space_before: str) -> str:
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     """The retrain of the study's best.json into `<outputs>/trial<N>_retrain/`: the test set is read only now."""
+    from ..retrain import METRICS_FILE, retrain  # the checkpoint and export code: only when asked for
+
     best = out / "best.json"
     if not best.is_file():
         print("nas search: no trial completed: nothing to retrain", file=sys.stderr)

@@ -22,6 +22,7 @@ import optuna
 from ..data import Splits
 from ..progress import format_left, time_left
 from ..spec import Spec
+from ..store.heartbeat import HOST
 from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.storage import with_retry
 from ..store.winner import finalists, select_winner
@@ -59,12 +60,14 @@ def reevaluate(study: optuna.Study, data: Splits, *, epochs: int, base_seed: int
         f"({len(todo)} training(s) to go here), ranked by mean validation accuracy over {seeds} seed(s) each")
     start = time.perf_counter()
     for k, (record, seed) in enumerate(todo, 1):
+        began = time.time()  # wall-clock, for the report's timeline
         try:
             acc = trainer(Spec.from_dict(record.spec), data, epochs=epochs, seed=seed).final_acc
         except FloatingPointError as exc:  # a design that diverges with some seed is not a robust winner
             say(f"finalist #{record.number} seed {seed}: {exc}; counted as 0 %")
             acc = 0.0
-        with_retry(lambda: record_reevaluation(study, record.number, seed, acc), "recording a finalist")
+        run = (began, time.time(), HOST)
+        with_retry(lambda: record_reevaluation(study, record.number, seed, acc, run), "recording a finalist")
         elapsed = time.perf_counter() - start
         say(f"finalist #{record.number} seed {seed}: val {acc:.2f}% ({k}/{len(todo)}, "
             f"ETA {format_left(time_left(elapsed, k, len(todo) - k))})")

@@ -65,14 +65,18 @@ def narrowed(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, flo
     def scaled(width: int, key: str, factor: float) -> int:
         return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
 
+    too_large = set()  # snapped to the space's widths, most factors repeat a design already counted (75 -> ~10)
     for factor in NARROWING_STEPS:
         arch = replace(a, stages=tuple(tuple(scaled(w, "arch.width", factor) for w in stage) for stage in a.stages),
                        transition_width=scaled(a.transition_width, "arch.transition_width", factor),
                        head_width=scaled(a.head_width, "arch.head_width", factor))
+        if arch in too_large:
+            continue
         candidate = replace(spec, arch=arch)
         cost = spec_costs(candidate)  # the gate's counts, from the spec (a few milliseconds)
         if not over_budget(cost, budgets):
             return candidate, factor, cost.params
+        too_large.add(arch)
     return None
 
 

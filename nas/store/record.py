@@ -100,10 +100,18 @@ def record_fidelity(trial: optuna.Trial, fidelity: Fidelity) -> None:
     trial.set_user_attr("fidelity", fidelity.to_dict())
 
 
+def rung_attr(k: int) -> str:
+    """The numeric user attribute that holds a trial's score at cheap rung k (1 = the cheapest)."""
+    return f"rung{k}_val_acc"
+
+
 def record_rungs(trial: optuna.Trial, scores: list[RungScore]) -> None:
-    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step)."""
+    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step, which the pruner
+    reads). The latest is also a number of its own (`rung_attr`), a target of optuna-dashboard's history plot."""
     trial.set_user_attr("rungs", [{**s.fidelity.to_dict(), "val_acc": s.val_acc, "seconds": round(s.seconds, 3)}
                                   for s in scores])
+    if scores:
+        trial.set_user_attr(rung_attr(len(scores)), scores[-1].val_acc)
 
 
 def record_epochs(trial: optuna.Trial, seconds: list[float]) -> None:
@@ -251,8 +259,15 @@ def _worker(data: Any) -> Worker | None:
         return None
 
 
-def read_trials(study: optuna.Study) -> list[TrialRecord]:
-    """Every trial of the study, read once (one snapshot: counts and figures agree)."""
+def read_trials(study: optuna.Study | str, storage: str | None = None,
+                studies_dir: str | os.PathLike | None = None) -> list[TrialRecord]:
+    """Every trial of the study, read once (one snapshot: counts and figures agree), in trial order. `study`: an
+    Optuna study, or a study's name, opened as `nas report` opens it: from `storage` (a URL or a journal file),
+    else from `studies_dir` (else $NAS_STUDIES_DIR, else ./studies). Users call it as `nas.read_trials(name)`."""
+    if isinstance(study, str):
+        from .storage import load_study, studies_dir as default_dir  # storage opens; this module only reads
+
+        study = load_study(study, storage, default_dir(None if studies_dir is None else str(studies_dir)))
     return [read_trial(t) for t in study.get_trials(deepcopy=False)]
 
 
@@ -358,7 +373,33 @@ _REEVAL = "reevaluation"  # study attribute "reevaluation:<trial>:<seed>": one k
 # workers on several machines add theirs without overwriting each other's
 
 
-def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float) -> None:
+_REEVAL_RUN = "reevaluation_run"  # "reevaluation_run:<trial>:<seed>": when and where that training ran
+
+
+@dataclass(frozen=True)
+class FinalistRun:
+    """One finalist training: when and where it ran (studies made before this was recorded lack it)."""
+
+    trial: int
+    seed: int
+    val_acc: float  # final-epoch validation accuracy (%)
+    started: datetime.datetime  # naive local time, as Optuna's trial times
+    finished: datetime.datetime
+    host: str | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished - self.started).total_seconds()
+
+
+def record_reevaluation(study: optuna.Study, trial: int, seed: int, val_acc: float,
+                        run: tuple[float, float, str] | None = None) -> None:
+    """One finalist training's result; `run`: its (start, end) in seconds since the epoch and its host, written
+    first, so that a stored accuracy has its run."""
+    if run is not None:
+        start, end, host = run
+        study.set_user_attr(f"{_REEVAL_RUN}:{trial}:{seed}",
+                            {"started": round(start, 3), "seconds": round(end - start, 3), "host": host})
     study.set_user_attr(f"{_REEVAL}:{trial}:{seed}", val_acc)
 
 
@@ -370,3 +411,24 @@ def read_reevaluations(study: optuna.Study) -> dict[int, Reevaluation]:
             trial, seed = (int(part) for part in rest.split(":"))
             found.setdefault(trial, {})[seed] = float(value)
     return {trial: Reevaluation(trial, accs) for trial, accs in found.items()}
+
+
+def read_finalist_runs(study: optuna.Study) -> list[FinalistRun]:
+    """The finalist trainings that finished, with when and where they ran, in the order they started."""
+    done = read_reevaluations(study)
+    runs = []
+    for key, value in study.user_attrs.items():
+        kind, _, rest = key.partition(":")
+        if kind != _REEVAL_RUN:
+            continue
+        trial, seed = (int(part) for part in rest.split(":"))
+        acc = done.get(trial, Reevaluation(trial, {})).val_accs.get(seed)
+        if acc is None:
+            continue  # its accuracy was never stored: the training was stopped, and will run again
+        try:
+            start = datetime.datetime.fromtimestamp(float(value["started"]))
+            end = start + datetime.timedelta(seconds=float(value["seconds"]))
+        except (KeyError, TypeError, ValueError, OverflowError, OSError):
+            continue
+        runs.append(FinalistRun(trial, seed, acc, start, end, str(value["host"]) if value.get("host") else None))
+    return sorted(runs, key=lambda r: (r.started, r.trial, r.seed))
