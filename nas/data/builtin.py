@@ -28,14 +28,14 @@ class IdxSet:
     title: str  # in messages: "MNIST file ... is missing"
     folder: str  # <data dir>/<folder>/raw/, as torchvision lays it out
     prefix: str  # of the four file names
-    counts: tuple[int, int]  # (train, test) images
+    counts: tuple[int, int] | None  # (train, test) images, checked; None: as the files' headers say
     classes: tuple
     torchvision: tuple[str, dict] = ("MNIST", {})
     transpose: bool = False  # EMNIST stores its images column by column
 
-    def files(self) -> dict[str, tuple[int, int, tuple[int, ...]]]:
-        """file name -> (IDX magic number, item count, item shape)"""
-        (train, test), p = self.counts, self.prefix
+    def files(self) -> dict[str, tuple[int, int | None, tuple[int, ...]]]:
+        """file name -> (IDX magic number, item count or None: any, item shape)"""
+        (train, test), p = self.counts or (None, None), self.prefix
         return {f"{p}train-images-idx3-ubyte": (2051, train, (28, 28)), f"{p}train-labels-idx1-ubyte": (2049, train, ()),
                 f"{p}t10k-images-idx3-ubyte" if not p else f"{p}test-images-idx3-ubyte": (2051, test, (28, 28)),
                 f"{p}t10k-labels-idx1-ubyte" if not p else f"{p}test-labels-idx1-ubyte": (2049, test, ())}
@@ -44,12 +44,12 @@ class IdxSet:
 _EMNIST_BALANCED = tuple("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabdefghnqrt")
 IDX_SETS = {
     "mnist": IdxSet("MNIST", "MNIST", "", (60_000, 10_000), tuple(range(10))),
-    "fashion-mnist": IdxSet("Fashion-MNIST", "FashionMNIST", "", (60_000, 10_000),
+    "fashion-mnist": IdxSet("Fashion-MNIST", "FashionMNIST", "", None,
                             ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                              "Bag", "Ankle boot"), ("FashionMNIST", {})),
-    "kmnist": IdxSet("KMNIST", "KMNIST", "", (60_000, 10_000),
+    "kmnist": IdxSet("KMNIST", "KMNIST", "", None,
                      ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"), ("KMNIST", {})),
-    "emnist-balanced": IdxSet("EMNIST", "EMNIST", "emnist-balanced-", (112_800, 18_800), _EMNIST_BALANCED,
+    "emnist-balanced": IdxSet("EMNIST", "EMNIST", "emnist-balanced-", None, _EMNIST_BALANCED,
                               ("EMNIST", {"split": "balanced"}), transpose=True),
 }
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -85,7 +85,12 @@ class IdxSource:
         return 1, 28, 28
 
     def count(self, part: str) -> int:
-        return self.set.counts[PARTS.index(part)]
+        name = next(n for n in self.set.files() if _is_test(n) == (part == "test") and "images" in n)
+        if self.set.counts:
+            return self.set.counts[PARTS.index(part)]
+        path = self._path(name)  # its header's count (the first 16 bytes, even of a gzip'd file)
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")) as f:
+            return int.from_bytes(f.read(8)[4:8], "big")
 
     def fingerprint(self) -> tuple:
         return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.raw.iterdir()) \
@@ -114,6 +119,9 @@ class IdxSource:
     def read(self, part: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = (self._read(name, *spec) for name, spec in self.set.files().items()
                           if _is_test(name) == (part == "test"))
+        if len(images) != len(labels):
+            raise DataError(f"{self.set.title} files in {self.raw} are corrupt: {len(images):,} {part} images but "
+                            f"{len(labels):,} labels")
         labels = labels.long()
         k = len(self.set.classes)
         if labels.min() < 0 or labels.max() >= k:
@@ -121,14 +129,13 @@ class IdxSource:
         images = images.unsqueeze(1)
         return (images.transpose(2, 3).contiguous() if self.set.transpose else images), labels
 
-    def _read(self, name: str, magic: int, count: int, shape: tuple[int, ...], header_only: bool = False,
+    def _read(self, name: str, magic: int, count: int | None, shape: tuple[int, ...], header_only: bool = False,
               hint: str | None = None) -> torch.Tensor:
         path = self._path(name)
         if not path.is_file():
             raise DataError(f"{self.set.title} file {path} is missing; "
                             f"{hint or f'pass --download to fetch {self.set.title} into {self.data_dir}'}")
         head = 4 + 4 * (1 + len(shape))
-        expected = head + count * int(np.prod(shape, dtype=np.int64))
         gz = path.suffix == ".gz"
         if gz:
             try:
@@ -142,8 +149,11 @@ class IdxSource:
             with path.open("rb") as f:
                 data = f.read(head) if header_only else f.read()
         words = [int.from_bytes(data[i:i + 4], "big") for i in range(0, min(head, len(data)) - 3, 4)]
+        if len(words) * 4 == head and count is None:
+            count = words[1]
         if len(words) * 4 < head or words[0] != magic or words[1:] != [count, *shape]:
             raise DataError(f"{self.set.title} file {path} is corrupt: bad IDX header")
+        expected = head + count * int(np.prod(shape, dtype=np.int64))
         if size != expected:
             raise DataError(f"{self.set.title} file {path} is corrupt: {size} bytes, expected {expected}")
         if header_only:
@@ -201,8 +211,8 @@ class Cifar10Source:
     def shape(self) -> tuple[int, int, int]:
         return 3, 32, 32
 
-    def count(self, part: str) -> int:
-        return 50_000 if part == "train" else 10_000
+    def count(self, part: str) -> int:  # from the files' sizes (3,072 bytes an image), before unpickling them
+        return sum(p.stat().st_size for p in self._files(part) if p.is_file()) // 3073
 
     def fingerprint(self) -> tuple:
         return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files("train") + self._files("test")
@@ -259,8 +269,8 @@ class SvhnSource:
     def shape(self) -> tuple[int, int, int]:
         return 3, 32, 32
 
-    def count(self, part: str) -> int:
-        return 73_257 if part == "train" else 26_032
+    def count(self, part: str) -> int:  # from the file's size (3,072 bytes an image, maybe compressed)
+        return self._file(part).stat().st_size // 3072 if self._file(part).is_file() else 0
 
     def fingerprint(self) -> tuple:
         return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in map(self._file, PARTS) if p.is_file())
