@@ -13,6 +13,7 @@ from .download import DOWNLOAD_TIMEOUT
 from .load import (BUILTIN, CHANNELS, CLASSES, DEFAULT_DATA_DIR, MEAN, MNIST_INFO, PREPROCESSING, SIZE, STD,
                    VAL_SIZE, DataInfo, DataSource, as_source, check_data, check_fits, data_info, load_search_data,
                    load_train_test, resolve_data_dir, search_sizes, search_split, source_of, with_shape)
+from .load import describe_data, header, load_test, source_from_args, study_data, study_preprocessing
 from .split import SPLIT_SEED, Split, Splits
 
 _FILES = IDX_SETS["mnist"].files()
@@ -41,4 +42,4 @@ __all__ = ["BUILTIN", "CHANNELS", "CLASSES", "DEFAULT_DATA_DIR", "DOWNLOAD_TIMEO
            "DataSource", "MEAN", "MNIST_INFO", "PREPROCESSING", "SIZE", "SPLIT_SEED", "STD", "Split", "Splits",
            "VAL_SIZE", "as_source", "check_data", "check_fits", "check_raw_files", "data_info", "did_you_mean",
            "load_search_data", "load_train_test", "resolve_data_dir", "search_sizes", "search_split", "source_of",
-           "with_shape"]
+           "with_shape", "describe_data", "load_test", "header", "source_from_args", "study_data", "study_preprocessing"]

@@ -32,7 +32,7 @@ def test_split_note(n: int) -> str:
     return f"test: {n:,} images ({TEST_SHARE:.0%} of each class, set aside by seed {SPLIT_SEED})"
 
 
-def _scan(root: Path, counts: Counter) -> list[Path]:
+def _scan(root: Path, counts: Counter, dirs: list | None = None) -> list[Path]:
     """The image files under `root` (subfolders too), sorted; other files counted in `counts["skipped"]`.
     A symlink loop (a folder that leads back to one above it) is one line, not a hang."""
     found: list[Path] = []
@@ -46,6 +46,8 @@ def _scan(root: Path, counts: Counter) -> list[Path]:
         if (st.st_dev, st.st_ino) in seen:
             raise DataError(f"{folder}: a symlink loop (it leads back to a folder above it); remove the link")
         seen.add((st.st_dev, st.st_ino))
+        if dirs is not None:
+            dirs.append((folder, st.st_mtime_ns))
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as exc:
@@ -87,10 +89,15 @@ class FolderSource:
     _classes: list = field(default_factory=list)
     _skipped: int = 0
     _headers: dict = field(default_factory=dict)  # path -> (width, height, mode), train part only
+    _identity: dict = field(default_factory=dict)
+    _shape: tuple = ()
+    _dirs: list = field(default_factory=list)  # (folder, mtime) of every folder listed: a file added or removed
+    # changes its folder's mtime, so `unchanged` tells whether this listing still holds
 
     def __post_init__(self) -> None:
         if not self.root.is_dir():
             raise DataError(f"{self.root}: not a folder")
+        self._root_mtime = self.root.stat().st_mtime_ns
         own_test = (self.root / "train").is_dir() and (self.root / "test").is_dir()
         counts: Counter = Counter()
         train_root = self.root / "train" if own_test else self.root
@@ -123,12 +130,19 @@ class FolderSource:
     def _listed(self, dirs: list[Path], counts: Counter, empty_ok: bool = False) -> tuple[list[Path], list[int]]:
         paths, labels = [], []
         for d in dirs:
-            found = _scan(d, counts)
+            found = _scan(d, counts, self._dirs)
             if not found and not empty_ok:
                 raise DataError(f"{d}: a class folder with no PNG/JPEG/BMP images")
             paths += found
             labels += [self._classes.index(d.name)] * len(found)
         return paths, labels
+
+    def unchanged(self) -> bool:
+        try:
+            return all(folder.stat().st_mtime_ns == mtime for folder, mtime in self._dirs) and \
+                self.root.stat().st_mtime_ns == self._root_mtime
+        except OSError:
+            return False
 
     def classes(self) -> list:
         return list(self._classes)
@@ -136,14 +150,17 @@ class FolderSource:
     def identity(self) -> dict:
         """The folder's images per class and a hash of its file list and sizes: another folder, or the same
         folder with files added, removed or changed in size, is other data."""
+        if self._identity:
+            return self._identity
         digest = hashlib.sha256()
         per_class = Counter()
         for part in ("train", "test"):
             for path, label in zip(*self._files[part]):
                 digest.update(f"{part}/{path.relative_to(self.root)}\0{path.stat().st_size}\n".encode())
                 per_class[self._classes[label]] += 1
-        return {"name": self.root.name, "kind": "folder", "images_per_class": dict(per_class),
-                "hash": digest.hexdigest()[:16]}
+        self._identity = {"name": self.root.name, "kind": "folder", "images_per_class": dict(per_class),
+                          "hash": digest.hexdigest()[:16]}
+        return self._identity
 
     def fingerprint(self) -> tuple:
         return (str(self.root.resolve()), self.identity()["hash"])
@@ -161,13 +178,16 @@ class FolderSource:
 
     def shape(self) -> tuple[int, int, int]:
         """Channels: 3 if any training image is in colour, else 1; size: the most common (shorter) side."""
+        if self._shape:
+            return self._shape
         headers = self.headers().values()
         channels = 3 if any(mode not in GREY_MODES for _, _, mode in headers) else 1
         sizes = Counter((w, h) for w, h, _ in headers)
         (w, h), _ = sizes.most_common(1)[0]
         if len(sizes) > 1:
             self.notes.append(f"{len(sizes)} image sizes; the most common is {w}x{h}")
-        return channels, min(w, h), min(w, h)
+        self._shape = channels, min(w, h), min(w, h)
+        return self._shape
 
     def fetch(self, part: str) -> None:
         pass

@@ -103,6 +103,11 @@ class DataInfo:
         return "MNIST" if self.identity.get("name") == "mnist" and len(self.identity) == 1 else self.identity["name"]
 
     @property
+    def is_mnist(self) -> bool:
+        """MNIST as it always was: what checkpoints and ONNX files written before other data assume."""
+        return self.identity == {"name": "mnist"} and self.preprocessing() == PREPROCESSING
+
+    @property
     def shape(self) -> dict[str, int]:
         """A spec's fields that must match the data."""
         return {"in_channels": self.channels, "input_size": self.size, "num_classes": len(self.classes)}
@@ -125,13 +130,19 @@ MNIST_INFO = DataInfo({"name": "mnist"}, CHANNELS, SIZE, tuple(range(CLASSES)), 
 
 _RAW: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # per process: (source, part, shape) -> uint8 images, labels
 _INFO: dict[tuple, DataInfo] = {}
+_FOLDERS: dict[str, FolderSource] = {}
 
 
 def open_source(ds: DataSource, part: str | None = "train"):
     """The source object for `ds`, its files checked (or, with download, fetched) for `part` (None: both)."""
     if not ds.builtin:
         path = Path(ds.name)
-        return FolderSource(path) if path.is_dir() else NpzSource(path)
+        if not path.is_dir():
+            return NpzSource(path)
+        cached = _FOLDERS.get(ds.name)
+        if cached is None or not cached.unchanged():  # listed (and its headers read) once per process
+            cached = _FOLDERS[ds.name] = FolderSource(path)
+        return cached
     data_dir = Path(ds.data_dir)
     if not data_dir.is_dir() and not ds.download:
         raise DataError(f"data directory {data_dir} does not exist (use --data-dir or NAS_DATA_DIR, or --download)")
@@ -351,3 +362,60 @@ def with_shape(spec: Spec, info: DataInfo) -> Spec:
     if all(getattr(spec.arch, k) == v for k, v in shape.items()):
         return spec
     return replace(spec, arch=replace(spec.arch, **shape))
+
+
+def source_from_args(args: Any) -> DataSource:
+    """A command's data flags (cli.add_device_args) as a DataSource."""
+    return source_of(getattr(args, "data", None), getattr(args, "data_dir", None),
+                     image_size=getattr(args, "image_size", None), channels=getattr(args, "channels", None),
+                     val_size=getattr(args, "val_size", None), download=getattr(args, "download", False))
+
+
+def study_data(ds: DataSource, info: DataInfo) -> dict[str, Any]:
+    """What a study records of its data: its identity, and its validation images where not the default."""
+    n = val_size(ds, info.train_images)
+    default = val_size(DataSource(ds.name, ds.data_dir), info.train_images)
+    return {**info.identity, **({} if n == default else {"val_images": n})}
+
+
+def study_preprocessing(info: DataInfo) -> dict[str, Any]:
+    return {**info.preprocessing(), "class_labels": list(info.classes)}
+
+
+def describe_data(identity: Any) -> str:
+    """A recorded data identity in a few words: `mnist`, or `flowers (folder, 1,200 images, a1b2c3...)`."""
+    if not isinstance(identity, dict):
+        return str(identity)
+    name = str(identity.get("name", "?"))
+    if "hash" in identity:
+        per_class = identity.get("images_per_class") or {}
+        total = sum(v for v in per_class.values() if isinstance(v, int))
+        name += f" ({identity.get('kind', 'files')}, {len(per_class)} classes, {total:,} images, {identity['hash']})"
+    if "val_images" in identity:
+        name += f", {identity['val_images']:,} validation images"
+    return name
+
+
+def header(info: DataInfo) -> str:
+    """The data's line(s) in a command's header: what is read, its shape, the rule, what was skipped."""
+    mean = ", ".join(f"{m:g}" for m in info.mean)
+    std = ", ".join(f"{s:g}" for s in info.std)
+    lines = [f"data {describe_data(info.identity)}: {info.train_images:,} training images, {info.channels}x{info.size}"
+             f"x{info.size}, {len(info.classes)} classes, normalised by mean {mean} / std {std}"]
+    if info.resize:
+        lines.append(f"data: {info.resize}")
+    lines += [f"data: {note}" for note in info.notes]
+    return "\n".join(lines)
+
+
+def load_test(data: "DataSource | Path | str", device: torch.device, trained_on: DataInfo) -> Split:
+    """The test images fitted and normalised as the model's training images were (`trained_on`: the preprocessing
+    stored with the model), whatever the test images' own statistics."""
+    ds = as_source(data)
+    ds = DataSource(**{**vars(ds), "image_size": trained_on.size, "channels": trained_on.channels})
+    info = data_info(ds)
+    if len(info.classes) != len(trained_on.classes) and trained_on.classes:
+        raise DataError(f"{ds.name}: {len(info.classes)} classes, but the model was trained on "
+                        f"{len(trained_on.classes)}")
+    images, labels, _ = _raw(DataSource(**{**vars(ds), "download": False}), "test")
+    return normalise(images, labels, device, trained_on)

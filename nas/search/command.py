@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -24,7 +25,8 @@ import torch
 from ..bundled import DEFAULT_SPACE
 from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int
 from ..cost import count_params
-from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
+from ..data import (DataInfo, DataSource, check_data, describe_data, header, load_search_data, search_sizes,
+                    source_from_args, study_data, study_preprocessing)
 from ..device import describe, resolve_device, usable_cores
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
@@ -33,6 +35,7 @@ from ..progress import format_duration
 from ..report.command import write_report
 from ..retrain import METRICS_FILE, retrain
 from ..space import Space, load_space
+from ..spec import MNIST_SHAPE
 from ..store.credentials import redact
 from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
 from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir,
@@ -96,7 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_settings(study_name: str, stored: dict, settings: StudySettings, space_changed: bool = False) -> None:
     """Refuse to continue a study with settings that would make its trials incomparable (another content
     of its space only with `space_changed`: --space-changed)."""
-    for key, value in vars(settings).items():
+    for key, value in sorted(vars(settings).items(), key=lambda item: item[0] != "data"):  # other data: said first
         if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
             continue
         if key == "space_hash":
@@ -106,6 +109,14 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
                              f"{stored.get('space_file', 'its file then')} held it, and {settings.space_file} "
                              "draws other values under that name: pass --space-changed to continue the study "
                              "with it, or pick another --study")
+        if key == "data":
+            raise UsageError(f"study {study_name!r} was run on data {describe_data(stored[key])}, not "
+                             f"{describe_data(value)}: pick another --study, or continue it on the same data")
+        if key == "preprocessing":
+            shown = lambda p: (f"{p.get('channels')}x{p.get('input_size')}x{p.get('input_size')} images"  # noqa: E731
+                               + (f", {p['resize']}" if p.get("resize") else "") if isinstance(p, dict) else str(p))
+            raise UsageError(f"study {study_name!r} was run on {shown(stored[key])}, not {shown(value)}: pass the "
+                             "same --image-size and --channels, or pick another --study")
         if key == "rungs":
             shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
             raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
@@ -131,6 +142,8 @@ class Plan:
     asked_rungs: list[Fidelity] | None  # None: the default ladder (or the study's own)
     cheap: tuple[Fidelity, ...]
     starts: list
+    source: DataSource = DataSource()
+    data: DataInfo | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta, finalists=args.finalists,
-              finalist_seeds=args.finalist_seeds)
+              finalist_seeds=args.finalist_seeds, source=plan.source)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -150,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.jobs == 1:
         def here() -> int:
             nonlocal data
-            data = load_search_data(plan.data_dir, plan.device, args.subset)
+            data = load_search_data(plan.source, plan.device, args.subset)
             return work(job, data)
         code = interruptible(here)
     else:
@@ -254,16 +267,21 @@ def _plan(args: argparse.Namespace) -> Plan:
                          f"worker process needs a core of its own (and about 850 MB of memory); use --jobs {cores} "
                          "or fewer")
     space = load_space(args.space)
+    source = source_from_args(args)
+    info = check_data(source)  # bad or missing data: one line now, not from every worker
+    if info.shape != MNIST_SHAPE:  # the specs' defaults: MNIST's
+        space = space.for_data(info.shape)
     smallest = min(count_params(build(spec)) for spec in space.lowest_specs())
     if args.budget <= smallest:
         raise UsageError(f"--budget {args.budget:,} is below the smallest model space {space.name} can build "
                          f"({smallest:,} parameters)")
-    study_name = check_study_name(args.study or f"{space.name}-b{args.budget}")
+    # the default name: <space>-b<budget> on MNIST (as ever), <space>-<data>-b<budget> on other data
+    named = "" if source.name == "mnist" else "-" + re.sub(r"[^A-Za-z0-9_.-]+", "_", str(info.identity["name"]))
+    study_name = check_study_name(args.study or f"{space.name}{named}-b{args.budget}")
     root = studies_dir(args.studies_dir)
     device = resolve_device(args.device)
-    data_dir = resolve_data_dir(args.data_dir)
-    check_data(data_dir, args.download)  # bad or missing data: one line now, not from every worker
-    train_images, val_images = search_sizes(args.subset)
+    data_dir = Path(source.data_dir)
+    train_images, val_images = search_sizes(args.subset, source)
     if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
         raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
@@ -278,7 +296,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
-    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts)
+    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts,
+                source, info)
 
 
 def _open_study(plan: Plan, args: argparse.Namespace
@@ -295,13 +314,16 @@ def _open_study(plan: Plan, args: argparse.Namespace
     stored = read_settings(existing) if existing is not None else {}
     if existing is not None and "rungs" not in stored and existing.get_trials(deepcopy=False):
         stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
+    if existing is not None and "data" not in stored and existing.get_trials(deepcopy=False):
+        stored["data"] = {"name": "mnist"}  # a study made before other data: MNIST
     cheap = plan.cheap
     if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
         cheap = tuple(Fidelity(*r) for r in stored["rungs"])
     settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=stored_space_file(plan.space.path),
                              epochs=args.epochs, train_images=plan.full.train_images,
                              rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
-                             finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash)
+                             finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash,
+                             data=study_data(plan.source, plan.data), preprocessing=study_preprocessing(plan.data))
     check_settings(plan.study_name, stored, settings, args.space_changed)
     # a study made before space_hash was recorded: accepted, and its hash recorded from now on
     space_before = (str(stored.get("space_file", "its earlier file"))
@@ -328,6 +350,7 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
         + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
         f"budget < {args.budget:,} parameters, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
         f"device {describe(plan.device)}",
+        header(plan.data),
         f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
         f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
         + f", {args.jobs} worker process(es)",
@@ -368,7 +391,8 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
-                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir)
+                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
+                   data=source_from_args(args))
 
 
 def _check_writable(out: Path) -> None:

@@ -254,6 +254,8 @@ class StudySettings:
     finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
     finalist_seeds: int | None = None  # ... and with how many seeds each
     space_hash: str | None = None  # Space.content_hash of what the space draws; None: not recorded (an older study)
+    data: dict | None = None  # the data's identity (nas.data.study_data); None: not recorded (an older study: MNIST)
+    preprocessing: dict | None = None  # mean, std, input size, channels, class labels, resize rule of the data
 
     # what may differ when a study is continued: how the winner is picked, not how trials are judged
     # (space_hash may change only when asked for: nas search --space-changed)
