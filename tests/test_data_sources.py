@@ -334,3 +334,24 @@ def test_a_folder_of_a_hundred_thousand_tiny_files_loads(tmp_path):
         (root / str(i % 10) / f"{i}.png").write_bytes(png[i % 10])
     info = data_info(source_of(str(root), None))
     assert info.train_images == 80_000 and info.size == 4
+
+
+def test_the_search_split_never_opens_a_folders_test_images(tmp_path):
+    import sys
+
+    images, labels = patterns(100, (8, 8))
+    write_folder(tmp_path / "f", images, labels.tolist())
+    ds = source_of(str(tmp_path / "f"), None)
+    opened, watching = [], [True]
+
+    def hook(event, args):
+        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
+            opened.append(str(args[0]))
+    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
+    try:
+        splits = load_search_data(ds, CPU)
+    finally:
+        watching[0] = False
+    test_files = {str(p) for p in loader.open_source(ds)._files["test"][0]}
+    assert len(splits.train) + len(splits.held_out) == 80 and len(test_files) == 20
+    assert any(p.endswith(".png") for p in opened) and not test_files & set(opened)
