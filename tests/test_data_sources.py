@@ -13,7 +13,7 @@ from PIL import Image
 
 from nas.data import DataError, DataSource, data_info, load_search_data, load_train_test, source_of
 from nas.data import load as loader
-from nas.data.builtin import IDX_SETS
+from nas.data.builtin import CIFAR10_CLASSES, IDX_SETS
 
 CPU = torch.device("cpu")
 
@@ -42,7 +42,8 @@ def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
 
 def write_idx_set(root, key: str, n_train: int = 300, n_test: int = 100, gz: bool = False):
     s = IDX_SETS[key]
-    (train_images, train_labels), (test_images, test_labels) = patterns(n_train, (28, 28)), patterns(n_test, (28, 28), 1)
+    train_images, train_labels = patterns(n_train, (28, 28))
+    test_images, test_labels = patterns(n_test, (28, 28), 1)
     arrays = [train_images, train_labels, test_images, test_labels]
     for name, array in zip(s.files(), arrays):
         write_idx(root / s.folder / "raw" / name, array, gz)
@@ -59,7 +60,8 @@ def test_idx_sets_load_through_the_same_reader(tmp_path, key, gz):
     assert info.mean != (0.1307,)  # measured on these images, not MNIST's
     x, y, _ = loader._raw(ds, "train")
     expected = torch.from_numpy(train_images).unsqueeze(1)
-    assert torch.equal(x, expected.transpose(2, 3) if key.startswith("emnist") else expected)  # EMNIST is stored transposed
+    # EMNIST's files hold each image transposed: it is turned upright
+    assert torch.equal(x, expected.transpose(2, 3) if key.startswith("emnist") else expected)
     assert torch.equal(y, torch.from_numpy(train_labels).long())
     splits = load_search_data(ds, CPU)
     assert len(splits.held_out) == 30 and len(splits.train) == 270  # 10 %, stratified: 3 of each class
@@ -89,9 +91,7 @@ def write_cifar(root, per_batch: int = 20, test: int = 40):
                          b"data": images.reshape(len(images), -1), b"filenames": [b"x.png"] * len(images)}, f, 2)
         written.append((images, labels))
     with (folder / "batches.meta").open("wb") as f:
-        pickle.dump({b"label_names": [n.encode() for n in loader.Cifar10Source.__module__ and
-                                      ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                       "ship", "truck")], b"num_cases_per_batch": per_batch}, f, 2)
+        pickle.dump({b"label_names": [n.encode() for n in CIFAR10_CLASSES], b"num_cases_per_batch": per_batch}, f, 2)
     return written
 
 
@@ -204,7 +204,8 @@ def test_npz_with_and_without_a_test_part(tmp_path):
     assert torch.equal(x, torch.from_numpy(images).permute(0, 3, 1, 2))
     assert len(load_train_test(ds, CPU).held_out) == 30
     grey, glabels = patterns(100, (12, 12))
-    np.savez(tmp_path / "grey.npz", x_train=grey, y_train=glabels.astype(np.uint8), class_names=np.array(list("abcdefghij")))
+    np.savez(tmp_path / "grey.npz", x_train=grey, y_train=glabels.astype(np.uint8),
+             class_names=np.array(list("abcdefghij")))
     ds = source_of(str(tmp_path / "grey.npz"), None)
     assert data_info(ds).classes[:2] == ("a", "b") and len(load_train_test(ds, CPU).held_out) == 20
 

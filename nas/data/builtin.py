@@ -36,7 +36,8 @@ class IdxSet:
     def files(self) -> dict[str, tuple[int, int | None, tuple[int, ...]]]:
         """file name -> (IDX magic number, item count or None: any, item shape)"""
         (train, test), p = self.counts or (None, None), self.prefix
-        return {f"{p}train-images-idx3-ubyte": (2051, train, (28, 28)), f"{p}train-labels-idx1-ubyte": (2049, train, ()),
+        return {f"{p}train-images-idx3-ubyte": (2051, train, (28, 28)),
+                f"{p}train-labels-idx1-ubyte": (2049, train, ()),
                 f"{p}t10k-images-idx3-ubyte" if not p else f"{p}test-images-idx3-ubyte": (2051, test, (28, 28)),
                 f"{p}t10k-labels-idx1-ubyte" if not p else f"{p}test-labels-idx1-ubyte": (2049, test, ())}
 
@@ -101,8 +102,7 @@ class IdxSource:
         if all(self._path(name).is_file() for name in self.set.files()):
             return
         cls, kwargs = self.set.torchvision
-        root = self.data_dir
-        download(cls, root, {**kwargs, "train": part == "train"}, self.set.title,
+        download(cls, self.data_dir, {**kwargs, "train": part == "train"}, self.set.title,
                  f"by hand, put {', '.join(self.set.files())} (unzipped) in {self.raw}/")
 
     def _path(self, name: str) -> Path:
@@ -195,7 +195,9 @@ class Cifar10Source:
         return self.data_dir / "cifar-10-batches-py"
 
     def _files(self, part: str) -> list[Path]:
-        return [self.folder / f"data_batch_{i}" for i in range(1, 6)] if part == "train" else [self.folder / "test_batch"]
+        if part == "train":
+            return [self.folder / f"data_batch_{i}" for i in range(1, 6)]
+        return [self.folder / "test_batch"]
 
     def classes(self) -> list:
         meta = self.folder / "batches.meta"
@@ -215,8 +217,8 @@ class Cifar10Source:
         return sum(p.stat().st_size for p in self._files(part) if p.is_file()) // 3073
 
     def fingerprint(self) -> tuple:
-        return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self._files("train") + self._files("test")
-                     if p.is_file())
+        files = self._files("train") + self._files("test")
+        return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.is_file())
 
     def fetch(self, part: str) -> None:
         if not all(p.is_file() for p in self._files("train") + self._files("test")):

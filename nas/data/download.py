@@ -29,7 +29,8 @@ def download(cls_name: str, root: Path, kwargs: dict[str, Any], what: str, by_ha
     try:
         dataset(root=str(root), download=True, **kwargs)
     except Exception as exc:  # no network, a mirror down or silent, a checksum that does not match
-        for folder in sorted(made + [d for d in _dirs(root) if d not in before], key=lambda p: len(p.parts), reverse=True):
+        new = made + [d for d in _dirs(root) if d not in before]
+        for folder in sorted(new, key=lambda p: len(p.parts), reverse=True):
             if folder.is_dir() and not any(folder.iterdir()):  # deepest first; a folder with files in it stays
                 folder.rmdir()
         raise DataError(f"cannot download {what} ({download_reason(exc)}); {by_hand}") from None

@@ -68,7 +68,6 @@ def _scan(root: Path, counts: Counter, dirs: list | None = None) -> list[Path]:
             else:
                 counts["skipped"] += 1
     walk(root)
-    seen.discard((root.stat().st_dev, root.stat().st_ino))
     return found
 
 
@@ -195,7 +194,8 @@ class FolderSource:
     def check(self, part: str | None, hint: str | None = None) -> None:
         self.headers()
 
-    def read(self, part: str, channels: int | None = None, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, part: str, channels: int | None = None, size: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
         c, h, _ = self.shape()
         channels, size = channels or c, size or h
         paths, labels = self._files[part]
@@ -297,7 +297,8 @@ class NpzSource:
         try:
             return self._arrays[key]
         except Exception as exc:
-            raise DataError(f"{self.path}: array {key} cannot be read ({type(exc).__name__}: {str(exc)[:60]})") from None
+            raise DataError(f"{self.path}: array {key} cannot be read ({type(exc).__name__}: "
+                            f"{str(exc)[:60]})") from None
 
     def _labels(self, part: str) -> torch.Tensor:
         y, n = self._array(f"y_{part}"), self._x_shape(part)[0]
@@ -319,7 +320,8 @@ class NpzSource:
 
     def identity(self) -> dict:
         y = self._labels("train")
-        per_class = {str(self._classes[c]): int(n) for c, n in enumerate(torch.bincount(y, minlength=len(self._classes)))}
+        counts = torch.bincount(y, minlength=len(self._classes))
+        per_class = {str(self._classes[c]): int(n) for c, n in enumerate(counts)}
         return {"name": self.path.name, "kind": "npz", "images_per_class": per_class, "hash": file_hash(self.path)}
 
     def fingerprint(self) -> tuple:
