@@ -356,3 +356,30 @@ def test_the_search_split_never_opens_a_folders_test_images(tmp_path):
     test_files = {str(p) for p in loader.open_source(ds)._files["test"][0]}
     assert len(splits.train) + len(splits.held_out) == 80 and len(test_files) == 20
     assert any(p.endswith(".png") for p in opened) and not test_files & set(opened)
+
+
+@pytest.mark.parametrize("key,cls,attr,where", [
+    ("fashion-mnist", "FashionMNIST", "mirrors", "FashionMNIST/raw/"),
+    ("cifar10", "CIFAR10", "url", ""),
+])
+def test_a_failed_download_of_another_set_is_one_line_and_leaves_no_folders(tmp_path, monkeypatch, key, cls, attr,
+                                                                          where):
+    import socket
+
+    import torchvision.datasets
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: connection refused
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    url = f"http://127.0.0.1:{port}/"
+    monkeypatch.setattr(getattr(torchvision.datasets, cls), attr, [url] if attr == "mirrors" else url + "c.tar.gz")
+    monkeypatch.setattr("nas.data.download.DOWNLOAD_TIMEOUT", 1.0)
+    with pytest.raises(DataError) as exc_info:
+        data_info(source_of(key, str(tmp_path / "fresh"), download=True))
+    line = one_line(exc_info)
+    assert line.startswith(f"cannot download {IDX_SETS[key].title if key in IDX_SETS else 'CIFAR-10'} (") \
+        and "Connection refused" in line, line
+    assert f"{tmp_path / 'fresh'}/{where}" in line, line
+    assert not (tmp_path / "fresh").exists()
