@@ -383,3 +383,14 @@ def test_a_failed_download_of_another_set_is_one_line_and_leaves_no_folders(tmp_
         and "Connection refused" in line, line
     assert f"{tmp_path / 'fresh'}/{where}" in line, line
     assert not (tmp_path / "fresh").exists()
+
+
+def test_a_test_folder_without_images_is_one_line(tmp_path):
+    root = tmp_path / "split"
+    _small_folder(root / "train")
+    (root / "test" / "a").mkdir(parents=True)
+    _refused(root, "test: no PNG/JPEG/BMP images in its class folders")
+    _small_folder(root / "test", classes=("a",))  # one class with test images is enough
+    assert data_info(source_of(str(root), None)).classes == ("a", "b")
+    (root / "test" / "zebra").mkdir()
+    _refused(root, "class folder zebra is not in train/")

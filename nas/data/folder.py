@@ -71,11 +71,11 @@ def _scan(root: Path, counts: Counter, dirs: list | None = None) -> list[Path]:
     return found
 
 
-def _class_dirs(root: Path, what: str) -> list[Path]:
+def _class_dirs(root: Path, what: str, single_ok: bool = False) -> list[Path]:
     dirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: p.name)
     if not dirs:
         raise DataError(f"{root}: no class folders in {what} (ImageFolder layout: one subfolder of images per class)")
-    if len(dirs) == 1:
+    if len(dirs) == 1 and not single_ok:
         raise DataError(f"{root}: a single class ({dirs[0].name}); a classifier needs at least two class folders")
     return dirs
 
@@ -104,11 +104,13 @@ class FolderSource:
         self._classes = [d.name for d in dirs]
         paths, labels = self._listed(dirs, counts)
         if own_test:
-            test_dirs = _class_dirs(self.root / "test", "test/")
+            test_dirs = _class_dirs(self.root / "test", "test/", single_ok=True)
             unknown = [d.name for d in test_dirs if d.name not in self._classes]
             if unknown:
                 raise DataError(f"{self.root / 'test'}: class folder {unknown[0]} is not in train/")
-            test_paths, test_labels = self._listed(test_dirs, counts, empty_ok=True)
+            test_paths, test_labels = self._listed(test_dirs, counts, empty_ok=True)  # a class may lack test images
+            if not test_paths:
+                raise DataError(f"{self.root / 'test'}: no PNG/JPEG/BMP images in its class folders")
             self._files = {"train": (paths, labels), "test": (test_paths, test_labels)}
         else:
             y = torch.tensor(labels)
