@@ -100,6 +100,8 @@ class FolderSource:
         own_test = (self.root / "train").is_dir() and (self.root / "test").is_dir()
         counts: Counter = Counter()
         train_root = self.root / "train" if own_test else self.root
+        # the folders that hold class folders: one added or removed changes their mtime (see `unchanged`)
+        self._dirs += [(p, p.stat().st_mtime_ns) for p in (self.root / "train", self.root / "test") if own_test]
         dirs = _class_dirs(train_root, "it")
         self._classes = [d.name for d in dirs]
         paths, labels = self._listed(dirs, counts)
