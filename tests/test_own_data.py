@@ -109,3 +109,18 @@ def test_a_spec_for_other_data_is_refused_in_one_line(cli, tmp_path):
     result = cli("retrain", "reference/4_final", "--data", "shapes", "--epochs", "1", cwd=tmp_path)
     line = one_line_error(result)
     assert "does not fit shapes (3-channel 32x32 images, 4 classes)" in line and "arch.in_channels is 1, not 3" in line
+
+
+def test_a_reference_for_mnist_is_adapted_to_the_data_for_a_warm_start():
+    from nas.cost import count_params
+    from nas.model import build
+    from nas.search.warm_start import warm_starts
+    from nas.space import load_space
+
+    space = load_space("mnist").for_data({"in_channels": 3, "input_size": 32, "num_classes": 4})
+    (name, params, _), = warm_starts(space, 8000, [])
+    assert name == "4_final (first and last layer adapted to the data)"
+    spec = space.spec_from_params(params)  # what the queued trial draws
+    assert (spec.arch.in_channels, spec.arch.input_size, spec.arch.num_classes) == (3, 32, 4)
+    assert count_params(build(spec)) == 7416 + 2 * 9 * 8 - 6 * 16  # 3 input channels; 4 classes, not 10 (no bias)
+    assert [n for n, *_ in warm_starts(load_space("mnist"), 8000, [])] == ["4_final"]  # MNIST: as before
