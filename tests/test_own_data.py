@@ -92,13 +92,21 @@ def test_a_colour_folder_end_to_end(cli, tmp_path):
      "class 3 has no training images"),
     ("unknown name", lambda d: None, "neither a built-in set"),
 ])
-@pytest.mark.parametrize("command", ["search", "retrain", "bench"])
+@pytest.mark.parametrize("command", ["search", "retrain", "bench", "evaluate"])
 def test_bad_data_is_one_line_exit_2_and_stores_nothing(cli, tmp_path, case, make, message, command):
     data = tmp_path / ("d.npz" if case == "bad npz" else "d")
     make(data)
+    if command == "evaluate":  # an MNIST model's checkpoint (random weights), measured on the bad data
+        from nas.bundled import find_spec
+        from nas.checkpoint import save_checkpoint
+        from nas.model import build
+        from nas.spec import load_spec
+
+        spec = load_spec(find_spec("reference/4_final"))
+        save_checkpoint(tmp_path / "m.pt", spec, build(spec), {})
     before = tree_hashes(tmp_path)
     args = {"search": ["search", *SEARCH], "retrain": ["retrain", "reference/4_final", "--epochs", "1"],
-            "bench": ["bench", "--ablation"]}[command]
+            "bench": ["bench", "--ablation"], "evaluate": ["evaluate", "m.pt"]}[command]
     result = cli(args[0], *args[1:], "--data", str(data), cwd=tmp_path)
     assert message in one_line_error(result)
     assert tree_hashes(tmp_path) == before and not (tmp_path / "studies").exists()
