@@ -36,6 +36,7 @@ def random_affine(x: torch.Tensor, rotation: float, shift: float, scale: float,
     theta = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (N, 2, 2)
     theta = torch.cat([theta, offset.unsqueeze(2)], 2).to(x.dtype)  # (N, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    black = BACKGROUND if background is None else torch.tensor(background, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    black = BACKGROUND if background is None else \
+        torch.tensor(background, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     # shift so the pixels brought in from outside the image are black, not mid-grey
     return F.grid_sample(x - black, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + black

@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
     trained_on, recorded_source = checkpoint_data(payload, path)
     check_fits(spec, where=str(path), info=trained_on)  # a model for other images or classes than its own data's
     # the test images: --data, else those the checkpoint says it was trained on (a built-in set by name)
-    name = args.data or recorded_source or (trained_on.identity.get("name") if trained_on.identity.get("name") in BUILTIN
-                                     else None)
+    builtin = trained_on.identity.get("name") if trained_on.identity.get("name") in BUILTIN else None
+    name = args.data or recorded_source or builtin
     if name is None:
         raise UsageError(f"{path} was trained on {describe_data(trained_on.identity)}: pass --data with its folder "
                          "or .npz")

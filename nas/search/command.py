@@ -55,8 +55,8 @@ METRIC_NAME = "validation accuracy (%)"  # a trial's value
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
     p.add_argument("--space", default=DEFAULT_SPACE,
-                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, colour32, "
-                        "mnist_tiny: see nas list)")
+                   help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
+                        "mnist_tiny, colour32: see nas list)")
     add_study_args(p, required=False)
     p.add_argument("--trials", type=non_negative_int,
                    help="trials this command runs, all workers together (default: 50, or unlimited with --timeout); "
