@@ -350,7 +350,6 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
         + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
         f"budget < {args.budget:,} parameters, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
         f"device {describe(plan.device)}",
-        header(plan.data),
         f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
         f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
         + f", {args.jobs} worker process(es)",
@@ -359,6 +358,7 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
          "rungs: none (every candidate at full fidelity, median stopping)")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
+        header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
     ]
     if space_before is not None:
         lines.append(_space_changed(plan, n_before, space_before))
