@@ -19,7 +19,7 @@ from torch import nn
 
 from . import __version__
 from .cost import check_buildable, count_params
-from .data import CLASSES, PREPROCESSING
+from .data import MNIST_INFO, DataInfo
 from .errors import CheckpointError, ExportCheckError, SpecError, first_line
 from .files import MiB, atomic_path, open_input
 from .model import build
@@ -32,7 +32,11 @@ ONNX_FILE, EXPORT_FILE = "model.onnx", "model.pt2"
 CHECK_ATOL = CHECK_RTOL = 1e-4  # float32 kernels differ between torch and onnxruntime, but not by more
 
 
-def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str, Any],
+                    data: DataInfo | None = None, source: str | None = None) -> None:
+    """`data`: what the model was trained on (None: MNIST); `source`: its --data (a name or path), so that
+    `nas evaluate` finds the test images without being told."""
+    data = data or MNIST_INFO
     payload = {
         "format": FORMAT,
         "version": __version__,
@@ -40,8 +44,12 @@ def save_checkpoint(path: Path, spec: Spec, model: nn.Module, metrics: dict[str,
         "spec": spec.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics,
-        "preprocessing": dict(PREPROCESSING),  # absent from checkpoints written before it: they load all the same
+        "preprocessing": data.preprocessing(),  # absent from checkpoints written before it: they load all the same
     }
+    if not data.is_mnist:  # checkpoints of MNIST models stay as they were
+        payload.update({"class_labels": list(data.classes), "data": dict(data.identity)})
+        if source is not None:
+            payload["data_source"] = source
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -84,13 +92,36 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], Spec, nn.Module]:
     return payload, spec, model.eval()
 
 
-def onnx_metadata(model: nn.Module, spec: Spec | None = None, params: int | None = None) -> dict[str, str]:
+def checkpoint_data(payload: dict[str, Any], path: Path) -> tuple[DataInfo, str | None]:
+    """The data a checkpoint's model was trained on (its preprocessing, classes, identity) and its --data;
+    a checkpoint written before these were stored: MNIST."""
+    pre = payload.get("preprocessing")
+    if not isinstance(pre, dict) or "data" not in payload:
+        return MNIST_INFO, None
+    try:
+        listed = lambda v: tuple(float(x) for x in (v if isinstance(v, list) else [v]))  # noqa: E731
+        info = DataInfo(dict(payload["data"]), int(pre["channels"]), int(pre["input_size"]),
+                        tuple(payload.get("class_labels") or ()), listed(pre["mean"]), listed(pre["std"]),
+                        pre.get("resize"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: the checkpoint's preprocessing is unusable ({exc})") from None
+    source = payload.get("data_source")
+    return info, source if isinstance(source, str) else None
+
+
+def onnx_metadata(model: nn.Module, spec: Spec | None = None, params: int | None = None,
+                  data: DataInfo | None = None) -> dict[str, str]:
     """The ONNX file's metadata_props (strings): the preprocessing, the class labels, the design, the code's version.
 
     `spec` and `params` when the caller has them (params is counted from the model otherwise); without a spec,
-    `code` and `spec` are left out."""
-    meta = {key: str(value) for key, value in PREPROCESSING.items()}
-    meta["class_labels"] = json.dumps(list(range(CLASSES)))
+    `code` and `spec` are left out. `data`: what the model was trained on (None: MNIST); a mean and std per
+    channel are JSON lists, one channel's a number, as MNIST's always were."""
+    data = data or MNIST_INFO
+    meta = {key: value if isinstance(value, str) else json.dumps(value) if isinstance(value, list) else str(value)
+            for key, value in data.preprocessing().items()}
+    meta["class_labels"] = json.dumps(list(data.classes))
+    if not data.is_mnist:
+        meta["data"] = json.dumps(data.identity, sort_keys=True)
     if spec is not None:
         meta["code"], meta["spec"] = spec.code, json.dumps(spec.to_dict(), sort_keys=True)
     meta["params"] = str(count_params(model) if params is None else params)
@@ -99,7 +130,7 @@ def onnx_metadata(model: nn.Module, spec: Spec | None = None, params: int | None
 
 
 def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spec | None = None,
-                  params: int | None = None) -> dict[str, float]:
+                  params: int | None = None, data: DataInfo | None = None) -> dict[str, float]:
     """Write model.pt2 and model.onnx for `model` (on CPU, eval mode), each checked against PyTorch on `batch`.
 
     Each is written under a temporary name and renamed into `out` only once it reproduces the
@@ -107,7 +138,7 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
     carries `onnx_metadata(model, spec, params)` in its metadata_props, read back through onnxruntime.
     """
     model = model.cpu().eval()
-    meta = onnx_metadata(model, spec, params)
+    meta = onnx_metadata(model, spec, params, data)
     batch = batch.cpu().clone()  # its own storage: torch.export saves the example's, not a view of the test set
     with torch.no_grad():
         expected = model(batch)

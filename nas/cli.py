@@ -193,13 +193,25 @@ def size(text: str) -> int:
 def add_device_args(parser: argparse.ArgumentParser, doing: str = "train") -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help=f"where to {doing} (auto: CUDA if available)")
-    parser.add_argument("--data-dir", help="directory holding MNIST/raw (default: $NAS_DATA_DIR, else ./data)")
-    parser.add_argument("--download", action="store_true", help="download MNIST into the data dir if it is missing")
+    parser.add_argument("--data", metavar="NAME|PATH",
+                        help="the images: a built-in set (mnist, fashion-mnist, kmnist, emnist-balanced, cifar10, "
+                             "svhn), a folder with one subfolder of images per class, or an .npz (default: mnist)")
+    parser.add_argument("--data-dir", help="directory the built-in sets live in, e.g. MNIST/raw "
+                                           "(default: $NAS_DATA_DIR, else ./data)")
+    parser.add_argument("--download", action="store_true",
+                        help="download the built-in set into the data dir if it is missing")
+    parser.add_argument("--image-size", type=positive_int, metavar="N",
+                        help="resize the images to N x N (default: the data's own size)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), help="1: grey, 3: colour (default: the data's own)")
+    parser.add_argument("--val-size", type=positive_int, metavar="N",
+                        help="validation images carved from the training images (default: 5,000 for MNIST, else "
+                             "10%% of the training images, at most 5,000)")
 
 
 def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
     parser.add_argument("--study", required=required,
-                        help="study name" + ("" if required else " (default: <space>-b<budget>)"))
+                        help="study name" + ("" if required else " (default: <space>-b<budget>; on other data than "
+                                                                 "MNIST <space>-<data>-b<budget>)"))
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<studies dir>/<study>.db)")
     parser.add_argument("--studies-dir",
                         help="where studies and their outputs live (default: $NAS_STUDIES_DIR, else ./studies)")

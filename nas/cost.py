@@ -38,8 +38,10 @@ def count_params(module: nn.Module) -> int:
     return int(parameter_count(module)[""])
 
 
-def count_macs(module: nn.Module, input_shape: tuple[int, ...] = (1, 1, 28, 28)) -> int:
-    """Multiply-accumulates for one image. fvcore calls one multiply-add a 'flop', so its total is MACs."""
+def count_macs(module: nn.Module, input_shape: tuple[int, ...] | None = None) -> int:
+    """Multiply-accumulates for one image (of `input_shape`, else the one the module was built for, else MNIST's).
+    fvcore calls one multiply-add a 'flop', so its total is MACs."""
+    input_shape = input_shape or getattr(module, "input_shape", (1, 1, 28, 28))
     was_training = module.training
     module.eval()
     device = next(module.parameters()).device

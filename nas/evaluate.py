@@ -1,6 +1,7 @@
-"""`nas evaluate CHECKPOINT`: the test accuracy, per-digit accuracy and confusion matrix of a checkpoint written by `nas retrain`, what a user checks before trusting a model.
+"""`nas evaluate CHECKPOINT`: the test accuracy, per-class accuracy and confusion matrix of a checkpoint written by `nas retrain`, what a user checks before trusting a model.
 
-checkpoint -> (spec, weights) -> module -> predictions on the 10,000 test images -> figure (plotly HTML).
+checkpoint -> (spec, weights, preprocessing) -> module -> predictions on the data's test images -> figure (plotly HTML).
+The test images are those of the data the checkpoint was trained on (or --data), prepared as it stores.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_data, load_checkpoint
 from .cli import add_device_args, run_command
-from .data import check_fits, load_train_test, resolve_data_dir
+from .data import BUILTIN, check_fits, data_info, describe_data, load_test, source_of
 from .device import resolve_device
 from .errors import UsageError
 from .files import check_replaceable, write_text
@@ -26,10 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_device_args(p, doing="evaluate")
 
 
-def write_figure(counts: torch.Tensor, title: str, path: Path) -> None:
+def write_figure(counts: torch.Tensor, title: str, path: Path, labels: list[str] | None = None) -> None:
     import plotly.graph_objects as go
 
-    labels = [str(i) for i in range(len(counts))]
+    labels = labels or [str(i) for i in range(len(counts))]
     # colour by share of the true class, so a few errors stand out next to ~1,000 correct answers
     share = 100.0 * counts.double() / counts.sum(1, keepdim=True).clamp(min=1)
     off_diag = share.clone().fill_diagonal_(0)
@@ -47,14 +48,24 @@ def write_figure(counts: torch.Tensor, title: str, path: Path) -> None:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     payload, spec, model = load_checkpoint(path)
-    check_fits(spec, where=str(path))  # a model for other images or classes cannot be measured on MNIST
+    trained_on, recorded_source = checkpoint_data(payload, path)
+    check_fits(spec, where=str(path), info=trained_on)  # a model for other images or classes than its own data's
+    # the test images: --data, else those the checkpoint says it was trained on (a built-in set by name)
+    builtin = trained_on.identity.get("name") if trained_on.identity.get("name") in BUILTIN else None
+    name = args.data or recorded_source or builtin
+    if name is None:
+        raise UsageError(f"{path} was trained on {describe_data(trained_on.identity)}: pass --data with its folder "
+                         "or .npz")
+    source = source_of(name, args.data_dir, image_size=trained_on.size, channels=trained_on.channels,
+                       download=args.download)
+    check_fits(spec, where=str(path), info=data_info(source))  # and data of other classes cannot measure it
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_confusion.html")
     if out.is_dir() or not out.parent.is_dir():
         raise UsageError(f"--out {out}: name a file in an existing directory")
     check_replaceable(out, "html")  # never the checkpoint itself, or any other file that is not a figure
     device = resolve_device(args.device)
-    # only the 10,000 test images are needed: subset=1 keeps the training part down to one image
-    test = load_train_test(resolve_data_dir(args.data_dir), device, subset=1, download=args.download).held_out
+    # the test images, prepared with the preprocessing stored in the checkpoint
+    test = load_test(source, device, trained_on)
     counts = confusion(model.to(device), split_batches(test, eval_batch_size(device))).cpu()
 
     correct, total = counts.diag(), counts.sum(1)
@@ -64,14 +75,18 @@ def run(args: argparse.Namespace) -> int:
     recorded = metrics.get("test_acc") if isinstance(metrics, dict) else None
     note = f" (recorded at training: {recorded:.2f} %)" if isinstance(recorded, float) else ""
     print(f"test accuracy: {acc:.2f} % ({correct.sum().item():,} of {total.sum().item():,}){note}")
-    print(f"{'class':>5} {'images':>6} {'correct':>7} {'acc':>7}  most often mistaken for")
+    names = [str(c) for c in trained_on.classes] if len(trained_on.classes) == len(counts) else \
+        [str(c) for c in range(len(counts))]
+    width = max(5, *(len(n) for n in names))
+    print(f"{'class':>{width}} {'images':>6} {'correct':>7} {'acc':>7}  most often mistaken for")
     for c in range(len(counts)):
         errors = counts[c].clone()
         errors[c] = 0
         worst = int(errors.argmax())
-        mistaken = f"{worst} ({int(errors[worst])})" if errors[worst] > 0 else "-"
-        print(f"{c:>5} {int(total[c]):>6} {int(correct[c]):>7} {100.0 * correct[c].item() / max(1, total[c].item()):>6.2f}%  {mistaken}")
-    write_figure(counts, f"{spec.code}<br>test accuracy {acc:.2f} %", out)
+        mistaken = f"{names[worst]} ({int(errors[worst])})" if errors[worst] > 0 else "-"
+        print(f"{names[c]:>{width}} {int(total[c]):>6} {int(correct[c]):>7} "
+              f"{100.0 * correct[c].item() / max(1, total[c].item()):>6.2f}%  {mistaken}")
+    write_figure(counts, f"{spec.code}<br>test accuracy {acc:.2f} %", out, names)
     print(f"wrote {out}")
     return 0
 

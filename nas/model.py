@@ -72,4 +72,6 @@ def build(spec: Spec | Arch) -> nn.Sequential:
             layers += _block(channels, width, kind, arch)
             channels = width
     layers += _head(channels, arch)
-    return nn.Sequential(*layers)
+    net = nn.Sequential(*layers)
+    net.input_shape = (1, arch.in_channels, arch.input_size, arch.input_size)  # one image: what cost.count_macs feeds
+    return net

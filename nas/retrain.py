@@ -8,6 +8,7 @@ The test set is measured once per seed, after the last epoch; no epoch is ever p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -21,9 +22,10 @@ from .bundled import find_spec, in_package
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
 from .cli import add_device_args, positive_int, run_command
 from .cost import FLOAT32, INT8, check_buildable, count_macs, count_params, flash_int8, peak_ram
-from .data import check_fits, load_train_test, resolve_data_dir
+from .data import (BUILTIN, DataSource, check_fits, data_info, describe_data, header, load_train_test, source_from_args,
+                   source_of)
 from .device import describe, resolve_device
-from .errors import ExportCheckError, UsageError
+from .errors import DataError, ExportCheckError, UsageError
 from .files import write_json
 from .model import build
 from .progress import format_duration, time_left
@@ -126,18 +128,35 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(spec_path, studies_dir(args.studies_dir))
     return retrain(spec_path, out, epochs=args.epochs,
                    seeds=args.seeds, subset=args.subset, budget=args.budget, overwrite=args.overwrite,
-                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download)
+                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
+                   data=source_from_args(args) if args.data else None)
+
+
+def _recorded_data(spec_path: Path, data_dir: str | None, download: bool) -> DataSource:
+    """The data a spec file (best.json) says its design was found on, when no --data is given: a built-in set
+    by its name; MNIST for a file that says nothing. A folder or .npz must be named again (--data)."""
+    try:
+        recorded = json.loads(Path(spec_path).read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    if isinstance(recorded, dict) and "hash" in recorded:
+        raise DataError(f"{spec_path} was found on your own data {describe_data(recorded)}: pass --data with its "
+                        "folder or .npz")
+    return source_of(name if name in BUILTIN else "mnist", data_dir, download=download)
 
 
 def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, subset: int | None = None,
             budget: int | None = None, overwrite: bool = False, quiet: bool = False, device: str = "auto",
-            data_dir: str | None = None, download: bool = False) -> int:
+            data_dir: str | None = None, download: bool = False, data: DataSource | None = None) -> int:
     """Train the spec in `spec_path` with seeds 0..seeds-1 into `out` (checkpoints, metrics.json, the
     best seed's ONNX and torch.export files) and print its final-epoch test accuracy. Returns the exit
     status: 0, or 1 when a seed diverged or an export failed its check; bad input raises UsageError
-    (or SpecError, DataError) before anything is written."""
+    (or SpecError, DataError) before anything is written. `data`: the images (None: MNIST in `data_dir`)."""
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
-    check_fits(spec, where=str(spec_path))  # so does one made for other images or classes than MNIST's
+    source = data or _recorded_data(spec_path, data_dir, download)
+    info = data_info(source)
+    check_fits(spec, where=str(spec_path), info=info)  # so does one made for other images or classes than the data's
     check_buildable(spec, where=str(spec_path))  # and one too large to build, by its count, before allocating
     model = build(spec)
     params, macs = count_params(model), count_macs(model)
@@ -145,19 +164,21 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
         raise UsageError(f"{spec_path}: {params:,} parameters >= budget {budget:,}")
     check_out_dir(out, overwrite)
     where = resolve_device(device)
-    data = load_train_test(resolve_data_dir(data_dir), where, subset, download)  # once, for all seeds
+    data = load_train_test(source, where, subset, download)  # once, for all seeds
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _retrain(spec, spec_path, params, macs, data, out, describe(where), epochs=epochs, seeds=seeds,
-                        quiet=quiet, subset=subset)
+                        quiet=quiet, subset=subset, info=info, source=source)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
 
 def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Path, where: str, *, epochs: int,
-             seeds: int, quiet: bool, subset: int | None = None) -> int:
+             seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None) -> int:
+    if not quiet and info is not None and not info.is_mnist:
+        print(header(info), file=sys.stderr)
     if not quiet:
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
               f"{seeds} seed(s) x {epochs} epochs on {where}", file=sys.stderr)
@@ -182,13 +203,13 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
         save_checkpoint(out / f"seed{k}.pt", spec, result.model,
                         {**row, "epochs": epochs, "params": params, "macs": macs,
                          "train_images": len(data.train), "test_images": len(data.held_out),
-                         "device": where, "history": history})
+                         "device": where, "history": history}, info, source.name if source else None)
         if result.final_acc > best_acc:
             best_model, best_acc, best_seed = result.model, result.final_acc, k
     accs = [r["test_acc"] for r in rows]
     stats = summarise(accs)
     try:
-        checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out, spec=spec, params=params)
+        checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out, spec=spec, params=params, data=info)
     except ExportCheckError as exc:
         print(f"nas retrain: error: {exc}", file=sys.stderr)
         return 1
@@ -204,6 +225,7 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
         "per_seed": rows, "device": where, "wall_seconds": round(wall, 1),
         "exported": {"onnx": ONNX_FILE, "torch_export": EXPORT_FILE, "seed": best_seed, **checks},
         **provenance(), "torch": torch.__version__,
+        **({} if info is None or info.is_mnist else info.record()),
     }
     write_json(metrics, out / METRICS_FILE)
     for stale in out.glob("seed*.pt"):  # left by an earlier run (--overwrite) with more seeds

@@ -122,10 +122,19 @@ class Space:
     name: str
     path: str
     domains: dict[str, Domain]  # "arch.width" -> domain; "train.lr.sgd" for per-optimizer LRs
+    # the data's in_channels, input_size and num_classes, given to every spec drawn; (): MNIST's (the defaults)
+    shape: tuple[tuple[str, int], ...] = ()
+
+    def for_data(self, shape: dict[str, int]) -> "Space":
+        """This space drawing specs for data of `shape` ({in_channels, input_size, num_classes})."""
+        return replace(self, shape=tuple(sorted(shape.items())))
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Spec:
         """Draw one candidate. Parameter names are stable, so studies can be resumed and compared."""
-        return Spec(self._arch(trial), self._train(trial))
+        return self._shaped(Spec(self._arch(trial), self._train(trial)))
+
+    def _shaped(self, spec: Spec) -> Spec:
+        return replace(spec, arch=replace(spec.arch, **dict(self.shape))) if self.shape else spec
 
     def _draw(self, trial: optuna.trial.BaseTrial, key: str, name: str | None = None) -> Any:
         return _suggest(trial, name or key.split(".")[-1], self.domains[key])
@@ -229,7 +238,7 @@ class Space:
         while stack:
             chosen = stack.pop()
             try:
-                yield Spec(self._arch(_Lowest(chosen)), train)  # type: ignore[arg-type]
+                yield self._shaped(Spec(self._arch(_Lowest(chosen)), train))  # type: ignore[arg-type]
             except _Branch as branch:
                 stack.extend({**chosen, branch.name: choice} for choice in branch.choices)
 

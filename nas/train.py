@@ -304,7 +304,7 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 correct = torch.zeros((), dtype=torch.int64, device=device)
                 for i in range(steps):
                     idx = order[i * batch:(i + 1) * batch]
-                    x, y = random_affine(data.train.x[idx], *strengths), data.train.y[idx]
+                    x, y = random_affine(data.train.x[idx], *strengths, data.train.background), data.train.y[idx]
                     if speed.channels_last:  # a no-op for 1-channel images, but keeps layouts explicit
                         x = x.contiguous(memory_format=torch.channels_last)
                     with _autocast(device, speed.amp):

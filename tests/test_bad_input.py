@@ -142,7 +142,7 @@ def offline(monkeypatch):
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
     monkeypatch.setenv("no_proxy", "127.0.0.1")
-    monkeypatch.setattr("nas.data.DOWNLOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr("nas.data.download.DOWNLOAD_TIMEOUT", 1.0)
     mirrors = {"refused": [f"http://127.0.0.1:{refused}/"],
                "silent": [f"http://127.0.0.1:{silent.getsockname()[1]}/"]}
 

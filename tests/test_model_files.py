@@ -106,7 +106,7 @@ def test_failed_download_is_one_line_with_the_files_to_place_by_hand(tmp_path, m
     closed.close()  # nothing listens there: connection refused
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     monkeypatch.setattr(MNIST, "mirrors", [f"http://127.0.0.1:{port}/", f"http://127.0.0.1:{port}/again/"])
-    monkeypatch.setattr("nas.data.DOWNLOAD_TIMEOUT", 1.0)
+    monkeypatch.setattr("nas.data.download.DOWNLOAD_TIMEOUT", 1.0)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as exc_info:
         check_data(tmp_path / "nomnist", download=True)

@@ -5,6 +5,7 @@ import optuna
 import pytest
 
 from conftest import SHARED_BUDGET, TINY, one_line_error, run_cli, tree_hashes
+from nas.data import PREPROCESSING
 from nas.space import load_space
 from nas.store.record import Outcome, read_settings, read_trials
 from nas.store.winner import best_record, select_winner
@@ -27,7 +28,8 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     assert len(study.trials) == 3
     assert read_settings(study) == {"budget": 3000, "space": "mnist_tiny", "space_file": "bundled:mnist_tiny",
                                     "epochs": 2, "train_images": 256, "rungs": [], "finalists": 3, "finalist_seeds": 3,
-                                    "space_hash": load_space(TINY).content_hash}
+                                    "space_hash": load_space(TINY).content_hash, "data": {"name": "mnist"},
+                                    "preprocessing": {**PREPROCESSING, "class_labels": list(range(10))}}
     records = read_trials(study)
     assert all(r.params > 0 and r.spec and r.macs and r.fidelity.epochs == 2 for r in records)
     complete = [r for r in records if r.outcome == Outcome.COMPLETE]

@@ -17,7 +17,9 @@ from test_spec import CLASSIC, V1, without_wd
 
 SPACES = list(spaces().values())
 # the budgets each bundled space is aimed at: (low, high) parameters
-AIMED = {"mnist": (4000, 8000), "mnist_classic": (4000, 8000), "mnist_small": (1000, 4000), "mnist_tiny": (500, 3000)}
+AIMED = {"mnist": (4000, 8000), "mnist_classic": (4000, 8000), "mnist_small": (1000, 4000), "mnist_tiny": (500, 3000),
+         "colour32": (10_000, 100_000)}
+SHAPES = {"colour32": {"in_channels": 3, "input_size": 32, "num_classes": 10}}  # spaces aimed at other data than MNIST
 
 
 def test_there_is_a_default_space_and_the_top_level_folder_shows_the_bundled_ones():
@@ -38,12 +40,14 @@ def _draws(space, n: int, seed: int = 0):
 @pytest.mark.parametrize("path", SPACES, ids=lambda p: p.stem)
 def test_every_space_samples_specs_whose_modules_run_and_fit_its_budgets(path):
     space = load_space(path)
+    shape = SHAPES.get(path.stem, {"in_channels": 1, "input_size": 28, "num_classes": 10})
+    space = space.for_data(shape) if path.stem in SHAPES else space
     low, high = AIMED[path.stem]
     sizes = []
     for _, spec in _draws(space, 30):
         assert Spec.from_dict(spec.to_dict()) == spec
         model = build(spec)
-        out = model(torch.randn(2, 1, 28, 28))
+        out = model(torch.randn(2, shape["in_channels"], shape["input_size"], shape["input_size"]))
         assert out.shape == (2, 10) and torch.isfinite(out).all()
         sizes.append(count_params(model))
     # aimed at budgets from low to high: not one lucky draw, but a quarter or more of them, lies in that range

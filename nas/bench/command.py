@@ -12,12 +12,14 @@ Each is warmed up on a short run first. The last line is `ratio X`: (a)'s images
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 from ..cli import add_device_args, positive_int
 from ..cost import check_buildable, count_params
-from ..data import check_fits, load_search_data, resolve_data_dir
+from ..errors import UsageError
+from ..data import check_fits, data_info, header, load_search_data, source_from_args, with_shape
 from ..device import describe, load_average, resolve_device
 from ..memory import status_mb
 from ..model import build
@@ -56,17 +58,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec) if args.spec else DEFAULT_SPEC
-    check_fits(spec, where=args.spec or "the default spec")  # before loading data or timing anything
+    source = source_from_args(args)
+    if source.name != "mnist" and not args.ablation:
+        raise UsageError(f"--data {args.data}: the usual pipeline (b) reads MNIST through torchvision only; "
+                         "time the project's trainer on other data with --ablation")
+    info = data_info(source)  # loads (or downloads) the data's training images first, once
+    spec = load_spec(args.spec) if args.spec else with_shape(DEFAULT_SPEC, info)  # the default: for the data's shape
+    check_fits(spec, where=args.spec or "the default spec", info=info)  # before timing anything
     check_buildable(spec, where=args.spec or "the default spec")  # by its count, before it is built
     device = resolve_device(args.device)
     speed = parse_speed(args.speed or "", speed_for(device))
     threads = args.threads or torch.get_num_threads()  # resolve_device set every usable core
-    data_dir = resolve_data_dir(args.data_dir)
-    data = load_search_data(data_dir, device, args.subset, args.download)  # checks (or downloads) MNIST first
+    data_dir = Path(source.data_dir)
+    data = load_search_data(source, device, args.subset)
     rss = status_mb("VmRSS")  # torch, torchvision and (a)'s data loaded: the floor of both peaks below
     print(f"nas.bench on {describe(device)}, device {device}, torch {torch.__version__}, load {load_average()}"
           + (f", process RSS {rss:,.0f} MB before training" if rss is not None else ""))
+    if not info.is_mnist:
+        print(header(info))
     print(f"model {spec.code} ({count_params(build(spec)):,} params), {len(data.train):,} training / "
           f"{len(data.held_out):,} validation images, {args.epochs} timed epoch(s) after a warm-up")
     print(f"(a) settings: {speed}", flush=True)
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     # (a)'s tensors are freed meanwhile, so neither pipeline's peak memory holds the other's data
     del data
     usual = run_usual(spec, data_dir, device, args.epochs, args.seed, args.subset)
-    data = load_search_data(data_dir, device, args.subset)
+    data = load_search_data(source, device, args.subset)
     torch.set_num_threads(threads)
     ours = run_ours(spec, data, args.epochs, args.seed, speed)
     print(ours.line())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -25,13 +26,15 @@ import torch
 from ..bundled import DEFAULT_SPACE
 from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int, size
 from ..cost import Budgets, check_budgets
-from ..data import check_data, load_search_data, resolve_data_dir, search_sizes
+from ..data import (DataInfo, DataSource, check_data, describe_data, header, load_search_data, search_sizes,
+                    source_from_args, study_data, study_preprocessing)
 from ..device import describe, resolve_device, usable_cores
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..export import next_command
 from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
 from ..progress import format_duration
 from ..space import Space, load_space
+from ..spec import MNIST_SHAPE
 from ..store.credentials import redact
 from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
 from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir,
@@ -58,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "20k, 1.5M, 64KB (k, M, G, KB, MB: 1000s), 1MiB (KiB, MiB, GiB: 1024s); combinable")
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
-                        "mnist_tiny: see nas list)")
+                        "mnist_tiny, colour32: see nas list)")
     add_study_args(p, required=False)
     p.add_argument("--trials", type=non_negative_int,
                    help="trials this command runs, all workers together (default: 50, or unlimited with --timeout); "
@@ -108,7 +111,7 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
             raise UsageError(f"study {study_name!r} was run with --{flag} {said(stored.get(key))}, not "
                              f"{said(getattr(settings, key))}: pick another --study, or continue it with the same "
                              "budgets")
-    for key, value in vars(settings).items():
+    for key, value in sorted(vars(settings).items(), key=lambda item: item[0] != "data"):  # other data: said first
         if key in StudySettings.CHANGEABLE or value is None or key not in stored or stored[key] == value:
             continue
         if key == "space_hash":
@@ -118,6 +121,14 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
                              f"{stored.get('space_file', 'its file then')} held it, and {settings.space_file} "
                              "draws other values under that name: pass --space-changed to continue the study "
                              "with it, or pick another --study")
+        if key == "data":
+            raise UsageError(f"study {study_name!r} was run on data {describe_data(stored[key])}, not "
+                             f"{describe_data(value)}: pick another --study, or continue it on the same data")
+        if key == "preprocessing":
+            shown = lambda p: (f"{p.get('channels')}x{p.get('input_size')}x{p.get('input_size')} images"  # noqa: E731
+                               + (f", {p['resize']}" if p.get("resize") else "") if isinstance(p, dict) else str(p))
+            raise UsageError(f"study {study_name!r} was run on {shown(stored[key])}, not {shown(value)}: pass the "
+                             "same --image-size and --channels, or pick another --study")
         if key == "rungs":
             shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
             raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
@@ -143,6 +154,8 @@ class Plan:
     asked_rungs: list[Fidelity] | None  # None: the default ladder (or the study's own)
     cheap: tuple[Fidelity, ...]
     starts: list
+    source: DataSource = DataSource()
+    data: DataInfo | None = None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta, finalists=args.finalists,
               finalist_seeds=args.finalist_seeds, max_macs=args.max_macs, max_ram=args.max_ram,
-              max_flash=args.max_flash)
+              max_flash=args.max_flash, source=plan.source)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -163,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.jobs == 1:
         def here() -> int:
             nonlocal data
-            data = load_search_data(plan.data_dir, plan.device, args.subset)
+            data = load_search_data(plan.source, plan.device, args.subset)
             return work(job, data)
         code = interruptible(here)
     else:
@@ -271,13 +284,18 @@ def _plan(args: argparse.Namespace) -> Plan:
                          f"worker process needs a core of its own (and about 850 MB of memory); use --jobs {cores} "
                          "or fewer")
     space = load_space(args.space)
+    source = source_from_args(args)
+    info = check_data(source)  # bad or missing data: one line now, not from every worker
+    if info.shape != MNIST_SHAPE:  # the specs' defaults: MNIST's
+        space = space.for_data(info.shape)
     check_budgets(_budgets(args), space.lowest_specs(), f"space {space.name}")
-    study_name = check_study_name(args.study or default_study_name(space.name, _budgets(args)))
+    # the default name: <space>-b<budget> on MNIST (as ever), <space>-<data>-b<budget> on other data
+    named = "" if source.name == "mnist" else re.sub(r"[^A-Za-z0-9_.-]+", "_", str(info.identity["name"]))
+    study_name = check_study_name(args.study or default_study_name(space.name, _budgets(args), named))
     root = studies_dir(args.studies_dir)
     device = resolve_device(args.device)
-    data_dir = resolve_data_dir(args.data_dir)
-    check_data(data_dir, args.download)  # bad or missing data: one line now, not from every worker
-    train_images, val_images = search_sizes(args.subset)
+    data_dir = Path(source.data_dir)
+    train_images, val_images = search_sizes(args.subset, source)
     if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
         raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
@@ -292,7 +310,8 @@ def _plan(args: argparse.Namespace) -> Plan:
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
-    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts)
+    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts,
+                source, info)
 
 
 def _open_study(plan: Plan, args: argparse.Namespace
@@ -309,6 +328,8 @@ def _open_study(plan: Plan, args: argparse.Namespace
     stored = read_settings(existing) if existing is not None else {}
     if existing is not None and "rungs" not in stored and existing.get_trials(deepcopy=False):
         stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
+    if existing is not None and "data" not in stored and existing.get_trials(deepcopy=False):
+        stored["data"] = {"name": "mnist"}  # a study made before other data: MNIST
     cheap = plan.cheap
     if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
         cheap = tuple(Fidelity(*r) for r in stored["rungs"])
@@ -316,7 +337,8 @@ def _open_study(plan: Plan, args: argparse.Namespace
                              epochs=args.epochs, train_images=plan.full.train_images,
                              rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
                              finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash,
-                             max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash)
+                             max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash,
+                             data=study_data(plan.source, plan.data), preprocessing=study_preprocessing(plan.data))
     check_settings(plan.study_name, stored, settings, args.space_changed)
     # a study made before space_hash was recorded: accepted, and its hash recorded from now on
     space_before = (str(stored.get("space_file", "its earlier file"))
@@ -351,6 +373,7 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
          "rungs: none (every candidate at full fidelity, median stopping)")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
+        header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
     ]
     if space_before is not None:
         lines.append(_space_changed(plan, n_before, space_before))
@@ -385,15 +408,16 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
-                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir)
+                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
+                   data=source_from_args(args))
 
 
-def default_study_name(space: str, budgets: Budgets) -> str:
+def default_study_name(space: str, budgets: Budgets, data: str = "") -> str:
     """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another
-    study)."""
+    study); on other data than MNIST its name after the space's: `colour32-cifar10-b50000`."""
     device = [f"-{name}{value}" for name, value in (("macs", budgets.macs), ("ram", budgets.ram),
                                                       ("flash", budgets.flash)) if value is not None]
-    return f"{space}-b{budgets.params}" + "".join(device)
+    return f"{space}{'-' + data if data else ''}-b{budgets.params}" + "".join(device)
 
 
 def _budgets(args: argparse.Namespace) -> Budgets:

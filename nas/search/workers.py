@@ -28,12 +28,13 @@ import optuna
 import torch
 
 from ..cost import Budgets
-from ..data import Splits, load_search_data
+from ..data import DataSource, Splits, data_info, load_search_data
 from ..device import resolve_device, usable_cores
 from ..errors import DataError, SpaceError, SpecError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..progress import KEEP
 from ..space import load_space
+from ..spec import MNIST_SHAPE
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
 from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
@@ -70,6 +71,7 @@ class Job:
     finalists: int = 0  # the finalists' phase (finalist_work, and the search's ETA): how many top trials, with
     finalist_seeds: int = 0  # how many new seeds,
     finalist_share: tuple[tuple[int, int], ...] = ()  # and this worker's (trial, seed) trainings
+    source: DataSource | None = None  # the data, described (each process loads it); None: MNIST in data_dir
     max_macs: int | None = None  # the device budgets (nas.cost.Budgets); None: none
     max_ram: int | None = None
     max_flash: int | None = None
@@ -115,8 +117,11 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
     space = load_space(job.space)
+    shape = data_info(job.source or Path(job.data_dir)).shape
+    if shape != MNIST_SHAPE:  # specs for the data's images and classes
+        space = space.for_data(shape)
     if data is None:
-        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
+        data = load_search_data(job.source or Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
     study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budgets),
@@ -191,7 +196,7 @@ def finalist_work(job: Job, data: Splits | None = None) -> None:
     """The finalists' trainings still not stored: this worker's share (`finalist_share`) when several
     workers split them, else all of them. `data`: the search split, if this process holds it already."""
     if data is None:
-        data = load_search_data(Path(job.data_dir), worker_device(job), job.subset)
+        data = load_search_data(job.source or Path(job.data_dir), worker_device(job), job.subset)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=open_storage(job.storage)),
                        "opening the study")
     split = job.workers > 1

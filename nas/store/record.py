@@ -299,6 +299,8 @@ class StudySettings:
     max_macs: int | None = None  # the device budgets (--max-macs, --max-ram, --max-flash); None: none, as in
     max_ram: int | None = None  # every study made before they existed
     max_flash: int | None = None
+    data: dict | None = None  # the data's identity (nas.data.study_data); None: not recorded (an older study: MNIST)
+    preprocessing: dict | None = None  # mean, std, input size, channels, class labels, resize rule of the data
 
     # what may differ when a study is continued: how the winner is picked, not how trials are judged
     # (space_hash may change only when asked for: nas search --space-changed)

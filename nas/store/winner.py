@@ -63,6 +63,8 @@ def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevalua
         "space": settings.get("space"),
         "selected_by": selected,
         "reevaluation": reevaluation.to_dict() if reevaluation else None,
+        # the data it was found on and its preprocessing (absent from studies made before: MNIST)
+        **{key: settings[key] for key in ("data", "preprocessing") if key in settings},
         **provenance(),
     }
 
