@@ -123,11 +123,7 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
         import onnx
         import onnxruntime
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # one self-contained file (no external .data file), batch dimension left dynamic
-            torch.onnx.export(model, example, str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        export_onnx(model, example, tmp)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, meta)
         onnx.save(proto, str(tmp))
@@ -144,6 +140,16 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
         with atomic_path(out / name) as tmp:
             diffs[f"{Path(name).suffix[1:]}_max_abs_diff"] = _check_close(what, write(tmp), expected)
     return diffs
+
+
+def export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """`model` (CPU, eval mode) as one self-contained ONNX file (no external .data file), input `images`,
+    output `logits`, the batch dimension left dynamic; no metadata, no check (export_models adds both)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                          external_data=False, verbose=False)
 
 
 def _check_close(what: str, got: torch.Tensor, expected: torch.Tensor) -> float:
