@@ -230,10 +230,15 @@ def load_search_data(data_dir: Path, device: torch.device, subset: int | None = 
                   _to_split(images[val_idx], labels[val_idx], device))
 
 
+def load_train(data_dir: Path, device: torch.device, subset: int | None = None, download: bool = False) -> Split:
+    """All 60,000 training images (or the first `subset`); the test files are not opened."""
+    train_images, train_labels = _load_raw(data_dir, train=True, download=download)
+    return _to_split(train_images, train_labels, device).first(subset)
+
+
 def load_train_test(data_dir: Path, device: torch.device, subset: int | None = None,
                     download: bool = False) -> Splits:
     """All 60,000 training images (or the first `subset`) and the 10,000 test images."""
-    train_images, train_labels = _load_raw(data_dir, train=True, download=download)
+    train = load_train(data_dir, device, subset, download)
     test_images, test_labels = _load_raw(data_dir, train=False, download=False)
-    return Splits(_to_split(train_images, train_labels, device).first(subset),
-                  _to_split(test_images, test_labels, device))
+    return Splits(train, _to_split(test_images, test_labels, device))

@@ -28,6 +28,7 @@ from .files import atomic_path
 INT8_ONNX_FILE = "model.int8.onnx"
 CALIBRATION_IMAGES = 1024  # MinMax ranges settle well before this on MNIST (measured: see docs/guide.md)
 _BATCH = 256  # images per onnxruntime call, for calibration and for accuracy
+CHECK_IMAGES = 256  # images the int8 file is checked on against the fake-quantised model
 # int8 vs its fake-quantised run: onnxruntime's integer kernels round each requantised output to its step and may
 # round a value that sits on a step's edge the other way; such a one-step difference in an early layer reaches
 # the logits through the layers after it. A few steps of the logits' own scale covers that; a wrong scale, zero
@@ -117,6 +118,22 @@ def int8_accuracy(model: nn.Module, calibration: torch.Tensor, check: torch.Tens
         return onnx_accuracy(int8_onnx, images, labels), checks
 
 
+def export_checkpoint(checkpoint: Path, out: Path, train_x: torch.Tensor) -> dict[str, float]:
+    """A checkpoint written by nas retrain (any version) -> `out`/ model.onnx, model.pt2 (export_models) and
+    model.int8.onnx, calibrated on `train_x` (training images, as nas retrain's are) and checked on training images
+    beside them: the test set is not needed. Returns the checks' numbers; CheckpointError for a file that is not
+    such a checkpoint, ExportCheckError for an export that fails its check."""
+    from .checkpoint import ONNX_FILE, export_models, load_checkpoint
+    from .cost import count_params
+
+    _, spec, model = load_checkpoint(checkpoint)
+    calibration = calibration_images(train_x)
+    check = train_x[1::max(1, len(train_x) // CHECK_IMAGES)][:CHECK_IMAGES].cpu()  # next to the calibration images
+    out.mkdir(parents=True, exist_ok=True)
+    checks = export_models(model, check, out, spec=spec, params=count_params(model))
+    return checks | quantize_onnx(out / ONNX_FILE, calibration, out / INT8_ONNX_FILE, check)
+
+
 def _strip_debug_info(proto) -> None:
     """Drop the exporter's per-node stack traces and doc strings: they do not change what the model computes
     and were most of the file's bytes; the file's size is then the model's."""
@@ -159,7 +176,8 @@ def check_int8(session, fake: "FakeQuant", images: torch.Tensor) -> dict[str, fl
         raise ExportCheckError(f"int8 ONNX (onnxruntime) differs from the fake-quantised model on {len(images)} "
                                f"images (max |logit diff| {diff:.3g}, bound {bound:.3g}; same class for "
                                f"{100 * agreement:.1f} %): not written")
-    return {"int8_max_abs_diff": diff, "int8_diff_bound": bound, "int8_argmax_agreement": agreement}
+    return {"int8_max_abs_diff": diff, "int8_diff_bound": bound, "int8_argmax_agreement": agreement,
+            "int8_check_images": len(images)}
 
 
 class FakeQuant(nn.Module):

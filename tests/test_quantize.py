@@ -1,22 +1,27 @@
 """int8 (nas.quantize): the QDQ file runs in onnxruntime, agrees with the fake-quantised model, carries the
 preprocessing, and is calibrated on training images only."""
 
-import json
+import shutil
+import sys
+from pathlib import Path
 
 import onnx
 import onnxruntime
 import pytest
 import torch
 
+from conftest import one_line_error, tree_hashes
 from nas.bundled import find_spec
 from nas.data import Splits, load_search_data
-from nas.checkpoint import ONNX_FILE, export_models, export_onnx
+from nas.checkpoint import ONNX_FILE, export_models, export_onnx, load_checkpoint
 from nas.errors import ExportCheckError
 from nas.model import build
 from nas.quantize import (INT8_ONNX_FILE, LOGIT_STEPS, FakeQuant, calibration_images, check_int8, onnx_accuracy,
                           quantize_onnx, run_onnx)
 from nas.spec import Spec, load_spec
 from nas.train import train
+
+STORED = Path(__file__).parent / "stored_before"  # files written by earlier versions
 
 
 def _variant(name: str, **arch) -> Spec:
@@ -135,3 +140,53 @@ def test_calibration_images_are_a_fixed_spread_of_the_given_images():
     chosen = calibration_images(x, 1000)
     assert chosen.flatten().tolist() == list(range(0, 6000, 6))
     assert calibration_images(x[:300], 1000).flatten().tolist() == list(range(300))  # fewer: all of them
+
+
+def test_an_old_checkpoint_exports_float_and_int8_without_opening_the_test_set(tmp_path, cli):
+    """`nas export --checkpoint` on a checkpoint from before the preprocessing key: both ONNX files, the int8 one
+    calibrated and checked on training images; the test files are never opened."""
+    checkpoint = tmp_path / "seed0.pt"
+    shutil.copy(STORED / "seed0.pt", checkpoint)
+    opened: list[str] = []
+    watching = [True]
+
+    def hook(event, args):
+        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
+    try:
+        result = cli("export", "--checkpoint", str(checkpoint), cwd=tmp_path)
+    finally:
+        watching[0] = False
+    assert result.returncode == 0, result.stderr
+    assert any("train-images-idx3-ubyte" in p for p in opened)  # the hook sees the calibration images being read
+    assert not [p for p in opened if "t10k" in p]
+    out = tmp_path / "seed0_export"
+    assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "model.pt2"]
+    assert f"model.int8.onnx ({(out / 'model.int8.onnx').stat().st_size:,} bytes)" in result.stdout
+
+    payload, spec, model = load_checkpoint(checkpoint)
+    assert "preprocessing" not in payload  # written before checkpoints carried it: the ONNX files carry it now
+    meta = onnxruntime.InferenceSession(str(out / INT8_ONNX_FILE)).get_modelmeta().custom_metadata_map
+    assert meta["code"] == spec.code and float(meta["std"]) == 0.3081 and "quantization" in meta
+    x = torch.randn(8, 1, 28, 28)
+    session = onnxruntime.InferenceSession(str(out / INT8_ONNX_FILE), providers=["CPUExecutionProvider"])
+    fake = FakeQuant(onnx.load(str(out / INT8_ONNX_FILE)))
+    with torch.no_grad():
+        assert (run_onnx(session, x) - fake(x)).abs().max() <= LOGIT_STEPS * fake.output_step
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --study (a study's spec file) or --checkpoint"),
+    (["--study", "keep", "--checkpoint", "seed0.pt"], "not both"),
+    (["--checkpoint", "seed0.pt", "--trial", "3"], "--trial names a study's trial"),
+    (["--checkpoint", "notes.txt"], "not a nas-budget-checkpoint/1 checkpoint"),
+    (["--checkpoint", "seed0.pt", "--out", "notes.txt"], "is not a directory"),
+])
+def test_export_checkpoint_bad_input_is_one_line_and_writes_nothing(args, message, tmp_path, cli):
+    shutil.copy(STORED / "seed0.pt", tmp_path / "seed0.pt")
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    before = tree_hashes(tmp_path)
+    assert message in one_line_error(cli("export", *args, cwd=tmp_path))
+    assert tree_hashes(tmp_path) == before
