@@ -15,7 +15,6 @@ from pathlib import Path
 import optuna
 
 from .cli import add_study_args, run_command
-from .data import check_fits, load_train, resolve_data_dir
 from .errors import UsageError
 from .files import check_replaceable, write_json
 from .store.record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trial
@@ -85,10 +84,11 @@ def run(args: argparse.Namespace) -> int:
 
 def export_checkpoint_files(checkpoint: Path, args: argparse.Namespace) -> int:
     """`nas export --checkpoint`: the checkpoint's models into --out (a folder), the int8 one calibrated on
-    training images (the test files are not opened)."""
+    training images (the test files are not opened). torch is imported here only: a spec export needs none."""
     import torch
 
     from .checkpoint import EXPORT_FILE, ONNX_FILE, load_checkpoint
+    from .data import check_fits, load_train, resolve_data_dir
     from .errors import ExportCheckError
     from .quantize import INT8_ONNX_FILE, export_checkpoint
 
