@@ -26,7 +26,7 @@ from .errors import ExportCheckError
 from .files import atomic_path
 
 INT8_ONNX_FILE = "model.int8.onnx"
-CALIBRATION_IMAGES = 1024  # MinMax ranges settle well before this on MNIST (measured: see docs/guide.md)
+CALIBRATION_IMAGES = 1024  # a fixed number, so a calibration costs the same whatever the training set's size
 _BATCH = 256  # images per onnxruntime call, for calibration and for accuracy
 CHECK_IMAGES = 256  # images the int8 file is checked on against the fake-quantised model
 # int8 vs its fake-quantised run: onnxruntime's integer kernels round each requantised output to its step and may
@@ -128,15 +128,21 @@ def export_checkpoint(checkpoint: Path, out: Path, train_x: torch.Tensor) -> dic
 
     _, spec, model = load_checkpoint(checkpoint)
     calibration = calibration_images(train_x)
-    check = train_x[1::max(1, len(train_x) // CHECK_IMAGES)][:CHECK_IMAGES].cpu()  # next to the calibration images
+    # odd indices when the step is even (as for 60,000 images): none of them is a calibration image
+    check = train_x[1::max(1, len(train_x) // CHECK_IMAGES)][:CHECK_IMAGES].cpu()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    checks = export_models(model, check, out, spec=spec, params=count_params(model))
-    return checks | quantize_onnx(out / ONNX_FILE, calibration, out / INT8_ONNX_FILE, check)
+    try:
+        checks = export_models(model, check, out, spec=spec, params=count_params(model))
+        return checks | quantize_onnx(out / ONNX_FILE, calibration, out / INT8_ONNX_FILE, check)
+    finally:  # a failed check: leave no empty folder
+        if created and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _strip_debug_info(proto) -> None:
-    """Drop the exporter's per-node stack traces and doc strings: they do not change what the model computes
-    and were most of the file's bytes; the file's size is then the model's."""
+    """Drop the exporter's per-node stack traces and doc strings: they do not change what the model computes and
+    were about 40 % of the file's bytes (25 of 59 KB for found/b8000)."""
     proto.graph.doc_string = ""
     for node in proto.graph.node:
         node.doc_string = ""

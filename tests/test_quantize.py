@@ -190,3 +190,12 @@ def test_export_checkpoint_bad_input_is_one_line_and_writes_nothing(args, messag
     before = tree_hashes(tmp_path)
     assert message in one_line_error(cli("export", *args, cwd=tmp_path))
     assert tree_hashes(tmp_path) == before
+
+
+def test_an_int8_file_that_fails_its_check_is_not_written(tmp_path, cli, monkeypatch):
+    shutil.copy(STORED / "seed0.pt", tmp_path / "seed0.pt")
+    monkeypatch.setattr("nas.quantize.MIN_ARGMAX_AGREEMENT", 1.01)  # no file can pass: the failure path
+    result = cli("export", "--checkpoint", "seed0.pt", cwd=tmp_path)
+    assert result.returncode == 1 and "differs from the fake-quantised model" in result.stderr
+    assert not (tmp_path / "seed0_export" / INT8_ONNX_FILE).exists()
+    assert not [p for p in (tmp_path / "seed0_export").iterdir() if p.name.startswith(".")]  # no temporary file
