@@ -76,7 +76,8 @@ def main() -> None:
         "params": metrics["params"],
         "macs": metrics["macs"],
         "retrain": {k: metrics[k] for k in ("seeds", "epochs", "test_acc", "mean", "std", "min", "max",
-                                            "train_images", "test_images", "device", "wall_seconds")},
+                                            "train_images", "test_images", "device", "wall_seconds")}
+        | {k: metrics[k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes") if k in metrics},  # since int8
         "search": {
             "command": args.command,
             "study": study.study_name,

@@ -253,6 +253,8 @@ def test_ship_found_writes_the_winner_with_its_retrain_and_refuses_another_spec(
     assert found["params"] == count_params(build(load_spec(found_file))) == metrics["params"]
     assert {k: found["retrain"][k] for k in ("test_acc", "mean", "std", "min")} == \
         {k: metrics[k] for k in ("test_acc", "mean", "std", "min")}
+    assert {k: found["retrain"][k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes")} == \
+        {k: metrics[k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes")}
     search = found["search"]
     assert search["trials"] == len(study.trials) and search["wall_seconds"] == 12.5
     assert search["budget"] == SHARED_BUDGET
