@@ -166,7 +166,7 @@ def onnx_accuracy(path: Path, images: torch.Tensor, labels: torch.Tensor) -> flo
     return 100.0 * (predicted == labels.cpu()).sum().item() / len(labels)
 
 
-def check_int8(session, fake: "FakeQuant", images: torch.Tensor) -> dict[str, float]:
+def check_int8(session, fake: FakeQuant, images: torch.Tensor) -> dict[str, float]:
     """onnxruntime's int8 logits against the fake-quantised model's on `images`: within LOGIT_STEPS steps of the
     logits' scale everywhere and the same class for at least MIN_ARGMAX_AGREEMENT of the images."""
     got = run_onnx(session, images)

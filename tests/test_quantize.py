@@ -12,8 +12,8 @@ import torch
 
 from conftest import one_line_error, tree_hashes
 from nas.bundled import find_spec
-from nas.data import Splits, load_search_data
 from nas.checkpoint import ONNX_FILE, export_models, export_onnx, load_checkpoint
+from nas.data import Splits, load_search_data
 from nas.errors import ExportCheckError
 from nas.model import build
 from nas.quantize import (INT8_ONNX_FILE, LOGIT_STEPS, FakeQuant, calibration_images, check_int8, onnx_accuracy,
@@ -166,7 +166,7 @@ def test_an_old_checkpoint_exports_float_and_int8_without_opening_the_test_set(t
     assert sorted(p.name for p in out.iterdir()) == ["model.int8.onnx", "model.onnx", "model.pt2"]
     assert f"model.int8.onnx ({(out / 'model.int8.onnx').stat().st_size:,} bytes)" in result.stdout
 
-    payload, spec, model = load_checkpoint(checkpoint)
+    payload, spec, _ = load_checkpoint(checkpoint)
     assert "preprocessing" not in payload  # written before checkpoints carried it: the ONNX files carry it now
     meta = onnxruntime.InferenceSession(str(out / INT8_ONNX_FILE)).get_modelmeta().custom_metadata_map
     assert meta["code"] == spec.code and float(meta["std"]) == 0.3081 and "quantization" in meta
