@@ -78,7 +78,8 @@ def main() -> None:
         "macs": metrics["macs"],
         **{key: costs(spec).to_dict()[key] for key in ("ram_int8", "ram_float32", "flash_int8")},
         "retrain": {k: metrics[k] for k in ("seeds", "epochs", "test_acc", "mean", "std", "min", "max",
-                                            "train_images", "test_images", "device", "wall_seconds")},
+                                            "train_images", "test_images", "device", "wall_seconds")}
+        | {k: metrics[k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes") if k in metrics},  # since int8
         "search": {
             "command": args.command,
             "study": study.study_name,

@@ -19,8 +19,8 @@ from torch import nn
 
 from . import __version__
 from .cost import check_buildable, count_params
-from .data import MNIST_INFO, DataInfo
-from .errors import CheckpointError, ExportCheckError, SpecError, first_line
+from .data import BUILTIN, MNIST_INFO, DataInfo, DataSource, describe_data, source_of
+from .errors import CheckpointError, ExportCheckError, SpecError, UsageError, first_line
 from .files import MiB, atomic_path, open_input
 from .model import build
 from .spec import Spec
@@ -109,6 +109,21 @@ def checkpoint_data(payload: dict[str, Any], path: Path) -> tuple[DataInfo, str 
     return info, source if isinstance(source, str) else None
 
 
+def checkpoint_source(payload: dict[str, Any], path: Path, data: str | None, data_dir: str | None,
+                      download: bool = False) -> tuple[DataSource, DataInfo]:
+    """The data to measure or calibrate a checkpoint's model on: `data` (--data), else what the checkpoint says it
+    was trained on (a built-in set by name), prepared to its stored size and channels; with the DataInfo the
+    checkpoint stores. A folder or .npz not named: UsageError (one line)."""
+    trained_on, recorded = checkpoint_data(payload, path)
+    builtin = trained_on.identity.get("name") if trained_on.identity.get("name") in BUILTIN else None
+    name = data or recorded or builtin
+    if name is None:
+        raise UsageError(f"{path} was trained on {describe_data(trained_on.identity)}: pass --data with its folder "
+                         "or .npz")
+    return source_of(name, data_dir, image_size=trained_on.size, channels=trained_on.channels,
+                     download=download), trained_on
+
+
 def onnx_metadata(model: nn.Module, spec: Spec | None = None, params: int | None = None,
                   data: DataInfo | None = None) -> dict[str, str]:
     """The ONNX file's metadata_props (strings): the preprocessing, the class labels, the design, the code's version.
@@ -154,11 +169,7 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
         import onnx
         import onnxruntime
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            # one self-contained file (no external .data file), batch dimension left dynamic
-            torch.onnx.export(model, example, str(tmp), input_names=["images"], output_names=["logits"],
-                              dynamic_shapes=dims, dynamo=True, external_data=False, verbose=False)
+        export_onnx(model, example, tmp)
         proto = onnx.load(str(tmp))
         onnx.helper.set_model_props(proto, meta)
         onnx.save(proto, str(tmp))
@@ -175,6 +186,16 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
         with atomic_path(out / name) as tmp:
             diffs[f"{Path(name).suffix[1:]}_max_abs_diff"] = _check_close(what, write(tmp), expected)
     return diffs
+
+
+def export_onnx(model: nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """`model` (CPU, eval mode) as one self-contained ONNX file (no external .data file), input `images`,
+    output `logits`, the batch dimension left dynamic; no metadata, no check (export_models adds both)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, example, str(path), input_names=["images"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                          external_data=False, verbose=False)
 
 
 def _check_close(what: str, got: torch.Tensor, expected: torch.Tensor) -> float:

@@ -26,7 +26,7 @@ from .errors import EXPECTED_ERRORS, StorageError, disk_full
 # module is imported only when that command runs (or shows its own --help): torch takes seconds.
 COMMANDS = {
     "search": ("nas.search.command", "search a space for the most accurate network under a parameter budget"),
-    "export": ("nas.export", "write the spec file of a study's best trial, or of trial N"),
+    "export": ("nas.export", "write the spec file of a study's best trial (or trial N), or a checkpoint's ONNX files"),
     "retrain": ("nas.retrain", "train a spec with several seeds and report its final-epoch test accuracy"),
     "evaluate": ("nas.evaluate", "the test accuracy, per-digit accuracy and confusion matrix of a checkpoint"),
     "report": ("nas.report.command", "write an HTML page (and with --csv a table) of what a search tried and found"),
@@ -208,10 +208,11 @@ def add_device_args(parser: argparse.ArgumentParser, doing: str = "train") -> No
                              "10%% of the training images, at most 5,000)")
 
 
-def add_study_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_study_args(parser: argparse.ArgumentParser, required: bool = True,
+                   default: str | None = "<space>-b<budget>; on other data than MNIST <space>-<data>-b<budget>"
+                   ) -> None:
     parser.add_argument("--study", required=required,
-                        help="study name" + ("" if required else " (default: <space>-b<budget>; on other data than "
-                                                                 "MNIST <space>-<data>-b<budget>)"))
+                        help="study name" + ("" if required or default is None else f" (default: {default})"))
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///<studies dir>/<study>.db)")
     parser.add_argument("--studies-dir",
                         help="where studies and their outputs live (default: $NAS_STUDIES_DIR, else ./studies)")

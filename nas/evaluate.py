@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import checkpoint_data, load_checkpoint
+from .checkpoint import checkpoint_source, load_checkpoint
 from .cli import add_device_args, run_command
-from .data import BUILTIN, check_fits, data_info, describe_data, load_test, source_of
+from .data import check_fits, data_info, load_test
 from .device import resolve_device
 from .errors import UsageError
 from .files import check_replaceable, write_text
@@ -48,16 +48,8 @@ def write_figure(counts: torch.Tensor, title: str, path: Path, labels: list[str]
 def run(args: argparse.Namespace) -> int:
     path = Path(args.checkpoint)
     payload, spec, model = load_checkpoint(path)
-    trained_on, recorded_source = checkpoint_data(payload, path)
+    source, trained_on = checkpoint_source(payload, path, args.data, args.data_dir, args.download)
     check_fits(spec, where=str(path), info=trained_on)  # a model for other images or classes than its own data's
-    # the test images: --data, else those the checkpoint says it was trained on (a built-in set by name)
-    builtin = trained_on.identity.get("name") if trained_on.identity.get("name") in BUILTIN else None
-    name = args.data or recorded_source or builtin
-    if name is None:
-        raise UsageError(f"{path} was trained on {describe_data(trained_on.identity)}: pass --data with its folder "
-                         "or .npz")
-    source = source_of(name, args.data_dir, image_size=trained_on.size, channels=trained_on.channels,
-                       download=args.download)
     check_fits(spec, where=str(path), info=data_info(source))  # and data of other classes cannot measure it
     out = Path(args.out) if args.out else path.with_name(f"{path.stem}_confusion.html")
     if out.is_dir() or not out.parent.is_dir():

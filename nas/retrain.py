@@ -1,7 +1,9 @@
-"""`nas retrain SPEC.json`: train a spec on all 60,000 training images with several seeds and report its final-epoch test accuracy (mean ± std, min).
+"""`nas retrain SPEC.json`: train a spec on all 60,000 training images with several seeds and report its final-epoch test accuracy (mean ± std, min),
+float and int8.
 
-spec file -> module -> train (the spec's schedule, once per seed) -> final-epoch test accuracy ->
-a checkpoint per seed, metrics.json, and the best seed as ONNX and as a torch.export program.
+spec file -> module -> train (the spec's schedule, once per seed) -> final-epoch test accuracy, and that of the
+model quantised to int8 (nas.quantize, calibrated on training images) -> a checkpoint per seed, metrics.json, and
+the best seed as ONNX (float and int8) and as a torch.export program.
 The test set is measured once per seed, after the last epoch; no epoch is ever picked by it.
 """
 
@@ -29,6 +31,7 @@ from .errors import DataError, ExportCheckError, UsageError
 from .files import write_json
 from .model import build
 from .progress import format_duration, time_left
+from .quantize import INT8_ONNX_FILE, calibration_images, int8_accuracy, quantize_onnx
 from .spec import Spec, load_spec
 from .store.storage import studies_dir
 from .train import EpochResult, train
@@ -116,10 +119,10 @@ def summarise(accs: list[float]) -> dict[str, float]:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'seed':>4} {'test acc':>9} {'train loss':>10} {'train acc':>9} {'s/epoch':>8}"]
+    lines = [f"{'seed':>4} {'test acc':>9} {'int8 acc':>9} {'train loss':>10} {'train acc':>9} {'s/epoch':>8}"]
     for r in rows:
-        lines.append(f"{r['seed']:>4} {r['test_acc']:>8.2f}% {r['train_loss']:>10.4f} {r['train_acc']:>8.2f}% "
-                     f"{r['seconds_per_epoch']:>8.1f}")
+        lines.append(f"{r['seed']:>4} {r['test_acc']:>8.2f}% {r['int8_test_acc']:>8.2f}% {r['train_loss']:>10.4f} "
+                     f"{r['train_acc']:>8.2f}% {r['seconds_per_epoch']:>8.1f}")
     return "\n".join(lines)
 
 
@@ -186,6 +189,8 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     progress = Progress(quiet, seeds, epochs)
     rows: list[dict[str, Any]] = []
     best_model, best_acc = None, -1.0
+    check_batch = data.held_out.x[:CHECK_BATCH].cpu()
+    calibration = calibration_images(data.train.x)  # training images only: never the test set
     start = time.perf_counter()
     for k in range(seeds):
         try:
@@ -194,9 +199,14 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
             print(f"nas retrain: error: seed {k}: {exc}", file=sys.stderr)
             return 1
         last = result.history[-1]
+        try:
+            int8_acc, _ = int8_accuracy(result.model, calibration, check_batch, data.held_out.x, data.held_out.y)
+        except ExportCheckError as exc:
+            print(f"nas retrain: error: seed {k}: {exc}", file=sys.stderr)
+            return 1
         # the held-out split here is the test set: its accuracy after the LAST epoch is the result
-        row = {"seed": k, "test_acc": result.final_acc, "train_loss": last.train_loss, "train_acc": last.train_acc,
-               "seconds_per_epoch": statistics.fmean(r.seconds for r in result.history)}
+        row = {"seed": k, "test_acc": result.final_acc, "int8_test_acc": int8_acc, "train_loss": last.train_loss,
+               "train_acc": last.train_acc, "seconds_per_epoch": statistics.fmean(r.seconds for r in result.history)}
         rows.append(row)
         history = [{"epoch": r.epoch, "train_loss": r.train_loss, "train_acc": r.train_acc, "seconds": r.seconds}
                    for r in result.history]
@@ -208,8 +218,12 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
             best_model, best_acc, best_seed = result.model, result.final_acc, k
     accs = [r["test_acc"] for r in rows]
     stats = summarise(accs)
+    int8_accs = [r["int8_test_acc"] for r in rows]
+    int8_stats = {**summarise(int8_accs), "drop": stats["mean"] - statistics.fmean(int8_accs),
+                  "calibration_images": len(calibration)}
     try:
-        checks = export_models(best_model, data.held_out.x[:CHECK_BATCH], out, spec=spec, params=params, data=info)
+        checks = export_models(best_model, check_batch, out, spec=spec, params=params, data=info)
+        checks |= quantize_onnx(out / ONNX_FILE, calibration, out / INT8_ONNX_FILE, check_batch)
     except ExportCheckError as exc:
         print(f"nas retrain: error: {exc}", file=sys.stderr)
         return 1
@@ -221,9 +235,11 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
         "ram_int8": peak_ram(spec, INT8), "ram_float32": peak_ram(spec, FLOAT32), "flash_int8": flash_int8(spec),
         "seeds": [r["seed"] for r in rows], "epochs": epochs,
         "test_acc": accs, **stats, "best_seed": best_seed,
+        "int8_test_acc": int8_accs, "int8": int8_stats, "int8_onnx_bytes": checks.pop("int8_onnx_bytes"),
         "train_images": len(data.train), "test_images": len(data.held_out),
         "per_seed": rows, "device": where, "wall_seconds": round(wall, 1),
-        "exported": {"onnx": ONNX_FILE, "torch_export": EXPORT_FILE, "seed": best_seed, **checks},
+        "exported": {"onnx": ONNX_FILE, "int8_onnx": INT8_ONNX_FILE, "torch_export": EXPORT_FILE, "seed": best_seed,
+                     **checks},
         **provenance(), "torch": torch.__version__,
         **({} if info is None or info.is_mnist else info.record()),
     }
@@ -236,10 +252,13 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     print(f"{spec.code}: {params:,} params, {macs:,} MACs, peak RAM {metrics['ram_int8']:,} B at int8 "
           f"({metrics['ram_float32']:,} B at float32), flash {metrics['flash_int8']:,} B at int8")
     print(f"test accuracy, final epoch of {epochs}, {len(accs)} seed(s), {len(data.train):,} training images: "
-          f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %")
+          f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %; "
+          f"int8 {int8_stats['mean']:.2f} ± {int8_stats['std']:.2f} %, min {int8_stats['min']:.2f} % "
+          f"(drop {int8_stats['drop']:.2f} points)")
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
     checkpoints = "seed0.pt" if seeds == 1 else f"seed0.pt ... seed{seeds - 1}.pt"
-    print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE} and {EXPORT_FILE} (seed {best_seed})")
+    print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE}, {INT8_ONNX_FILE} and {EXPORT_FILE} "
+          f"(seed {best_seed})")
     warning = chance_warning(stats["mean"], spec.arch.num_classes, epochs, subset)
     if warning:
         print(warning, file=sys.stderr)

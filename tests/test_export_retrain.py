@@ -20,6 +20,7 @@ from nas.bundled import found_files, reference_files
 from nas.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from nas.data import load_train_test
 from nas.fidelity import Fidelity
+from nas.quantize import onnx_accuracy
 from nas.store.record import Outcome, read_trial, record_candidate, record_outcome
 from nas.store.winner import best_record, select_winner
 from nas.spec import Spec
@@ -94,7 +95,8 @@ def test_retrain_writes_checkpoints_and_metrics(retrained):
     spec_file, out, result = retrained
     spec = load_spec(spec_file)
     params, macs = count_params(build(spec)), count_macs(build(spec))
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt", "seed1.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.int8.onnx", "model.onnx", "model.pt2",
+                                                     "seed0.pt", "seed1.pt"]
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["params"] == params and metrics["macs"] == macs
@@ -108,6 +110,19 @@ def test_retrain_writes_checkpoints_and_metrics(retrained):
     assert metrics["min"] == min(metrics["test_acc"])
     assert metrics["train_images"] == 256 and metrics["test_images"] == 10_000
     assert "CPU" in metrics["device"] and metrics["wall_seconds"] > 0
+    # int8 beside float: per seed, mean ± std, min and the drop; calibrated on the 256 training images (fewer than
+    # CALIBRATION_IMAGES); the written file's size and its check against the fake-quantised model
+    int8 = metrics["int8"]
+    assert len(metrics["int8_test_acc"]) == 2
+    assert [r["int8_test_acc"] for r in metrics["per_seed"]] == metrics["int8_test_acc"]
+    assert int8["mean"] == pytest.approx(np.mean(metrics["int8_test_acc"]))
+    assert int8["min"] == min(metrics["int8_test_acc"])
+    assert int8["std"] == pytest.approx(np.std(metrics["int8_test_acc"], ddof=1))
+    assert int8["drop"] == pytest.approx(metrics["mean"] - int8["mean"]) and int8["calibration_images"] == 256
+    assert metrics["int8_onnx_bytes"] == (out / "model.int8.onnx").stat().st_size
+    exported = metrics["exported"]
+    assert exported["int8_onnx"] == "model.int8.onnx" and exported["int8_argmax_agreement"] >= 0.99
+    assert exported["int8_max_abs_diff"] <= exported["int8_diff_bound"]
 
     for k in (0, 1):
         ckpt = torch.load(out / f"seed{k}.pt", weights_only=True)
@@ -115,8 +130,10 @@ def test_retrain_writes_checkpoints_and_metrics(retrained):
         assert ckpt["metrics"]["test_acc"] == metrics["test_acc"][k] and ckpt["metrics"]["seed"] == k
         build(Spec.from_dict(ckpt["spec"])).load_state_dict(ckpt["state_dict"])  # the weights fit the spec
 
-    # the printed report: a row per seed, mean ± std and min, params and MACs
+    # the printed report: a row per seed, mean ± std and min (float and int8), params and MACs
     assert "± " in result.stdout and "min" in result.stdout and f"{params:,} params" in result.stdout
+    assert f"int8 {metrics['int8']['mean']:.2f} ± {metrics['int8']['std']:.2f} %" in result.stdout
+    assert "int8 acc" in result.stdout and "model.int8.onnx" in result.stdout
     assert f"{macs:,} MACs" in result.stdout
     # progress on stderr: seed, epoch, loss, running accuracy, time left
     assert "seed 1 (2/2) epoch 1/1 loss" in result.stderr and "train acc" in result.stderr and "left" in result.stderr
@@ -138,6 +155,15 @@ def test_onnx_model_matches_pytorch(retrained, data_dir):
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_int8_model_scores_what_metrics_json_says(retrained, data_dir):
+    """The int8 file is the best seed's model quantised: onnxruntime scores it as recorded for that seed."""
+    _, out, _ = retrained
+    metrics = json.loads((out / "metrics.json").read_text())
+    test = load_train_test(data_dir, torch.device("cpu"), subset=1).held_out
+    acc = onnx_accuracy(out / "model.int8.onnx", test.x, test.y)
+    assert acc == metrics["int8_test_acc"][metrics["best_seed"]]
 
 
 @pytest.mark.slow  # a new Python process imports torch and loads the program
@@ -236,6 +262,8 @@ def test_ship_found_writes_the_winner_with_its_retrain_and_refuses_another_spec(
     assert found["params"] == count_params(build(load_spec(found_file))) == metrics["params"]
     assert {k: found["retrain"][k] for k in ("test_acc", "mean", "std", "min")} == \
         {k: metrics[k] for k in ("test_acc", "mean", "std", "min")}
+    assert {k: found["retrain"][k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes")} == \
+        {k: metrics[k] for k in ("int8_test_acc", "int8", "int8_onnx_bytes")}
     search = found["search"]
     assert search["trials"] == len(study.trials) and search["wall_seconds"] == 12.5
     assert search["budget"] == SHARED_BUDGET

@@ -173,7 +173,8 @@ def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
     out = tmp_path / "studies" / "mnist_tiny-b3000" / f"trial{best['trial']}_retrain"
     metrics = json.loads((out / "metrics.json").read_text())  # what nas retrain writes, for the winner's spec
     assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0] and metrics["test_images"] == 10_000
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.onnx", "model.pt2", "seed0.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "model.int8.onnx", "model.onnx", "model.pt2",
+                                                     "seed0.pt"]
     assert "test accuracy, final epoch of 1, 1 seed(s)" in result.stdout
 
 

@@ -15,8 +15,8 @@ import torch
 from ..errors import DataError
 from .builtin import IDX_SETS, IdxSource, did_you_mean
 from .download import DOWNLOAD_TIMEOUT
-from .load import (VAL_SIZE, check_data, check_fits, data_info, load_search_data, load_test, load_train_test,
-                   search_sizes, search_split, study_data, with_shape)
+from .load import (VAL_SIZE, check_data, check_fits, data_info, load_search_data, load_test, load_train,
+                   load_train_test, search_sizes, search_split, study_data, with_shape)
 from .load import _raw
 from .source import (BUILTIN, CHANNELS, CLASSES, DEFAULT_DATA_DIR, MEAN, MNIST_INFO, PREPROCESSING, SIZE, STD, DataInfo,
                      DataSource, as_source, describe_data, header, resolve_data_dir, source_from_args, source_of,
@@ -42,6 +42,7 @@ def _load_raw(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor
 __all__ = ["BUILTIN", "CHANNELS", "CLASSES", "DEFAULT_DATA_DIR", "DOWNLOAD_TIMEOUT", "DataError", "DataInfo",
            "DataSource", "MEAN", "MNIST_INFO", "PREPROCESSING", "SIZE", "SPLIT_SEED", "STD", "Split", "Splits",
            "VAL_SIZE", "as_source", "check_data", "check_fits", "check_raw_files", "data_info", "describe_data",
-           "did_you_mean", "header", "load_search_data", "load_test", "load_train_test", "resolve_data_dir",
+           "did_you_mean", "header", "load_search_data", "load_test", "load_train", "load_train_test",
+           "resolve_data_dir",
            "search_sizes", "search_split", "source_from_args", "source_of", "study_data", "study_preprocessing",
            "with_shape"]

@@ -212,13 +212,21 @@ def load_train_test(data: "DataSource | Path | str", device: torch.device, subse
     """All training images (or the first `subset`; shuffled once by a seed for other data than MNIST, whose
     files come sorted by class) and the test images."""
     ds = as_source(data, download)
+    train = load_train(ds, device, subset)
+    test_images, test_labels, info = _raw(DataSource(**{**vars(ds), "download": False}), "test")
+    return Splits(train, normalise(test_images, test_labels, device, info))  # info: the training images' statistics
+
+
+def load_train(data: "DataSource | Path | str", device: torch.device, subset: int | None = None,
+               download: bool = False) -> Split:
+    """All training images (or the first `subset`, as load_train_test takes them); the test images are not read:
+    what int8 calibration and `nas export --checkpoint` use."""
+    ds = as_source(data, download)
     images, labels, info = _raw(ds, "train")
     if ds.name != "mnist":
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
         images, labels = images[order], labels[order]
-    test_images, test_labels, _ = _raw(DataSource(**{**vars(ds), "download": False}), "test")
-    return Splits(normalise(images, labels, device, info).first(subset),
-                  normalise(test_images, test_labels, device, info))
+    return normalise(images, labels, device, info).first(subset)
 
 
 def data_info(data: "DataSource | Path | str") -> DataInfo:
