@@ -399,7 +399,7 @@ def test_report_renders_in_headless_chromium(source, crafted, searched, tmp_path
         report = searched / "studies" / SHARED_STUDY / "report.html"
     page = report.read_text()
     expected = re.findall(r'<div id="([^"]+)" class="plotly-graph-div"', page)
-    assert len(expected) == (9 if source == "crafted" else 8)  # the searched study is too small for cheap rungs
+    assert len(expected) == (11 if source == "crafted" else 10)  # the searched study is too small for cheap rungs
     assert (report.parent / "plotly.min.js").is_file()  # the page loads it from beside itself, from disk
     probe = report.parent / "probe.html"  # the same page with the error recorder first in <head>, beside it too
     probe.write_text(page.replace("<head>", "<head>" + RECORDER, 1))
