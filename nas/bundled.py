@@ -17,7 +17,7 @@ DEFAULT_SPACE = "mnist"
 
 def spaces() -> dict[str, Path]:
     """Bundled search spaces by name: the file name without `.yaml` (e.g. `mnist`, `mnist_tiny`), which is
-    also the `name:` each file gives (nas.space.canonical_space_name maps the names they had before)."""
+    also the `name:` each file gives (canonical_space_name maps the names they had before)."""
     return {p.stem: p for p in sorted(ROOT.glob("*.yaml"))}
 
 
@@ -65,3 +65,25 @@ def in_package(path: str | os.PathLike) -> bool:
     """Whether `path` lies inside the installed package (its bundled files, through any link to them)."""
     package = Path(str(files("nas"))).resolve()
     return Path(path).resolve().is_relative_to(package)
+
+
+# The names the bundled spaces had before each was named after its file; studies store the name they were
+# made with. mnist.yaml was `mnist2`, and `mnist` was the classic space (mnist_classic.yaml; before spec
+# version 2, mnist.yaml itself), so an old `mnist` is the classic space's, unless its file says otherwise.
+_OLD_NAMES = {"mnist2": "mnist", "mnist-small": "mnist_small", "mnist-tiny": "mnist_tiny"}
+
+
+def canonical_space_name(stored_name: str, stored_file: str | None, *, before_rungs: bool = False) -> str:
+    """Today's name of the bundled space a study was made with, from the name (and file) the study stores.
+
+    `mnist2` -> `mnist`, `mnist-small` -> `mnist_small`, `mnist-tiny` -> `mnist_tiny`; `mnist` ->
+    `mnist_classic` where the stored file is mnist_classic.yaml, or where it is mnist.yaml in a study made
+    before spec version 2 (`before_rungs`: its settings have no rungs), when mnist.yaml held the classic
+    space. Any other name (a new study's, a space of one's own) is returned as it is.
+    """
+    if stored_name in _OLD_NAMES:
+        return _OLD_NAMES[stored_name]
+    stem = Path(stored_file).stem if isinstance(stored_file, str) else None
+    if stored_name == "mnist" and (stem == "mnist_classic" or (stem == "mnist" and before_rungs)):
+        return "mnist_classic"
+    return stored_name

@@ -167,18 +167,9 @@ def export_models(model: nn.Module, batch: torch.Tensor, out: Path, *, spec: Spe
 
     def write_onnx(tmp: Path) -> torch.Tensor:
         import onnx
-        import onnxruntime
 
         export_onnx(model, example, tmp)
-        proto = onnx.load(str(tmp))
-        onnx.helper.set_model_props(proto, meta)
-        onnx.save(proto, str(tmp))
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        found = session.get_modelmeta().custom_metadata_map
-        if found != meta:
-            missing = sorted(k for k in meta if found.get(k) != meta[k])
-            raise ExportCheckError("ONNX metadata read back by onnxruntime differs "
-                                   f"({', '.join(missing) or 'extra keys'}): not written")
+        session = save_with_metadata(onnx.load(str(tmp)), tmp, meta, "ONNX")
         return torch.from_numpy(session.run(["logits"], {"images": batch.numpy()})[0])
 
     diffs = {}
@@ -205,3 +196,21 @@ def _check_close(what: str, got: torch.Tensor, expected: torch.Tensor) -> float:
         raise ExportCheckError(f"{what} logits differ from PyTorch's on {len(expected)} test images "
                                f"(max |diff| {diff:.3g}, shape {tuple(got.shape)} vs {tuple(expected.shape)}): not written")
     return diff
+
+
+def save_with_metadata(proto: Any, path: Path, meta: dict[str, str], what: str) -> Any:
+    """Save the ONNX model `proto` to `path` with `meta` as its only metadata_props, and open it in onnxruntime;
+    ExportCheckError (naming `what`) unless onnxruntime reads back exactly `meta`. Returns the session."""
+    import onnx
+    import onnxruntime
+
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, meta)
+    onnx.save(proto, str(path))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    found = session.get_modelmeta().custom_metadata_map
+    if found != meta:
+        missing = sorted(k for k in meta if found.get(k) != meta[k])
+        raise ExportCheckError(f"{what} metadata read back by onnxruntime differs "
+                               f"({', '.join(missing) or 'extra keys'}): not written")
+    return session

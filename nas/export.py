@@ -128,7 +128,7 @@ def next_command(spec_file: Path) -> str:
     name = shlex.quote(str(spec_file))
     return (f"next: nas retrain {name}\n"
             "      (a checkpoint per seed, the best one as model.onnx and model.int8.onnx, float and int8;\n"
-            "      15 epochs x 5 seeds on all 60,000 images: about 25 min for an 8,000-parameter model on a 2-core CPU;\n"
+            "      15 epochs x 5 seeds on all 60,000 images: about 22 min for an 8,000-parameter model on a 2-core CPU;\n"
             f"      a quick check in seconds: nas retrain {name} --epochs 3 --seeds 1 --subset 10000, about 97 % for found/b8000)")
 
 

@@ -65,10 +65,11 @@ def quantize_onnx(float_onnx: Path, calibration: torch.Tensor, out: Path, check:
     (max |logit difference|, its bound, argmax agreement) and the file's size. Raises ExportCheckError otherwise.
     """
     import onnx
-    import onnxruntime
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .checkpoint import save_with_metadata
 
     metadata = {p.key: p.value for p in onnx.load(str(float_onnx)).metadata_props}
     metadata["quantization"] = describe(len(calibration))
@@ -92,15 +93,7 @@ def quantize_onnx(float_onnx: Path, calibration: torch.Tensor, out: Path, check:
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
         proto = onnx.load(str(tmp))
         _strip_debug_info(proto)
-        del proto.metadata_props[:]
-        onnx.helper.set_model_props(proto, metadata)
-        onnx.save(proto, str(tmp))
-        session = onnxruntime.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        found = session.get_modelmeta().custom_metadata_map
-        if found != metadata:
-            missing = sorted(k for k in metadata if found.get(k) != metadata[k])
-            raise ExportCheckError("int8 ONNX metadata read back by onnxruntime differs "
-                                   f"({', '.join(missing) or 'extra keys'}): not written")
+        session = save_with_metadata(proto, tmp, metadata, "int8 ONNX")
         result = check_int8(session, FakeQuant(proto), check)
         result["int8_onnx_bytes"] = tmp.stat().st_size
     return result

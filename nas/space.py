@@ -427,25 +427,3 @@ def load_space(path: str | Path) -> Space:
         raise SpaceError(f"{where}: train.augment (version 1's one strength) and {', '.join(strengths)} "
                          "exclude each other: use one or the other")
     return Space(name, str(path), {**_DEFAULTS, **domains})
-
-
-# The names the bundled spaces had before each was named after its file; studies store the name they were
-# made with. mnist.yaml was `mnist2`, and `mnist` was the classic space (mnist_classic.yaml; before spec
-# version 2, mnist.yaml itself), so an old `mnist` is the classic space's, unless its file says otherwise.
-_OLD_NAMES = {"mnist2": "mnist", "mnist-small": "mnist_small", "mnist-tiny": "mnist_tiny"}
-
-
-def canonical_space_name(stored_name: str, stored_file: str | None, *, before_rungs: bool = False) -> str:
-    """Today's name of the bundled space a study was made with, from the name (and file) the study stores.
-
-    `mnist2` -> `mnist`, `mnist-small` -> `mnist_small`, `mnist-tiny` -> `mnist_tiny`; `mnist` ->
-    `mnist_classic` where the stored file is mnist_classic.yaml, or where it is mnist.yaml in a study made
-    before spec version 2 (`before_rungs`: its settings have no rungs), when mnist.yaml held the classic
-    space. Any other name (a new study's, a space of one's own) is returned as it is.
-    """
-    if stored_name in _OLD_NAMES:
-        return _OLD_NAMES[stored_name]
-    stem = Path(stored_file).stem if isinstance(stored_file, str) else None
-    if stored_name == "mnist" and (stem == "mnist_classic" or (stem == "mnist" and before_rungs)):
-        return "mnist_classic"
-    return stored_name

@@ -190,3 +190,18 @@ def tree_hashes(root: Path) -> dict[str, str]:
     """Every file under root with the SHA-256 of its bytes: to show a command changed nothing."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def crafted_db(tmp_path_factory) -> Path:
+    """A study with every outcome (test_report.craft_study), no finalists run: the report's tests read it."""
+    from test_report import craft_study
+
+    db = tmp_path_factory.mktemp("crafted") / "crafted.db"
+    craft_study(f"sqlite:///{db}")
+    return db
+
+
+@pytest.fixture
+def crafted(crafted_db: Path) -> optuna.Study:
+    return optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}")

@@ -79,18 +79,6 @@ def craft_study(url: str, name: str = "crafted") -> optuna.Study:
 
 
 @pytest.fixture(scope="module")
-def crafted_db(tmp_path_factory) -> Path:
-    db = tmp_path_factory.mktemp("crafted") / "crafted.db"
-    craft_study(f"sqlite:///{db}")
-    return db
-
-
-@pytest.fixture
-def crafted(crafted_db) -> optuna.Study:
-    return optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}")
-
-
-@pytest.fixture(scope="module")
 def searched(shared_study, shared_copy) -> Path:
     """A real, small search (the shared study, run with -q): the report nas.search writes at its end."""
     result = shared_study.search

@@ -20,20 +20,6 @@ from nas.spec import Spec
 from nas.store.record import (Outcome, read_finalist_runs, read_reevaluations, read_settings, read_trials,
                               record_reevaluation)
 from nas.store.winner import finalists, select_winner
-from test_report import craft_study
-
-
-@pytest.fixture(scope="module")
-def crafted_db(tmp_path_factory) -> Path:
-    """A study with every outcome (test_report.craft_study), no finalists run."""
-    db = tmp_path_factory.mktemp("crafted") / "crafted.db"
-    craft_study(f"sqlite:///{db}")
-    return db
-
-
-@pytest.fixture
-def crafted(crafted_db) -> optuna.Study:
-    return optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}")
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +117,8 @@ def test_the_csv_round_trips_the_records(source, searched, crafted):
         assert (float(row["val_acc"]) if row["val_acc"] else None) == r.value
         assert (int(row["params"]) if row["params"] else None) == r.params
         assert (int(row["macs"]) if row["macs"] else None) == r.macs and row["code"] == (r.code or "")
+        assert (int(row["flash_int8"]) if row["flash_int8"] else None) == r.flash_int8
+        assert (int(row["ram_int8"]) if row["ram_int8"] else None) == r.ram_int8
         if r.fidelity:
             assert (int(row["epochs"]), int(row["train_images"])) == (r.fidelity.epochs, r.fidelity.train_images)
         if r.curve:

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from nas import build, count_params
-from nas.bundled import DEFAULT_SPACE, reference_files, spaces
+from nas.bundled import DEFAULT_SPACE, canonical_space_name, reference_files, spaces
 from nas.store.record import StudySettings, read_settings, write_settings
-from nas.space import SpaceError, canonical_space_name, load_space
+from nas.space import SpaceError, load_space
 from nas.spec import RANGES, Spec, SpecError, load_spec
 
 from conftest import ROOT

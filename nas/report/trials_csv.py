@@ -25,7 +25,8 @@ from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_t
 log = logging.getLogger(__name__)
 
 DEFAULT_NAME = "trials.csv"  # beside report.html
-FIELDS = ("number", "outcome", "val_acc", "last_val_acc", "last_epoch", "params", "macs", "code",
+FIELDS = ("number", "outcome", "val_acc", "last_val_acc", "last_epoch", "params", "macs", "ram_int8", "ram_float32",
+          "flash_int8", "over_budget", "code",
           "epochs", "train_images", "rungs", "seconds", "train_seconds", "started", "finished", "host",
           "warm_start", "retry_of", "finalist_mean", "finalist_std", "finalist_min", "finalist_seeds")
 
@@ -54,7 +55,8 @@ def row(r: TrialRecord, again: Reevaluation | None = None) -> dict[str, Any]:
     return {
         "number": r.number, "outcome": r.outcome.value, "val_acc": r.value,
         "last_val_acc": r.curve[last] if last is not None else None, "last_epoch": last,
-        "params": r.params, "macs": r.macs, "code": r.code,
+        "params": r.params, "macs": r.macs, "ram_int8": r.ram_int8, "ram_float32": r.ram_float32,
+        "flash_int8": r.flash_int8, "over_budget": "; ".join(map(str, r.over_budget)) or None, "code": r.code,
         "epochs": r.fidelity.epochs if r.fidelity else None,
         "train_images": r.fidelity.train_images if r.fidelity else None,
         "rungs": " ".join(f"{s.fidelity.epochs}x{s.fidelity.train_images}:{s.val_acc:.2f}" for s in r.rungs) or None,

@@ -20,10 +20,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..bundled import spaces
+from ..bundled import canonical_space_name, spaces
 from ..cost import Costs, Overrun
 from ..fidelity import Fidelity
-from ..space import canonical_space_name
 from ..spec import Spec
 
 
