@@ -205,3 +205,21 @@ def crafted_db(tmp_path_factory) -> Path:
 @pytest.fixture
 def crafted(crafted_db: Path) -> optuna.Study:
     return optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}")
+
+
+@contextlib.contextmanager
+def opened_files():
+    """The paths this process opens inside the block (an audit hook: it cannot be removed, so it stops recording
+    when the block ends). How tests show that the search or a calibration never reads the test files."""
+    opened: list[str] = []
+    watching = [True]
+
+    def hook(event, args):
+        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    try:
+        yield opened
+    finally:
+        watching[0] = False

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import opened_files
 from nas.data import DataError, DataSource, data_info, load_search_data, load_train_test, source_of
 from nas.data import load as loader
 from nas.data.builtin import CIFAR10_CLASSES, IDX_SETS
@@ -338,21 +339,11 @@ def test_a_folder_of_a_hundred_thousand_tiny_files_loads(tmp_path):
 
 
 def test_the_search_split_never_opens_a_folders_test_images(tmp_path):
-    import sys
-
     images, labels = patterns(100, (8, 8))
     write_folder(tmp_path / "f", images, labels.tolist())
     ds = source_of(str(tmp_path / "f"), None)
-    opened, watching = [], [True]
-
-    def hook(event, args):
-        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
-            opened.append(str(args[0]))
-    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
-    try:
+    with opened_files() as opened:
         splits = load_search_data(ds, CPU)
-    finally:
-        watching[0] = False
     test_files = {str(p) for p in loader.open_source(ds)._files["test"][0]}
     assert len(splits.train) + len(splits.held_out) == 80 and len(test_files) == 20
     assert any(p.endswith(".png") for p in opened) and not test_files & set(opened)

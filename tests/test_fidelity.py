@@ -6,13 +6,12 @@ figure) would show up as a cheap score where a full one belongs.
 """
 
 import json
-import sys
 
 import optuna
 import pytest
 import torch
 
-from conftest import TINY
+from conftest import TINY, opened_files
 from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
@@ -256,19 +255,9 @@ def test_workers_splitting_the_finalists_train_each_seed_once():
 
 
 def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
-    opened: list[str] = []
-    watching = [True]
-
-    def hook(event, args):
-        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
-            opened.append(str(args[0]))
-
-    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
-    try:
+    with opened_files() as opened:
         result = cli("search", "--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "1", "--subset",
                      "256", "--finalists", "2", "--finalist-seeds", "2", "-q", "--no-report", cwd=tmp_path)
-    finally:
-        watching[0] = False
     assert result.returncode == 0, result.stderr
     assert any("train-images-idx3-ubyte" in p for p in opened)  # the hook sees the data being read
     assert not [p for p in opened if "t10k" in p]

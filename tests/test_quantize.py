@@ -2,7 +2,6 @@
 preprocessing, and is calibrated on training images only."""
 
 import shutil
-import sys
 from pathlib import Path
 
 import onnx
@@ -10,7 +9,7 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import one_line_error, tree_hashes
+from conftest import one_line_error, opened_files, tree_hashes
 from nas.bundled import find_spec
 from nas.checkpoint import ONNX_FILE, export_models, export_onnx, load_checkpoint
 from nas.data import Splits, load_search_data
@@ -147,18 +146,8 @@ def test_an_old_checkpoint_exports_float_and_int8_without_opening_the_test_set(t
     calibrated and checked on training images; the test files are never opened."""
     checkpoint = tmp_path / "seed0.pt"
     shutil.copy(STORED / "seed0.pt", checkpoint)
-    opened: list[str] = []
-    watching = [True]
-
-    def hook(event, args):
-        if event == "open" and watching[0] and isinstance(args[0], (str, bytes)):
-            opened.append(str(args[0]))
-
-    sys.addaudithook(hook)  # cannot be removed: it stops recording when the test ends
-    try:
+    with opened_files() as opened:
         result = cli("export", "--checkpoint", str(checkpoint), cwd=tmp_path)
-    finally:
-        watching[0] = False
     assert result.returncode == 0, result.stderr
     assert any("train-images-idx3-ubyte" in p for p in opened)  # the hook sees the calibration images being read
     assert not [p for p in opened if "t10k" in p]
