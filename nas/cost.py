@@ -237,8 +237,10 @@ def costs(spec: Spec, module: nn.Module | None = None) -> Costs:
     """All costs of a spec; `module`: build(spec), if already built (its counts are fvcore's)."""
     module = build(spec) if module is None else module
     size = spec.arch.input_size
+    walked = _walk(spec)  # once for every device cost: this runs for every trial
+    peak = _peak_values(walked)
     return Costs(count_params(module), count_macs(module, (1, spec.arch.in_channels, size, size)),
-                 peak_ram(spec, INT8), peak_ram(spec, FLOAT32), flash_int8(spec))
+                 peak * INT8, peak * FLOAT32, _flash(walked))
 
 
 def spec_costs(spec: Spec | Arch) -> Costs:
