@@ -72,7 +72,8 @@ def study_rows(root: Path) -> list[dict[str, str]]:
     """Every study in the SQLite (`.db`) and journal (`.journal`) files of a studies directory."""
     import optuna
 
-    from .store.record import read_settings, read_trials
+    from .store.record import read_trials
+    from .store.settings import read_settings
     from .store.storage import open_storage
     from .store.winner import select_winner
 

@@ -13,8 +13,8 @@ from ..cost import FLOAT32, INT8, flash_int8, peak_ram
 from ..files import write_json
 from ..spec import Spec
 from ..version import provenance
-from .record import (Outcome, Reevaluation, StudySettings, TrialRecord, read_reevaluations, read_settings,
-                     read_trials)
+from .record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trials
+from .settings import StudySettings, read_settings
 
 
 def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
