@@ -14,7 +14,8 @@ import plotly.graph_objects as go
 
 from . import choices, figures
 from ..errors import first_line
-from ..store.record import FinalistRun, Outcome, Reevaluation, TrialRecord, read_finalist_runs, read_reevaluations, read_trial
+from ..store.record import (FinalistRun, Outcome, Reevaluation, TrialRecord, read_finalist_runs, read_reevaluations,
+                            read_trial)
 
 log = logging.getLogger(__name__)
 

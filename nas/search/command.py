@@ -20,7 +20,8 @@ from pathlib import Path
 import optuna
 
 from ..bundled import DEFAULT_SPACE
-from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int, size
+from ..cli import (add_device_args, add_device_budget_args, add_study_args, non_negative_int, positive_float,
+                   positive_int)
 from ..data import describe_data, header, load_search_data, source_from_args, study_data, study_preprocessing
 from ..device import describe
 from ..errors import DiskFull, UsageError, cause_line, disk_full
@@ -43,12 +44,7 @@ METRIC_NAME = "validation accuracy (%)"  # a trial's value
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
-    for flag, what in (("--max-macs", "multiply-accumulates per image (fvcore's count)"),
-                       ("--max-ram", "bytes of peak activation RAM of one inference at int8"),
-                       ("--max-flash", "bytes of the int8 model's weights, biases and quantisation parameters")):
-        p.add_argument(flag, type=size, metavar="SIZE",
-                       help=f"at most this many {what}; a candidate above is rejected before any training. 20000, "
-                            "20k, 1.5M, 64KB (k, M, G, KB, MB: 1000s), 1MiB (KiB, MiB, GiB: 1024s); combinable")
+    add_device_budget_args(p, "a candidate above is rejected before any training")
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
                         "mnist_tiny, colour32: see nas list)")
@@ -335,7 +331,7 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
-                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
-                   data=source_from_args(args))
+                   max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash, overwrite=unfinished,
+                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, data=source_from_args(args))
 
 
