@@ -10,9 +10,11 @@ from typing import Any
 
 from . import figures
 from .sections import Trials
+from ..data import describe_data
 from ..export import export_command, next_command
 from ..progress import format_duration
 from ..store.record import Outcome, Reevaluation, TrialRecord
+from ..store.settings import data_of
 from ..store.winner import finalists
 
 TOP_TRIALS = 10
@@ -25,7 +27,8 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
     epochs = settings.get("epochs", "?")
     if "train_images" in settings:
         epochs = f"{epochs}, on {settings['train_images']:,} training images"
-    rows = [("study", html.escape(name)), ("search space", html.escape(str(settings.get("space", "?")))),
+    rows = [("study", html.escape(name)), *data_rows(settings),
+            ("search space", html.escape(str(settings.get("space", "?")))),
             ("budget", f"fewer than {settings['budget']:,} parameters" if "budget" in settings else "?"),
             *[(what, f"at most {settings[key]:,}{unit}") for key, what, unit in (
                 ("max_macs", "MACs budget", " MACs"), ("max_ram", "peak RAM budget", " bytes at int8"),
@@ -45,15 +48,14 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
     complete = trials.of(Outcome.COMPLETE)
     if complete:
         best = max(complete, key=lambda r: r.value)
-        rows.append(("best trial", f"#{best.number}: {best.value:.2f} % validation accuracy, "
-                                   f"{best.params or 0:,} parameters, {best.macs or 0:,} MACs — "
+        rows.append(("best trial", f"#{best.number}: {best.value:.2f} % validation accuracy, {costs_text(best)} — "
                                    f"<code>{html.escape(best.code or '?')}</code>"))
     if winner is not None and winner[1] is not None:
         record, again = winner
         rows.append(("winner", f"#{record.number}: {again.mean:.2f} ± {again.std:.2f} % (min "
                                f"{min(again.val_accs.values()):.2f} %) validation accuracy over "
                                f"{len(again.val_accs)} new seeds, the best mean of the top {settings.get('finalists')} "
-                               "trials"))
+                               f"trials; {costs_text(record)} — <code>{html.escape(record.code or '?')}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     notice = ""
     if not records:
@@ -70,6 +72,40 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
                    "that was stopped (their time counts up to now).")
     return (f'<table class="summary">{body}</table>'
             + (f'<p class="notice">{html.escape(notice.strip())}</p>' if notice else ""))
+
+
+def costs_text(record: TrialRecord) -> str:
+    """A trial's four costs in words: parameters, MACs, and peak RAM and flash at int8 (for a trial of a study made
+    before they were recorded: computed from its spec)."""
+    r = figures.with_device_costs([record])[0]
+    device = ("" if r.ram_int8 is None or r.flash_int8 is None
+              else f", {r.ram_int8:,} B peak RAM and {r.flash_int8:,} B flash at int8")
+    return f"{r.params or 0:,} parameters, {r.macs or 0:,} MACs{device}"
+
+
+def data_rows(settings: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the study's images are: their name (a folder or .npz: its classes, images per class and content hash)
+    and their shape, classes and normalisation. A study made before the data was recorded ran on MNIST."""
+    data, preprocessing = data_of(settings)
+    said = html.escape(describe_data(data))
+    per_class = [n for n in (data.get("images_per_class") or {}).values() if isinstance(n, int)]
+    if per_class:
+        low, high = min(per_class), max(per_class)
+        said += f"; {low:,}{'' if low == high else f' to {high:,}'} images per class"
+    if "data" not in settings:
+        said += " (assumed: a study made before the data was recorded ran on MNIST)"
+    rows = [("data", said)]
+    if preprocessing:
+        size, labels = preprocessing.get("input_size", "?"), preprocessing.get("class_labels") or []
+        shown = ", ".join(map(str, labels[:12])) + (", …" if len(labels) > 12 else "")
+        numbers = lambda v: ", ".join(f"{x:.4g}" for x in (v if isinstance(v, list) else [v]))  # noqa: E731
+        images = (f"{preprocessing.get('channels', '?')} x {size} x {size}"
+                  + (f", {len(labels)} classes ({shown})" if labels else "")
+                  + f"; normalised by mean {numbers(preprocessing.get('mean'))} / std "
+                    f"{numbers(preprocessing.get('std'))}"
+                  + (f"; {preprocessing['resize']}" if preprocessing.get("resize") else ""))
+        rows.append(("images", html.escape(images)))
+    return rows
 
 
 def top_table_html(trials: Trials, top: int = TOP_TRIALS) -> str:
@@ -102,7 +138,7 @@ def finalists_html(trials: Trials, settings: dict[str, Any],
     columns = max([seeds, *(len(a.val_accs) for a in again.values())])
     named = winner is not None and winner[1] is not None
     rows = []
-    for r in top:
+    for r in figures.with_device_costs(top):
         accs = again[r.number].val_accs
         cells = [f'<td title="seed {seed}">{accs[seed]:.2f}</td>' for seed in sorted(accs)]
         cells += ["<td>-</td>"] * (columns - len(accs))
@@ -110,7 +146,9 @@ def finalists_html(trials: Trials, settings: dict[str, Any],
                  if accs else "<td>-</td><td>-</td>")
         won = named and winner[0].number == r.number
         mark = ' class="winner"' if won else ""
-        rows.append(f"<tr{mark}><td>{r.number}</td><td>{r.params or 0:,}</td><td>{r.value:.2f}</td>{''.join(cells)}"
+        ram, flash = (f"{x:,}" if x is not None else "-" for x in (r.ram_int8, r.flash_int8))
+        rows.append(f"<tr{mark}><td>{r.number}</td><td>{r.params or 0:,}</td><td>{r.macs or 0:,}</td><td>{ram}</td>"
+                    f"<td>{flash}</td><td>{r.value:.2f}</td>{''.join(cells)}"
                     f"{stats}<td>{'winner' if won else ''}</td><td><code>{html.escape(r.code or '?')}</code></td></tr>")
     head = "".join(f"<th>seed {k}</th>" for k in range(1, columns + 1))
     done, wanted = sum(len(a.val_accs) for a in again.values()), len(top) * seeds
@@ -119,7 +157,8 @@ def finalists_html(trials: Trials, settings: dict[str, Any],
     return (f'<p class="caption">The top {len(top)} complete trials by their search run, each trained again at '
             f"full fidelity with {seeds} new seed(s) on the same split (validation accuracy, %; hover a value for "
             "its seed). The best mean wins: one run's score is partly luck.</p>"
-            f'<table class="finalists"><tr><th>trial</th><th>parameters</th><th>search run</th>{head}'
+            f'<table class="finalists"><tr><th>trial</th><th>parameters</th><th>MACs</th><th>peak RAM (B, int8)</th>'
+            f"<th>flash (B, int8)</th><th>search run</th>{head}"
             f"<th>mean ± std</th><th>min</th><th></th><th>code</th></tr>{''.join(rows)}</table>{note}")
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import optuna
 
 from ..bundled import canonical_space_name, spaces
+from ..data.source import MNIST_INFO, study_preprocessing
 from ..fidelity import Fidelity
 
 
@@ -76,3 +77,13 @@ def read_settings(study: optuna.Study) -> dict[str, Any]:
             stored_file = stored_file.removeprefix(BUNDLED)
         settings["space"] = canonical_space_name(settings["space"], stored_file, before_rungs="rungs" not in attrs)
     return settings
+
+
+def data_of(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The study's data identity and preprocessing (read_settings' form). A study made before they were recorded
+    ran on MNIST, normalised as MNIST always was: that is what is returned for it."""
+    data = settings.get("data")
+    if not isinstance(data, dict):
+        return dict(MNIST_INFO.identity), study_preprocessing(MNIST_INFO)
+    preprocessing = settings.get("preprocessing")
+    return data, preprocessing if isinstance(preprocessing, dict) else None
