@@ -47,8 +47,8 @@ section {{ margin-top: 2em; }}
 </style></head><body>
 <h1>{title}</h1>
 {next}
-<p class="caption">Made {made} from the study's storage. The search selects on the 5,000-image validation split;
-no figure here uses the test set.</p>
+<p class="caption">Made {made} from the study's storage. The search selects on the validation split held out of the
+training images (MNIST: 5,000 of them); no figure here uses the test set.</p>
 {summary}
 <h2>Finalists</h2>
 {finalists}
