@@ -21,6 +21,7 @@ from nas.cost import costs
 from nas.errors import UsageError
 from nas.files import write_json
 from nas.store.record import TrialRecord, read_settings, read_trials, trained_per_fidelity
+from nas.store.settings import data_of
 from nas.store.winner import select_winner
 from nas.spec import Spec
 from nas.store.storage import load_study, studies_dir
@@ -95,6 +96,9 @@ def main() -> None:
             "hardware": args.hardware or metrics["device"],
         },
     }
+    data, preprocessing = data_of(settings)
+    if data != {"name": "mnist"}:  # found on other data: said (an MNIST model's data is read from its shape: nas list)
+        found |= {"data": data, "preprocessing": preprocessing}
     write_json(found, args.out)
     print(f"wrote {args.out}: {spec.code}, {metrics['params']:,} params, test {metrics['mean']:.2f} ± "
           f"{metrics['std']:.2f} % (min {metrics['min']:.2f} %) over {len(metrics['seeds'])} seeds")

@@ -17,7 +17,11 @@ import yaml
 
 from .bundled import ROOT, spaces, spec_files
 from .cli import run_command
+from .cost import spec_costs
+from .data.source import describe_data
 from .errors import first_line
+from .spec import MNIST_SHAPE, Spec
+from .store.settings import data_of
 
 # what each bundled space is for, in one line (a space of another name: its `description:`, else its first comment)
 SPACE_PURPOSE = {
@@ -51,7 +55,8 @@ def space_purpose(name: str, path: Path) -> str:
 
 
 def model_row(name: str, path: Path) -> dict[str, Any]:
-    """A bundled spec file's name, parameter count, code and measured test accuracy, from its JSON."""
+    """A bundled spec file's name, costs (parameters, MACs, peak RAM and flash at int8: nas.cost, from its spec), the
+    data it is for, its measured float and int8 test accuracy (where its JSON has them) and its code."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
@@ -63,16 +68,36 @@ def model_row(name: str, path: Path) -> dict[str, Any]:
         acc = f"{data['published']} (published)"
     else:
         acc = ""
-    params = data.get("params")
-    return {"name": name, "params": f"{params:,}" if isinstance(params, int) else "?", "acc": acc,
-            "code": data.get("code", "")}
+    int8 = (data.get("int8") or {}).get("int8") or {}  # measured for some found models only
+    row = {"name": name, "acc": acc, "code": data.get("code", ""),
+           "int8": f"{int8['mean']:.2f} ± {int8.get('std', 0):.2f} %" if "mean" in int8 else ""}
+    try:
+        spec = Spec.from_dict(data["spec"])
+        cost = spec_costs(spec)
+    except (KeyError, TypeError, ValueError) as exc:  # SpecError is a ValueError
+        return {**row, "params": "?", "code": f"cannot read its spec ({first_line(exc)})"}
+    return {**row, "params": f"{cost.params:,}", "macs": f"{cost.macs:,}", "ram": f"{cost.ram_int8:,}",
+            "flash": f"{cost.flash_int8:,}", "data": model_data(data.get("data"), spec)}
+
+
+def model_data(recorded: Any, spec: Spec) -> str:
+    """The data a bundled model is for: what its JSON records, else what its shape says (MNIST's: mnist, as every
+    model bundled before data was recorded; another: its images and classes)."""
+    if isinstance(recorded, dict):
+        return describe_data(recorded)
+    a = spec.arch
+    shape = {"in_channels": a.in_channels, "input_size": a.input_size, "num_classes": a.num_classes}
+    if shape == MNIST_SHAPE:
+        return "mnist"
+    return f"{a.in_channels}x{a.input_size}x{a.input_size}, {a.num_classes} classes"
 
 
 def study_rows(root: Path) -> list[dict[str, str]]:
     """Every study in the SQLite (`.db`) and journal (`.journal`) files of a studies directory."""
     import optuna
 
-    from .store.record import read_settings, read_trials
+    from .store.record import read_trials
+    from .store.settings import read_settings
     from .store.storage import open_storage
     from .store.winner import select_winner
 
@@ -106,7 +131,8 @@ def study_rows(root: Path) -> list[dict[str, str]]:
             budget = settings.get("budget")
             rows.append({"study": name, "file": path.name, "trials": str(len(records)),
                          "budget": f"{budget:,}" if isinstance(budget, int) else "?",
-                         "space": str(settings.get("space", "?")), "best": best})
+                         "space": str(settings.get("space", "?")), "best": best,
+                         "data": describe_data(data_of(settings)[0])})
     return rows
 
 
@@ -128,8 +154,11 @@ def run(args: argparse.Namespace) -> int:
                    [("name", "name"), ("file", "file"), ("for", "what it is for")])
     lines += ["", "models (nas retrain NAME, nas bench --spec NAME, nas search --warm-start NAME):"]
     lines += table([model_row(n, p) for n, p in spec_files().items()],
-                   [("name", "name"), ("params", "params"), ("acc", "test accuracy"), ("code", "code")],
-                   right=("params",))
+                   [("name", "name"), ("params", "params"), ("macs", "MACs"), ("ram", "RAM int8"),
+                    ("flash", "flash int8"), ("data", "data"), ("acc", "test accuracy"), ("int8", "int8 test"),
+                    ("code", "code")], right=("params", "macs", "ram", "flash"))
+    lines.append("  (RAM: peak activation bytes of one inference, flash: bytes of the int8 model; both computed from "
+                 "the design: nas.cost)")
     root = studies_dir(args.studies_dir)
     lines.append("")
     if not root.is_dir():
@@ -143,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             ok = [r for r in rows if "error" not in r]
             if ok:
                 lines += table(ok, [("study", "study"), ("trials", "trials"), ("budget", "budget"),
-                                    ("space", "space"), ("best", "best val acc"), ("file", "file")],
+                                    ("space", "space"), ("best", "best val acc"), ("file", "file"), ("data", "data")],
                                right=("trials", "budget"))
             lines += [f"  {r['study']} ({r['file']}): cannot read it: {r['error']}" for r in rows if "error" in r]
     print("\n".join(lines))

@@ -190,6 +190,17 @@ def size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_device_budget_args(parser: argparse.ArgumentParser, refused: str) -> None:
+    """--max-macs, --max-ram and --max-flash, parsed alike wherever a command takes them; `refused`: what happens to
+    a model over one ("a candidate above is rejected before any training")."""
+    for flag, what in (("--max-macs", "multiply-accumulates per image (fvcore's count)"),
+                       ("--max-ram", "bytes of peak activation RAM of one inference at int8"),
+                       ("--max-flash", "bytes of the int8 model's weights, biases and quantisation parameters")):
+        parser.add_argument(flag, type=size, metavar="SIZE",
+                            help=f"at most this many {what}; {refused}. 20000, 20k, 1.5M, 64KB (k, M, G, KB, MB: "
+                                 "1000s), 1MiB (KiB, MiB, GiB: 1024s); combinable")
+
+
 def add_device_args(parser: argparse.ArgumentParser, doing: str = "train") -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help=f"where to {doing} (auto: CUDA if available)")

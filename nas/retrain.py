@@ -22,8 +22,8 @@ import torch
 
 from .bundled import find_spec, in_package
 from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
-from .cli import add_device_args, positive_int, run_command
-from .cost import FLOAT32, INT8, check_buildable, count_macs, count_params, flash_int8, peak_ram
+from .cli import add_device_args, add_device_budget_args, positive_int, run_command
+from .cost import Budgets, Costs, check_buildable, costs, over_budget
 from .data import (BUILTIN, DataSource, check_fits, data_info, describe_data, header, load_train_test, source_from_args,
                    source_of)
 from .device import describe, resolve_device
@@ -52,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--studies-dir", help="where a bundled spec's results go when --out is not given "
                                          "(default: $NAS_STUDIES_DIR, else ./studies)")
     p.add_argument("--budget", type=positive_int, help="refuse a spec with this many parameters or more")
+    add_device_budget_args(p, "a spec above is refused before any training")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_device_args(p)
@@ -112,10 +113,17 @@ class Progress:
               file=sys.stderr, flush=True)
 
 
+# the decimals metrics.json keeps of a mean, std or drop (float and int8 alike): a test accuracy steps by 0.01 points
+# on 10,000 images, so four keep every digit that means anything and drop float noise (99.42000000000002)
+DECIMALS = 4
+
+
 def summarise(accs: list[float]) -> dict[str, float]:
-    """Mean, sample standard deviation (0 for one seed) and min of the per-seed test accuracies."""
-    return {"mean": statistics.fmean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-            "min": min(accs), "max": max(accs)}
+    """Mean, sample standard deviation (0 for one seed), min and max of the per-seed test accuracies, the mean and
+    std to DECIMALS."""
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    return {"mean": round(statistics.fmean(accs), DECIMALS), "std": round(std, DECIMALS), "min": min(accs),
+            "max": max(accs)}
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -130,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     spec_path = find_spec(args.spec)  # a bundled spec's name (found/b8000) is its file in the package
     out = Path(args.out) if args.out else default_out(spec_path, studies_dir(args.studies_dir))
     return retrain(spec_path, out, epochs=args.epochs,
-                   seeds=args.seeds, subset=args.subset, budget=args.budget, overwrite=args.overwrite,
+                   seeds=args.seeds, subset=args.subset, budget=args.budget, max_macs=args.max_macs,
+                   max_ram=args.max_ram, max_flash=args.max_flash, overwrite=args.overwrite,
                    quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
                    data=source_from_args(args) if args.data else None)
 
@@ -150,36 +159,50 @@ def _recorded_data(spec_path: Path, data_dir: str | None, download: bool) -> Dat
 
 
 def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, subset: int | None = None,
-            budget: int | None = None, overwrite: bool = False, quiet: bool = False, device: str = "auto",
+            budget: int | None = None, max_macs: int | None = None, max_ram: int | None = None,
+            max_flash: int | None = None, overwrite: bool = False, quiet: bool = False, device: str = "auto",
             data_dir: str | None = None, download: bool = False, data: DataSource | None = None) -> int:
     """Train the spec in `spec_path` with seeds 0..seeds-1 into `out` (checkpoints, metrics.json, the
     best seed's ONNX and torch.export files) and print its final-epoch test accuracy. Returns the exit
     status: 0, or 1 when a seed diverged or an export failed its check; bad input raises UsageError
-    (or SpecError, DataError) before anything is written. `data`: the images (None: MNIST in `data_dir`)."""
+    (or SpecError, DataError) before anything is written, a spec over `budget` (parameters: it needs fewer) or over
+    `max_macs`, `max_ram` or `max_flash` (at int8, bytes) too. `data`: the images (None: what the spec file says it
+    was found on, else MNIST in `data_dir`)."""
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
     source = data or _recorded_data(spec_path, data_dir, download)
     info = data_info(source)
     check_fits(spec, where=str(spec_path), info=info)  # so does one made for other images or classes than the data's
     check_buildable(spec, where=str(spec_path))  # and one too large to build, by its count, before allocating
     model = build(spec)
-    params, macs = count_params(model), count_macs(model)
-    if budget is not None and params >= budget:
-        raise UsageError(f"{spec_path}: {params:,} parameters >= budget {budget:,}")
+    cost = costs(spec, model)
+    check_budgets(cost, str(spec_path), budget, max_macs, max_ram, max_flash)
     check_out_dir(out, overwrite)
     where = resolve_device(device)
     data = load_train_test(source, where, subset, download)  # once, for all seeds
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _retrain(spec, spec_path, params, macs, data, out, describe(where), epochs=epochs, seeds=seeds,
+        return _retrain(spec, spec_path, cost, data, out, describe(where), epochs=epochs, seeds=seeds,
                         quiet=quiet, subset=subset, info=info, source=source)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
 
 
-def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Path, where: str, *, epochs: int,
+def check_budgets(cost: Costs, where: str, budget: int | None, max_macs: int | None = None,
+                  max_ram: int | None = None, max_flash: int | None = None) -> None:
+    """Refuse (UsageError, one line naming `where` and each budget it is over) a spec with `budget` parameters or
+    more, or over --max-macs, --max-ram or --max-flash: the search's gate (nas.cost.over_budget), said alike."""
+    why = [f"{cost.params:,} parameters >= budget {budget:,}"] if budget is not None and cost.params >= budget else []
+    device = Budgets(cost.params + 1, max_macs, max_ram, max_flash)  # its parameters: said above, in their own words
+    why += [str(o) for o in over_budget(cost, device) if o.budget != "params"]
+    if why:
+        raise UsageError(f"{where}: {'; '.join(why)}")
+
+
+def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: str, *, epochs: int,
              seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None) -> int:
+    params, macs = cost.params, cost.macs
     if not quiet and info is not None and not info.is_mnist:
         print(header(info), file=sys.stderr)
     if not quiet:
@@ -219,8 +242,8 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
     accs = [r["test_acc"] for r in rows]
     stats = summarise(accs)
     int8_accs = [r["int8_test_acc"] for r in rows]
-    int8_stats = {**summarise(int8_accs), "drop": stats["mean"] - statistics.fmean(int8_accs),
-                  "calibration_images": len(calibration)}
+    drop = round(statistics.fmean(accs) - statistics.fmean(int8_accs), DECIMALS)
+    int8_stats = {**summarise(int8_accs), "drop": drop, "calibration_images": len(calibration)}
     try:
         checks = export_models(best_model, check_batch, out, spec=spec, params=params, data=info)
         checks |= quantize_onnx(out / ONNX_FILE, calibration, out / INT8_ONNX_FILE, check_batch)
@@ -232,7 +255,7 @@ def _retrain(spec: Spec, spec_path: Path, params: int, macs: int, data, out: Pat
         "spec_file": str(spec_path), "code": spec.code, "spec": spec.to_dict(),
         "params": params, "macs": macs,
         # the device costs (nas.cost), bytes; the exported int8 file's measured size belongs beside flash_int8
-        "ram_int8": peak_ram(spec, INT8), "ram_float32": peak_ram(spec, FLOAT32), "flash_int8": flash_int8(spec),
+        "ram_int8": cost.ram_int8, "ram_float32": cost.ram_float32, "flash_int8": cost.flash_int8,
         "seeds": [r["seed"] for r in rows], "epochs": epochs,
         "test_acc": accs, **stats, "best_seed": best_seed,
         "int8_test_acc": int8_accs, "int8": int8_stats, "int8_onnx_bytes": checks.pop("int8_onnx_bytes"),

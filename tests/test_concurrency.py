@@ -15,6 +15,7 @@ import pytest
 from optuna.trial import TrialState
 
 import nas.search.command
+import nas.search.plan
 from conftest import DATA_DIR, ROOT, TINY, one_line_error, tree_hashes
 from nas.bundled import spaces
 from nas.search.warm_start import enqueue
@@ -251,7 +252,7 @@ def test_the_message_after_a_signal_says_how_to_finish(tmp_path, cli, monkeypatc
 
 
 def test_more_jobs_than_cores_is_refused_before_anything_is_created(tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(nas.search.command, "usable_cores", lambda: 4)
+    monkeypatch.setattr(nas.search.plan, "usable_cores", lambda: 4)
     line = one_line_error(search(cli, tmp_path, TINY, "--jobs", "5"))
     assert line == ("nas search: error: --jobs 5 is more than the 4 CPU core(s) this process may use: each worker "
                     "process needs a core of its own (and about 850 MB of memory); use --jobs 4 or fewer\n")

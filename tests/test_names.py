@@ -11,10 +11,12 @@ import pytest
 from conftest import ROOT, SHARED_STUDY, one_line_error, tree_hashes
 from nas.bundled import ROOT as BUNDLED, find_spec, found_files, reference_files, spaces, spec_files
 from nas.errors import SpecError
+from nas.catalog import model_row
+from nas.cost import spec_costs
 from nas.retrain import chance_warning, default_out
 from nas.search.warm_start import warm_starts
 from nas.space import load_space
-from nas.spec import load_spec
+from nas.spec import Spec, load_spec
 from nas.version import __version__
 
 QUICK = ["--subset", "256", "--epochs", "1", "--seeds", "1", "--device", "cpu", "-q"]
@@ -106,14 +108,39 @@ def test_list_shows_spaces_models_and_studies(tmp_path, cli, shared_copy):
         assert re.search(rf"^  {name} +{path.name} +\S", out, re.MULTILINE), out
     for name in spec_files():
         assert re.search(rf"^  {re.escape(name)} +[\d,]+ ", out, re.MULTILINE), out
-    b8000 = json.loads((BUNDLED / "found" / "b8000.json").read_text())
-    assert re.search(rf"^  found/b8000 +7,948 +{b8000['retrain']['mean']:.2f} ± 0.02 % \(5 seeds\) +"
-                     rf"{re.escape(b8000['code'])}$", out, re.MULTILINE), out
+    # each found model's four costs (nas.cost, from its spec), its data, its float and, where measured, int8 accuracy
+    for name in ("b8000", "b4000", "b2000"):
+        found = json.loads((BUNDLED / "found" / f"{name}.json").read_text())
+        cost = spec_costs(Spec.from_dict(found["spec"]))
+        measured = found["int8"]["int8"] if "int8" in found else None  # without an int8 block: an empty cell
+        int8 = f"{measured['mean']:.2f} ± {measured['std']:.2f} %" if measured else None
+        assert re.search(rf"^  found/{name} +{cost.params:,} +{cost.macs:,} +{cost.ram_int8:,} +{cost.flash_int8:,} "
+                         rf"+mnist +{found['retrain']['mean']:.2f} ± {found['retrain']['std']:.2f} % \(5 seeds\) +"
+                         + (re.escape(int8) + " +" if int8 else "") + rf"{re.escape(found['code'])}$",
+                         out, re.MULTILINE), out
     best = optuna.load_study(study_name=SHARED_STUDY, storage=f"sqlite:///{studies}/{SHARED_STUDY}.db")
-    assert re.search(rf"^  {SHARED_STUDY} +{len(best.trials)} +10,000 +mnist_tiny +\d+\.\d\d %", out, re.MULTILINE), out
-    assert re.search(r"^  mnist_tiny-b5000 +\d+ +5,000 +mnist_tiny +none complete", out, re.MULTILINE), out
+    assert re.search(rf"^  {SHARED_STUDY} +{len(best.trials)} +10,000 +mnist_tiny +\d+\.\d\d %.* +{SHARED_STUDY}\.db "
+                     r"+mnist$", out, re.MULTILINE), out
+    assert re.search(r"^  mnist_tiny-b5000 +\d+ +5,000 +mnist_tiny +none complete +mnist_tiny-b5000\.db +mnist$", out,
+                     re.MULTILINE), out
     # nothing but the listing: no study is changed, a missing folder is said so
     assert "no such folder" in cli("list", "--studies-dir", str(tmp_path / "nope"), cwd=tmp_path).stdout
+
+
+
+def test_list_names_a_models_recorded_data_or_its_shape(tmp_path):
+    found = json.loads((BUNDLED / "found" / "b4000.json").read_text())
+    del found["int8"]
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({**found, "data": {"name": "shapes", "kind": "folder", "hash": "0123456789abcdef",
+                                                  "images_per_class": {"a": 3, "b": 4}}}))
+    row = model_row("mine", mine)
+    assert row["data"] == "shapes (folder, 2 classes, 7 images, 0123456789abcdef)" and row["int8"] == ""
+    found["spec"]["arch"].update(in_channels=3, input_size=32, num_classes=4)
+    mine.write_text(json.dumps(found))
+    row = model_row("mine", mine)
+    assert row["data"] == "3x32x32, 4 classes"
+    assert row["flash"] == f"{spec_costs(Spec.from_dict(found['spec'])).flash_int8:,}"
 
 
 def test_version(capsys):

@@ -3,13 +3,16 @@
 nothing stored."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime
 import pytest
 from PIL import Image
 
-from conftest import TINY, one_line_error, tree_hashes
+from conftest import ROOT, TINY, one_line_error, tree_hashes
 
 CLASSES = ("blue_h", "blue_v", "red_h", "red_v")
 
@@ -74,6 +77,17 @@ def test_a_colour_folder_end_to_end(cli, tmp_path):
     pixels = np.asarray(Image.open(tmp_path / "shapes" / "red_v" / "0.png"), dtype=np.float32)  # as a user would
     x = ((pixels / 255 - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
     assert session.run(["logits"], {"images": x})[0].shape == (1, 4)
+
+    # a found-model record of it says its data, as best.json does
+    shipped = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ship_found.py"), "--study",
+                              "mnist_tiny-shapes-b3000", "--retrain-dir", "found_retrain", "--command", "nas search ...",
+                              "--search-seconds", "1", "--out", "shipped.json"], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300,
+                             env={**{k: v for k, v in os.environ.items() if k != "NAS_STUDIES_DIR"},
+                                  "PYTHONPATH": str(ROOT)})
+    assert shipped.returncode == 0, shipped.stderr
+    record = json.loads((tmp_path / "shipped.json").read_text())
+    assert record["data"] == best["data"] and record["preprocessing"] == best["preprocessing"]
 
     # evaluate finds the data the checkpoint names, prepared as it was trained
     evaluated = cli("evaluate", "found_retrain/seed0.pt", cwd=tmp_path)

@@ -3,8 +3,10 @@ next command at the top, and the trials as CSV (nas report --csv) with the Pytho
 
 import csv
 import datetime
+import html
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -16,10 +18,11 @@ from conftest import SHARED_STUDY
 from nas.report.command import Trials, build_report, finalists_html, sections
 from nas.report.figures import timeline_figure
 from nas.report.trials_csv import FIELDS, csv_text
+from nas.cost import spec_costs
 from nas.spec import Spec
-from nas.store.record import (Outcome, read_finalist_runs, read_reevaluations, read_settings, read_trials,
-                              record_reevaluation)
-from nas.store.winner import finalists, select_winner
+from nas.store.record import (Outcome, StudySettings, read_finalist_runs, read_reevaluations, read_settings,
+                              read_trials, record_reevaluation, write_settings)
+from nas.store.winner import best_record, finalists, select_winner
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +168,62 @@ def test_cli_writes_the_csv_beside_the_report_or_where_told(searched, cli, tmp_p
         bad = cli("report", "--study", SHARED_STUDY, "--csv", target, cwd=searched)
         assert bad.returncode == 2 and says in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
         assert (searched / target).stat().st_mtime_ns == before
+
+
+# ------------------------------------------------------------------ the study's data and the winner's costs
+
+
+def _summary(page: str) -> dict[str, str]:
+    """The summary table's rows, heading -> text (tags dropped)."""
+    table = page[page.index('<table class="summary">'):]
+    table = table[:table.index("</table>")]
+    return {html.unescape(re.sub("<[^>]+>", "", th)): html.unescape(re.sub("<[^>]+>", "", td))
+            for th, td in re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table)}
+
+
+def test_the_summary_shows_the_data_and_the_winners_four_costs(searched):
+    study = _study(searched)
+    best = json.loads((searched / "studies" / SHARED_STUDY / "best.json").read_text())
+    assert best["data"] == {"name": "mnist"}  # the data it was found on, and how its images were prepared
+    assert best["preprocessing"] == {"mean": 0.1307, "std": 0.3081, "input_size": 28, "channels": 1,
+                                     "transform": "pixels/255, then (x - mean) / std", "class_labels": list(range(10))}
+    rows = _summary((searched / "studies" / SHARED_STUDY / "report.html").read_text())
+    assert rows["data"] == "mnist"
+    assert rows["images"] == ("1 x 28 x 28, 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9); normalised by mean 0.1307 / "
+                              "std 0.3081")
+    costs = (f"{best['params']:,} parameters, {best['macs']:,} MACs, {best['ram_int8']:,} B peak RAM and "
+             f"{best['flash_int8']:,} B flash at int8")
+    assert rows["winner"].startswith(f"#{best['trial']}: ") and f"; {costs} — {best['code']}" in rows["winner"]
+    # the finalists' table: every finalist's four costs, the winner's those of best.json
+    table = finalists_html(Trials.read(study), read_settings(study), select_winner(study))
+    winner_row = table[table.index('<tr class="winner">'):]
+    assert winner_row.startswith(f'<tr class="winner"><td>{best["trial"]}</td><td>{best["params"]:,}</td>'
+                                 f'<td>{best["macs"]:,}</td><td>{best["ram_int8"]:,}</td><td>{best["flash_int8"]:,}</td>')
+
+
+def test_a_study_made_before_its_data_was_recorded_says_mnist(crafted):
+    rows = _summary(build_report(crafted))
+    assert rows["data"] == "mnist (assumed: a study made before the data was recorded ran on MNIST)"
+    assert rows["images"].startswith("1 x 28 x 28, 10 classes") and "mean 0.1307 / std 0.3081" in rows["images"]
+    record = max((r for r in read_trials(crafted) if r.outcome == Outcome.COMPLETE), key=lambda r: r.value)
+    cost = spec_costs(Spec.from_dict(record.spec))  # not recorded by the crafted study: computed from the spec
+    assert rows["best trial"].startswith(f"#{record.number}: {record.value:.2f} % validation accuracy, "
+                                         f"{record.params:,} parameters, {record.macs:,} MACs, {cost.ram_int8:,} B "
+                                         f"peak RAM and {cost.flash_int8:,} B flash at int8 — ")
+    best = best_record(record, crafted)
+    assert best["data"] == {"name": "mnist"} and best["preprocessing"]["mean"] == 0.1307
+
+
+def test_a_study_on_a_folder_shows_its_identity_and_preprocessing(tmp_path):
+    study = optuna.create_study(study_name="flowers", storage=f"sqlite:///{tmp_path}/flowers.db")
+    identity = {"name": "flowers", "kind": "folder", "images_per_class": {"daisy": 38, "rose": 41},
+                "hash": "0123456789abcdef"}
+    preprocessing = {"mean": [0.48, 0.41, 0.3], "std": [0.29, 0.26, 0.28], "input_size": 32, "channels": 3,
+                     "transform": "pixels/255, then (x - mean) / std", "resize": "resized to 32x32 (bilinear)",
+                     "class_labels": ["daisy", "rose"]}
+    write_settings(study, StudySettings(budget=50_000, space="colour32", space_file="bundled:colour32", epochs=15,
+                                        data=identity, preprocessing=preprocessing))
+    rows = _summary(build_report(study))
+    assert rows["data"] == ("flowers (folder, 2 classes, 79 images, 0123456789abcdef); 38 to 41 images per class")
+    assert rows["images"] == ("3 x 32 x 32, 2 classes (daisy, rose); normalised by mean 0.48, 0.41, 0.3 / std "
+                              "0.29, 0.26, 0.28; resized to 32x32 (bilinear)")

@@ -11,54 +11,40 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import signal
 import sys
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import torch
 
 from ..bundled import DEFAULT_SPACE
-from ..cli import add_device_args, add_study_args, non_negative_int, positive_float, positive_int, size
-from ..cost import Budgets, check_budgets
-from ..data import (DataInfo, DataSource, check_data, describe_data, header, load_search_data, search_sizes,
-                    source_from_args, study_data, study_preprocessing)
-from ..device import describe, resolve_device, usable_cores
+from ..cli import (add_device_args, add_device_budget_args, add_study_args, non_negative_int, positive_float,
+                   positive_int)
+from ..data import describe_data, header, load_search_data, source_from_args, study_data, study_preprocessing
+from ..device import describe
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..export import next_command
-from ..fidelity import REDUCTION_FACTOR, Fidelity, ladder, parse_rung
+from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..progress import format_duration
-from ..space import Space, load_space
-from ..spec import MNIST_SHAPE
 from ..store.credentials import redact
-from ..store.record import StudySettings, read_settings, stored_space_file, write_settings
-from ..store.storage import (check_study_name, create_or_load, default_storage, open_storage, output_dir,
-                             retry_seconds, storage_failed, studies_dir, with_retry)
+from ..store.settings import StudySettings, read_settings, stored_space_file, write_settings
+from ..store.storage import create_or_load, open_storage, retry_seconds, storage_failed, with_retry
 from ..store.winner import write_best
-from .finalists import MAX_SEEDS, table
+from .finalists import table
+from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
 from .signals import interruptible
 from .summary import rejection_report, summary
-from .warm_start import enqueue, warm_starts
+from .warm_start import enqueue
 from .workers import Job, reevaluate_finalists, run_workers, stopped, work
 
-MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
-MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers take 32-bit seeds
 METRIC_NAME = "validation accuracy (%)"  # a trial's value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, required=True, help="parameters allowed; a model needs fewer")
-    for flag, what in (("--max-macs", "multiply-accumulates per image (fvcore's count)"),
-                       ("--max-ram", "bytes of peak activation RAM of one inference at int8"),
-                       ("--max-flash", "bytes of the int8 model's weights, biases and quantisation parameters")):
-        p.add_argument(flag, type=size, metavar="SIZE",
-                       help=f"at most this many {what}; a candidate above is rejected before any training. 20000, "
-                            "20k, 1.5M, 64KB (k, M, G, KB, MB: 1000s), 1MiB (KiB, MiB, GiB: 1024s); combinable")
+    add_device_budget_args(p, "a candidate above is rejected before any training")
     p.add_argument("--space", default=DEFAULT_SPACE,
                    help="search-space YAML file, or the name of a bundled space (mnist, mnist_classic, mnist_small, "
                         "mnist_tiny, colour32: see nas list)")
@@ -137,29 +123,8 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
                          "pick another --study, or continue it with the same settings")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A search's inputs, checked before any storage is touched or any data loaded."""
-
-    space: Space
-    study_name: str
-    root: Path
-    url: str
-    out: Path
-    device: torch.device
-    data_dir: Path
-    trials: int | None
-    full: Fidelity
-    val_images: int
-    asked_rungs: list[Fidelity] | None  # None: the default ladder (or the study's own)
-    cheap: tuple[Fidelity, ...]
-    starts: list
-    source: DataSource = DataSource()
-    data: DataInfo | None = None
-
-
 def run(args: argparse.Namespace) -> int:
-    plan = _plan(args)
+    plan = make_plan(args)
     study, n_before, cheap, started, space_before = _open_study(plan, args)
     if not args.quiet:
         print(_header(plan, args, n_before, cheap, started, space_before), file=sys.stderr)
@@ -272,48 +237,6 @@ def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> i
     return code
 
 
-def _plan(args: argparse.Namespace) -> Plan:
-    """Every check that needs no storage: bad input is one line before anything is created."""
-    trials = args.trials if args.trials is not None or args.timeout is not None else 50
-    if args.budget > MAX_BUDGET:
-        raise UsageError(f"--budget {args.budget} is out of range (at most {MAX_BUDGET:,})")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed {args.seed} is out of range (0 to {MAX_SEED})")
-    if args.jobs > (cores := usable_cores()):  # on a GPU too: each worker's Python feeds its kernels from a core
-        raise UsageError(f"--jobs {args.jobs} is more than the {cores} CPU core(s) this process may use: each "
-                         f"worker process needs a core of its own (and about 850 MB of memory); use --jobs {cores} "
-                         "or fewer")
-    space = load_space(args.space)
-    source = source_from_args(args)
-    info = check_data(source)  # bad or missing data: one line now, not from every worker
-    if info.shape != MNIST_SHAPE:  # the specs' defaults: MNIST's
-        space = space.for_data(info.shape)
-    check_budgets(_budgets(args), space.lowest_specs(), f"space {space.name}")
-    # the default name: <space>-b<budget> on MNIST (as ever), <space>-<data>-b<budget> on other data
-    named = "" if source.name == "mnist" else re.sub(r"[^A-Za-z0-9_.-]+", "_", str(info.identity["name"]))
-    study_name = check_study_name(args.study or default_study_name(space.name, _budgets(args), named))
-    root = studies_dir(args.studies_dir)
-    device = resolve_device(args.device)
-    data_dir = Path(source.data_dir)
-    train_images, val_images = search_sizes(args.subset, source)
-    if trials is not None and args.seed + trials > MAX_SEED:  # before open_storage creates a new study's database
-        raise UsageError(f"--seed {args.seed} plus {trials:,} trials passes {MAX_SEED} "
-                         "(trial seeds are --seed + trial number): use a smaller --seed")
-    if not args.eta > 1:
-        raise UsageError(f"--eta {args.eta:g} must be > 1 (the best 1/ETA of a rung are promoted)")
-    if args.finalist_seeds > MAX_SEEDS:
-        raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
-    full = Fidelity(args.epochs, train_images)
-    asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
-    cheap = ladder(full, asked)[:-1]
-    starts = warm_starts(space, _budgets(args), args.warm_start or [], references=not args.no_warm_start)
-    url = args.storage or default_storage(root, study_name, args.jobs)
-    out = output_dir(root, study_name, url)
-    _check_writable(out)
-    return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts,
-                source, info)
-
-
 def _open_study(plan: Plan, args: argparse.Namespace
                 ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], list[str], str | None]:
     """Create or continue the study (refusing other settings than it was made with) and queue the warm
@@ -363,7 +286,7 @@ def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fi
     lines = [
         f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
         + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
-        f"budget {_budgets(args)}, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
+        f"budget {budgets_of(args)}, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
         f"device {describe(plan.device)}",
         f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
         f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
@@ -408,24 +331,7 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
           + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
-                   overwrite=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
-                   data=source_from_args(args))
+                   max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash, overwrite=unfinished,
+                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, data=source_from_args(args))
 
 
-def default_study_name(space: str, budgets: Budgets, data: str = "") -> str:
-    """`<space>-b<budget>`, then each device budget: `mnist-b8000-ram12000-flash6000` (another search, another
-    study); on other data than MNIST its name after the space's: `colour32-cifar10-b50000`."""
-    device = [f"-{name}{value}" for name, value in (("macs", budgets.macs), ("ram", budgets.ram),
-                                                      ("flash", budgets.flash)) if value is not None]
-    return f"{space}{'-' + data if data else ''}-b{budgets.params}" + "".join(device)
-
-
-def _budgets(args: argparse.Namespace) -> Budgets:
-    return Budgets(args.budget, args.max_macs, args.max_ram, args.max_flash)
-
-
-def _check_writable(out: Path) -> None:
-    """Refuse, before any training, an output folder that cannot be written."""
-    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write the study's outputs into {out}: {parent} is not a writable directory")

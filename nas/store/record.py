@@ -1,9 +1,10 @@
-"""What a trial and a study store in Optuna's storage: written and read only through this module.
+"""What a trial and a study store in Optuna's storage: written and read only through this module and
+nas.store.settings.
 
 A trial's user attributes hold the candidate (spec, code, fvcore parameters and MACs; peak RAM and flash,
-and the budgets a rejected candidate is over), the fidelity
-it was judged at, the seconds of each epoch and its outcome; a study's user attributes hold the
-settings it was created with. Everything else (the report, export, the summary, tests) reads
+and the budgets a rejected candidate is over), the fidelity it was judged at, the seconds of each epoch and
+its outcome; a study's user attributes hold the settings it was created with (nas.store.settings, re-exported
+here) and the finalists' trainings. Everything else (the report, export, the summary, tests) reads
 `TrialRecord`s and `StudySettings`, never `user_attrs` directly.
 """
 
@@ -14,16 +15,16 @@ import os
 import statistics
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..bundled import canonical_space_name, spaces
 from ..cost import Costs, Overrun
 from ..fidelity import Fidelity
 from ..spec import Spec
+# the study's settings, imported from here by the commands and tests that read both
+from .settings import BUNDLED, StudySettings, read_settings, stored_space_file, write_settings  # noqa: F401
 
 
 class Outcome(str, Enum):
@@ -277,73 +278,6 @@ def trained_per_fidelity(records: list[TrialRecord]) -> dict[Fidelity, int]:
         for f in [s.fidelity for s in r.rungs] + ([r.fidelity] if r.curve and r.fidelity else []):
             counts[f] = counts.get(f, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: item[0].cost))
-
-
-# ------------------------------------------------------------------ the study
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    """What a study was created with; a study is continued only with the same settings."""
-
-    budget: int
-    space: str  # the space's name
-    space_file: str
-    epochs: int
-    train_images: int | None = None  # None: unknown (a study made before it was recorded)
-    rungs: list[list[int]] | None = None  # the cheap rungs [[epochs, images], ...]; [] = full fidelity only
-    finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
-    finalist_seeds: int | None = None  # ... and with how many seeds each
-    space_hash: str | None = None  # Space.content_hash of what the space draws; None: not recorded (an older study)
-    max_macs: int | None = None  # the device budgets (--max-macs, --max-ram, --max-flash); None: none, as in
-    max_ram: int | None = None  # every study made before they existed
-    max_flash: int | None = None
-    data: dict | None = None  # the data's identity (nas.data.study_data); None: not recorded (an older study: MNIST)
-    preprocessing: dict | None = None  # mean, std, input size, channels, class labels, resize rule of the data
-
-    # what may differ when a study is continued: how the winner is picked, not how trials are judged
-    # (space_hash may change only when asked for: nas search --space-changed)
-    CHANGEABLE = ("space_file", "finalists", "finalist_seeds")
-    # compared even where one side is None: a study without a device budget is not continued with one, nor
-    # the other way round
-    DEVICE_BUDGETS = ("max_macs", "max_ram", "max_flash")
-
-    @property
-    def fidelity(self) -> Fidelity | None:
-        return None if self.train_images is None else Fidelity(self.epochs, self.train_images)
-
-
-BUNDLED = "bundled:"  # a stored space_file `bundled:<name>`: the space shipped in the package under that name
-
-
-def stored_space_file(path: str) -> str:
-    """The `space_file` to store for a space loaded from `path`: `bundled:<name>` for a bundled space (its
-    path differs from install to install), else the file's absolute path. Studies made before store the path
-    as it was given, possibly relative to where that search ran."""
-    resolved = Path(path).resolve()
-    for name, bundled in spaces().items():
-        if bundled.resolve() == resolved:
-            return f"{BUNDLED}{name}"
-    return os.path.abspath(path)  # as the user sees it (a symbolic link stays one)
-
-
-def write_settings(study: optuna.Study, settings: StudySettings) -> None:
-    for key, value in asdict(settings).items():
-        if value is not None:
-            study.set_user_attr(key, value)
-
-
-def read_settings(study: optuna.Study) -> dict[str, Any]:
-    """The settings a study holds, as stored (any of them may be missing in a study made elsewhere), but
-    for the space's name: today's name of the bundled space the study was made with (canonical_space_name)."""
-    attrs = study.user_attrs
-    settings = {f: attrs[f] for f in StudySettings.__dataclass_fields__ if f in attrs}
-    if isinstance(settings.get("space"), str):
-        stored_file = settings.get("space_file")
-        if isinstance(stored_file, str):  # bundled:mnist_classic -> its file's stem
-            stored_file = stored_file.removeprefix(BUNDLED)
-        settings["space"] = canonical_space_name(settings["space"], stored_file, before_rungs="rungs" not in attrs)
-    return settings
 
 
 # ------------------------------------------------------------------ finalists and the winner

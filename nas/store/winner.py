@@ -13,8 +13,8 @@ from ..cost import FLOAT32, INT8, flash_int8, peak_ram
 from ..files import write_json
 from ..spec import Spec
 from ..version import provenance
-from .record import (Outcome, Reevaluation, StudySettings, TrialRecord, read_reevaluations, read_settings,
-                     read_trials)
+from .record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trials
+from .settings import StudySettings, data_of, read_settings
 
 
 def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
@@ -63,8 +63,8 @@ def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevalua
         "space": settings.get("space"),
         "selected_by": selected,
         "reevaluation": reevaluation.to_dict() if reevaluation else None,
-        # the data it was found on and its preprocessing (absent from studies made before: MNIST)
-        **{key: settings[key] for key in ("data", "preprocessing") if key in settings},
+        # the data it was found on and its preprocessing (a study made before they were recorded: MNIST's)
+        **{key: value for key, value in zip(("data", "preprocessing"), data_of(settings)) if value is not None},
         **provenance(),
     }
 
