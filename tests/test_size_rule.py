@@ -100,7 +100,8 @@ def test_a_64_px_folder_is_searched_with_the_size_rule(cli, tmp_path):
     result = cli("search", "--data", "big", "--budget", "20000", "--space", TINY, "--trials", "2", "--epochs", "1",
                  "--subset", "16", "--rungs", "none", "--finalists", "0", "--device", "cpu", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "size rule: 64 px images: a 3x3 stride-2 conv stem (to 32 px), at least 3 stages" in result.stdout + result.stderr
+    header = "space: size rule: 64 px images: a 3x3 stride-2 conv stem (to 32 px), at least 3 stages"
+    assert header in result.stderr  # the header goes to stderr
     best = json.loads((tmp_path / "studies" / "mnist_tiny-big-b20000" / "best.json").read_text())
     assert best["spec"]["arch"]["stem"] == "stride2" and best["spec"]["arch"]["input_size"] == 64
     assert len(best["spec"]["arch"]["stages"]) == 3 and best["params"] < 20000
