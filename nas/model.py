@@ -36,6 +36,17 @@ def _block(c_in: int, c_out: int, kind: str, arch: Arch) -> list[nn.Module]:
     return layers
 
 
+def _stem(c_in: int, arch: Arch) -> list[nn.Module]:
+    """A 3x3 stride-2 conv to the first block's width, with the blocks' batch norm and activation (no dropout
+    on the image's first features); "stride2_pool" adds a 2x2 max-pool."""
+    width = arch.stages[0][0]
+    layers: list[nn.Module] = [nn.Conv2d(c_in, width, 3, stride=2, padding=1, bias=not arch.batch_norm)]
+    if arch.batch_norm:
+        layers.append(nn.BatchNorm2d(width))
+    layers.append(_activation(width, arch))
+    return layers + ([nn.MaxPool2d(2)] if arch.stem == "stride2_pool" else [])
+
+
 def _transition(c_in: int, arch: Arch) -> tuple[list[nn.Module], int]:
     pool = nn.MaxPool2d(2)
     if arch.transition == "pool":
@@ -64,6 +75,9 @@ def build(spec: Spec | Arch) -> nn.Sequential:
         validate(spec)
     layers: list[nn.Module] = []
     channels = arch.in_channels
+    if arch.stem != "none":
+        layers += _stem(channels, arch)
+        channels = arch.stages[0][0]
     for i, (stage, kinds) in enumerate(zip(arch.stages, arch.kinds)):
         if i:
             transition, channels = _transition(channels, arch)

@@ -1,120 +1,23 @@
-"""Search spaces: a declarative YAML file -> a validated `Space`; `Space.sample(trial)` -> `Spec`.
+"""Search spaces: a `Space` of domains (read from a YAML file by nas.space_file) -> `Space.sample(trial)` -> `Spec`.
 
-This is the only module that calls `trial.suggest_*`. Every key of a space file is a
-*domain*: a list of choices, a range `{low, high[, step][, log]}`, or a single fixed value.
-`train.lr` may instead map each optimizer to its own domain. The keys added with spec version 2
-(`arch.block`, `arch.activation`, `arch.head_width`, `train.ema`, `train.rotation`, `train.shift`,
-`train.scale`) may be left out and then take version 1's value, so older space files draw exactly
-the specs (and parameter names) they drew before; such a file's `train.augment` is still drawn as
-`augment` and mapped onto the three augmentation strengths.
+This is the only module that calls `trial.suggest_*`. `Space.for_data` fits a space to the data: the data's
+shape in every spec, the size rule (nas.size_rule) for images above 32 px, no flips for digits and letters.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterator
 
 import optuna
-import yaml
 
-from .bundled import find_space, spaces
-from .errors import SpaceError, first_line
-from .files import TEXT_LIMIT, read_text_file
-from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Arch, Interval,
-                   Spec, Train, augment_strengths, feature_sizes, v1_strength)
-
-
-@dataclass(frozen=True)
-class Range:
-    low: float
-    high: float
-    step: float | None = None
-    log: bool = False
-    integer: bool = False
-
-
-Domain = Union[Range, tuple]  # a Range, or a tuple of choices (one choice = a fixed value)
-
-
-def _ranged(key: str, interval: Interval | None = None) -> tuple[str, Any, str]:
-    """A numeric key: its values are checked against the spec's table of ranges (nas.spec.RANGES)."""
-    interval = interval or RANGES[key]
-    return ("int" if interval.integer else "float", interval.admits, interval.expected())
-
-
-def _when_used(key: str) -> tuple[str, Any, str]:
-    """A width that is 0 in a spec where it is unused: a space draws it only where it is used, so from 1."""
-    return _ranged(key, replace(RANGES[key], low=max(RANGES[key].low, 1)))
-
-
-# key -> (kind, check on every value the domain can take, what is expected)
-_KEYS: dict[str, tuple[str, Any, str]] = {
-    "arch.stages": _ranged("arch.stages"),
-    "arch.blocks_per_stage": _ranged("arch.blocks_per_stage"),
-    "arch.width": _ranged("arch.width"),
-    "arch.block": ("str", BLOCKS.__contains__, f"one of {', '.join(BLOCKS)}"),
-    "arch.padding": ("str", PADDINGS.__contains__, f"one of {', '.join(PADDINGS)}"),
-    "arch.transition": ("str", TRANSITIONS.__contains__, f"one of {', '.join(TRANSITIONS)}"),
-    "arch.transition_width": _when_used("arch.transition_width"),
-    "arch.activation": ("str", ACTIVATIONS.__contains__, f"one of {', '.join(ACTIVATIONS)}"),
-    "arch.head": ("str", HEADS.__contains__, f"one of {', '.join(HEADS)}"),
-    "arch.head_width": _when_used("arch.head_width"),
-    "arch.batch_norm": ("bool", lambda v: True, "true or false"),
-    "arch.dropout": _ranged("arch.dropout"),
-    "train.optimizer": ("str", OPTIMIZERS.__contains__, f"one of {', '.join(OPTIMIZERS)}"),
-    "train.lr": _ranged("train.lr"),
-    "train.schedule": ("str", SCHEDULES.__contains__, f"one of {', '.join(SCHEDULES)}"),
-    "train.batch_size": _ranged("train.batch_size"),
-    "train.label_smoothing": _ranged("train.label_smoothing"),
-    "train.weight_decay": _ranged("train.weight_decay"),
-    "train.ema": _ranged("train.ema"),
-    "train.augment": _ranged("train.augment"),
-    "train.rotation": _ranged("train.rotation"),
-    "train.shift": _ranged("train.shift"),
-    "train.scale": _ranged("train.scale"),
-}
-# Keys a space file may leave out, with version 1's value. (train.augment and the three strengths are either
-# or: a file with neither draws no augmentation. arch.head_width is needed only where gap_mlp is offered.)
-_DEFAULTS: dict[str, tuple] = {"arch.block": ("conv3",), "arch.activation": ("relu",), "train.ema": (0.0,),
-                               "train.rotation": (0.0,), "train.shift": (0.0,), "train.scale": (0.0,)}
-_OPTIONAL = {*_DEFAULTS, "arch.head_width", "train.augment", "train.lr"}
-
-
-def _of_kind(value: Any, kind: str) -> bool:
-    if kind == "bool" or isinstance(value, bool):
-        return kind == "bool" and isinstance(value, bool)
-    if kind == "str":
-        return isinstance(value, str)
-    if kind == "int":
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _parse_domain(raw: Any, key: str, where: str) -> Domain:
-    kind, ok, expected = _KEYS[key]
-
-    def fail(what: str) -> SpaceError:
-        return SpaceError(f"{where}: {key}: expected {what}, got {raw!r}")
-
-    if isinstance(raw, dict):
-        if kind not in ("int", "float") or not {"low", "high"} <= set(raw) or set(raw) - {"low", "high", "step", "log"}:
-            raise fail(f"choices [..] or a range {{low, high[, step][, log]}} of {expected}")
-        low, high, step, log = raw["low"], raw["high"], raw.get("step"), raw.get("log", False)
-        if not all(_of_kind(v, kind) and ok(v) for v in (low, high)) or low > high:
-            raise fail(f"a range with low <= high, each {expected}")
-        if step is not None and not (_of_kind(step, kind) and step > 0):
-            raise fail("a positive step of the key's type")
-        if not isinstance(log, bool) or (log and (low <= 0 or step is not None)):
-            raise fail("log: true only with low > 0 and no step")
-        return Range(low, high, step, log, integer=kind == "int")
-    choices = tuple(raw) if isinstance(raw, list) else (raw,)
-    if not choices or not all(_of_kind(v, kind) and ok(v) for v in choices):
-        raise fail(f"{expected}, a list of them, or a range" if kind in ("int", "float") else f"{expected} or a list of them")
-    return choices
+from .errors import SpaceError  # noqa: F401 (nas.space.SpaceError: the error load_space raises)
+from .size_rule import size_rule
+from .space_file import KEYS, UNHASHED, Domain, Range, read_space_file
+from .spec import MNIST_SHAPE, Arch, Spec, Train, augment_strengths, feature_sizes, v1_strength
 
 
 @dataclass(frozen=True)
@@ -122,12 +25,30 @@ class Space:
     name: str
     path: str
     domains: dict[str, Domain]  # "arch.width" -> domain; "train.lr.sgd" for per-optimizer LRs
-    # the data's in_channels, input_size and num_classes, given to every spec drawn; (): MNIST's (the defaults)
-    shape: tuple[tuple[str, int], ...] = ()
+    # the data's in_channels, input_size and num_classes (and the size rule's stem), given to every spec drawn;
+    # (): MNIST's (the defaults)
+    shape: tuple[tuple[str, Any], ...] = ()
+    rule: str = ""  # what for_data changed, for the search's header ("" where nothing)
 
-    def for_data(self, shape: dict[str, int]) -> "Space":
-        """This space drawing specs for data of `shape` ({in_channels, input_size, num_classes})."""
-        return replace(self, shape=tuple(sorted(shape.items())))
+    def for_data(self, shape: dict[str, int], flips: bool = True) -> "Space":
+        """This space drawing specs for data of `shape` ({in_channels, input_size, num_classes}).
+
+        Images above 32 px meet the size rule (nas.size_rule): every spec gets its stem, and the stages
+        domain loses the counts too few to bring the map to about 8 px. With `flips` False (digits and
+        letters, which a mirror turns into other glyphs or none) the space never draws a flip. Otherwise the
+        domains, and so the content hash, are the file's: 28 and 32 px data draws what it always drew."""
+        domains, given, said = dict(self.domains), dict(shape), []
+        rule = size_rule(shape["input_size"])
+        if rule is not None:
+            domains["arch.stages"] = rule.stage_domain(domains["arch.stages"])
+            given["stem"] = rule.stem
+            said.append(f"size rule: {rule}")
+        if not flips and domains.get("train.flip", (0.0,)) != (0.0,):
+            domains["train.flip"] = (0.0,)
+            said.append("no horizontal flips: the data's classes are digits or letters")
+        if given == MNIST_SHAPE and domains == self.domains:
+            return self
+        return replace(self, domains=domains, shape=tuple(sorted(given.items())), rule="; ".join(said))
 
     def sample(self, trial: optuna.trial.BaseTrial) -> Spec:
         """Draw one candidate. Parameter names are stable, so studies can be resumed and compared."""
@@ -149,7 +70,7 @@ class Space:
         transition = d("arch.transition") if n_stages > 1 else "pool"
         transition_width = d("arch.transition_width") if transition != "pool" else 0
         # 'valid' padding is only offered where the feature map stays at least 3 pixels wide
-        paddings = tuple(p for p in self.domains["arch.padding"] if p == "same" or _fits_valid(stages, kinds))
+        paddings = tuple(p for p in self.domains["arch.padding"] if p == "same" or self._fits_valid(stages, kinds))
         padding = _suggest(trial, "padding", paddings or ("same",))
         head = d("arch.head")
         batch_norm, dropout = d("arch.batch_norm"), float(d("arch.dropout"))
@@ -170,7 +91,16 @@ class Space:
         else:
             rotation, shift, scale = (float(d(f"train.{key}")) for key in ("rotation", "shift", "scale"))
         return Train(optimizer, float(lr), schedule, batch_size, label_smoothing, weight_decay,
-                     rotation=rotation, shift=shift, scale=scale, ema=float(d("train.ema")))
+                     rotation=rotation, shift=shift, scale=scale, ema=float(d("train.ema")),
+                     flip=float(d("train.flip")), crop=int(d("train.crop")))
+
+    def _fits_valid(self, stages: tuple[tuple[int, ...], ...], kinds: tuple[tuple[str, ...], ...]) -> bool:
+        """Whether 'valid' padding keeps the map at least 3 px wide: at MNIST's 28 px (as ever), or at the data's
+        size behind the size rule's stem."""
+        shaped = dict(self.shape)
+        at = {"input_size": shaped["input_size"], "stem": shaped["stem"]} if "stem" in shaped else {}
+        probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0, kinds=kinds, **at)
+        return min(feature_sizes(probe)) >= 3
 
     def params_for(self, spec: Spec) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]] | None:
         """The sampled parameters that stand for `spec` in this space (to enqueue it as a trial).
@@ -190,7 +120,8 @@ class Space:
             "batch_norm": a.batch_norm, "dropout": a.dropout,
             "optimizer": t.optimizer, "lr": t.lr, f"lr_{t.optimizer}": t.lr, "schedule": t.schedule,
             "batch_size": t.batch_size, "label_smoothing": t.label_smoothing, "weight_decay": t.weight_decay,
-            "augment": strength, "rotation": t.rotation, "shift": t.shift, "scale": t.scale, "ema": t.ema}
+            "augment": strength, "rotation": t.rotation, "shift": t.shift, "scale": t.scale, "ema": t.ema,
+            "flip": t.flip, "crop": t.crop}
         for s, (stage, kinds) in enumerate(zip(a.stages, a.kinds)):
             answers[f"blocks_s{s + 1}"] = len(stage)
             answers.update({f"width_s{s + 1}_b{b + 1}": width for b, width in enumerate(stage)})
@@ -255,11 +186,13 @@ class Space:
         canonical JSON, so whitespace, comments, key order, `description`, the name and `1` for `1.0` in a
         float key do not count; the order of choices does (samplers see choices in order)."""
         def number(key: str, value: Any) -> Any:
-            kind = _KEYS.get(key, _KEYS["train.lr"])[0]  # train.lr.<optimizer>: train.lr's kind
+            kind = KEYS.get(key, KEYS["train.lr"])[0]  # train.lr.<optimizer>: train.lr's kind
             return float(value) if kind == "float" and not isinstance(value, bool) else value
 
         canonical: dict[str, Any] = {}
         for key, domain in sorted(self.domains.items()):
+            if UNHASHED.get(key) == domain:  # a key added later, at the default that draws what studies drew before
+                continue
             if isinstance(domain, Range):
                 canonical[key] = {"low": number(key, domain.low), "high": number(key, domain.high),
                                   "step": None if domain.step is None else number(key, domain.step),
@@ -326,11 +259,6 @@ class _Lowest:
         return self.chosen[name]
 
 
-def _fits_valid(stages: tuple[tuple[int, ...], ...], kinds: tuple[tuple[str, ...], ...]) -> bool:
-    probe = Arch(stages, "pool", 0, "valid", "gap_conv", True, 0.0, kinds=kinds)
-    return min(feature_sizes(probe)) >= 3
-
-
 def _snap(value: float, low: float, high: float, step: float | None) -> float:
     """`value` moved into [low, high] and onto the step's grid: the nearest value such a range draws."""
     value = min(max(value, low), high)
@@ -345,85 +273,9 @@ def _suggest(trial: optuna.trial.BaseTrial, name: str, domain: Domain) -> Any:
     return trial.suggest_float(name, domain.low, domain.high, step=domain.step, log=domain.log)
 
 
-class _Reference(yaml.YAMLError):
-    """A YAML anchor (`&name`) or alias (`*name`) in a space file, at `line` (counting from 1)."""
-
-    def __init__(self, kind: str, name: str, line: int) -> None:
-        plural, sign = ("anchors", "&") if kind == "anchor" else ("aliases", "*")
-        super().__init__(f"line {line}: YAML {plural} ({sign}{name}) are not allowed in a space file: "
-                         "write each value out")
-        self.line = line
-
-
-class _PlainLoader(yaml.SafeLoader):
-    """SafeLoader without anchors and aliases: nested aliases ("billion laughs") expand a few hundred bytes into
-    billions of nodes. A space file needs none (the bundled ones use none), so the first anchor or alias is
-    refused at its event, before anything is expanded."""
-
-    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent):
-            raise _Reference("alias", event.anchor, event.start_mark.line + 1)
-        if getattr(event, "anchor", None) is not None:
-            raise _Reference("anchor", event.anchor, event.start_mark.line + 1)
-        return super().compose_node(parent, index)
 
 
 def load_space(path: str | Path) -> Space:
-    """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`);
-    raises SpaceError naming the file and key.
-
-    Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file), and YAML anchors and
-    aliases are refused, so a hostile file costs bounded time and memory."""
-    path = find_space(str(path))
-    text = read_text_file(path, "search-space file", TEXT_LIMIT, SpaceError,
-                          hint=f" (bundled spaces: {', '.join(spaces())})")
-    try:
-        raw = yaml.load(text, Loader=_PlainLoader)
-    except _Reference as exc:
-        raise SpaceError(f"{path}: {exc}") from None
-    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. an integer of more than 4,300 digits
-        raise SpaceError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
-    except RecursionError:  # e.g. '[' * 100000: the YAML parser recurses once per level
-        raise SpaceError(f"{path}: not a readable YAML file (nested too deeply)") from None
-    where = str(path)
-    if not isinstance(raw, dict):
-        raise SpaceError(f"{where}: expected a mapping with keys 'name', 'arch' and 'train'")
-    unknown = set(raw) - {"name", "description", "arch", "train"}
-    if unknown:
-        raise SpaceError(f"{where}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        raise SpaceError(f"{where}: name: expected letters, digits, '-' or '_', got {name!r}")
-    domains: dict[str, Domain] = {}
-    for section in ("arch", "train"):
-        block = raw.get(section)
-        if not isinstance(block, dict):
-            raise SpaceError(f"{where}: {section}: expected a mapping of keys to domains, got {block!r}")
-        for key, value in block.items():
-            full = f"{section}.{key}"
-            if full not in _KEYS:
-                allowed = ", ".join(k.split(".")[1] for k in _KEYS if k.startswith(section))
-                raise SpaceError(f"{where}: {full}: unknown key (expected one of {allowed})")
-            if full == "train.lr" and isinstance(value, dict) and not {"low", "high"} & set(value):
-                for opt, sub in value.items():  # one LR domain per optimizer
-                    if opt not in OPTIMIZERS:
-                        raise SpaceError(f"{where}: train.lr.{opt}: unknown optimizer (expected {', '.join(OPTIMIZERS)})")
-                    domains[f"train.lr.{opt}"] = _parse_domain(sub, "train.lr", where)
-                continue
-            domains[full] = _parse_domain(value, full, where)
-    missing = [k for k in _KEYS if k not in domains and k not in _OPTIONAL]
-    if "train.lr" not in domains:
-        optimizers = domains.get("train.optimizer", ())
-        missing += [f"train.lr.{o}" for o in (optimizers if isinstance(optimizers, tuple) else ())
-                    if f"train.lr.{o}" not in domains]
-    heads = domains.get("arch.head", ())
-    if "arch.head_width" not in domains and isinstance(heads, tuple) and "gap_mlp" in heads:
-        missing.append("arch.head_width (the gap_mlp head needs it)")
-    if missing:
-        raise SpaceError(f"{where}: missing key(s) {', '.join(missing)}")
-    strengths = [f"train.{k}" for k in ("rotation", "shift", "scale") if f"train.{k}" in domains]
-    if "train.augment" in domains and strengths:
-        raise SpaceError(f"{where}: train.augment (version 1's one strength) and {', '.join(strengths)} "
-                         "exclude each other: use one or the other")
-    return Space(name, str(path), {**_DEFAULTS, **domains})
+    """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`); raises
+    SpaceError naming the file and key (nas.space_file.read_space_file)."""
+    return Space(*read_space_file(path))

@@ -27,12 +27,16 @@ TRANSITIONS = ("pool", "1x1_pool", "pool_1x1")
 BLOCKS = ("conv3", "sep3", "conv1")  # 3x3 conv; depthwise 3x3 then pointwise 1x1; 1x1 conv
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "silu")
 HEADS = ("gap_conv", "gap_linear", "gap_mlp", "flatten_linear")
+STEMS = ("none", "stride2", "stride2_pool")  # none; a 3x3 stride-2 conv (/2); that conv, then a 2x2 max-pool (/4)
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 # Version 1's augmentation strength a meant rotation ±15°·a, shift ±10 %·a of the side, scale 1 ± 10 %·a.
 V1_AUGMENT = (15.0, 0.10, 0.10)
 # The shape of the data the spec is for, when left out: MNIST (codes name it only where it differs).
 MNIST_SHAPE = {"in_channels": 1, "input_size": 28, "num_classes": 10}
+# Fields added after version 2 was first written, left out of the JSON form at these defaults, so the files,
+# hashes and codes of every spec written before them stay byte for byte what they were.
+LEFT_OUT = {"arch": {"stem": "none"}, "train": {"flip": 0.0, "crop": 0}}
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,8 @@ RANGES: dict[str, Interval] = {
     "train.shift": Interval(0, 1, note="(a fraction of the side)"),
     "train.scale": Interval(0, 1, high_open=True),
     "train.ema": Interval(0, 1, high_open=True, note="(0 = no weight averaging)"),
+    "train.flip": Interval(0, 1, note="(the probability of a horizontal flip)"),
+    "train.crop": Interval(0, 16, integer=True),  # pixels of padding around a random crop of the image's size
     "train.augment": Interval(0, 2),  # version 1's one augmentation strength
 }
 
@@ -118,6 +124,8 @@ class Arch:
     block in the same shape (left out: every block a 3x3 conv, as in version 1). Between two stages
     sits a transition: a 2x2 max-pool, optionally with a 1x1 conv of `transition_width` channels
     before ("1x1_pool") or after ("pool_1x1") it. `head_width` is the hidden width of the gap_mlp head.
+    `stem` shrinks a large image before the first stage: a 3x3 stride-2 conv to the first block's width
+    (with its batch norm and activation), and with "stride2_pool" a 2x2 max-pool after it.
     """
 
     stages: tuple[tuple[int, ...], ...]
@@ -133,6 +141,7 @@ class Arch:
     in_channels: int = MNIST_SHAPE["in_channels"]
     input_size: int = MNIST_SHAPE["input_size"]
     num_classes: int = MNIST_SHAPE["num_classes"]
+    stem: str = "none"
 
     def __post_init__(self) -> None:
         if not self.kinds:  # one in-memory form: "all 3x3 convs" is spelt out, so equal designs compare equal
@@ -153,6 +162,8 @@ class Train:
     shift: float = 0.0  # fraction of the side: each image moves by U(-shift, shift) along each axis
     scale: float = 0.0  # each image is scaled by 1 + U(-scale, scale)
     ema: float = 0.0  # decay of an exponential moving average of the weights, which is then the model; 0 = off
+    flip: float = 0.0  # probability that an image is mirrored left to right (0.5: either way alike); 0 = never
+    crop: int = 0  # pad each side by `crop` pixels of black, then cut a random crop of the image's size; 0 = off
 
 
 def v1_strength(train: Train) -> float | None:
@@ -183,6 +194,7 @@ class Spec:
         kind = {"conv3": "", "sep3": "s", "conv1": "p"}  # a block's width is prefixed by its kind
         shape = (a.in_channels, a.input_size) != (MNIST_SHAPE["in_channels"], MNIST_SHAPE["input_size"])
         parts = [f"in{a.in_channels}x{a.input_size}"] if shape else []
+        parts += {"none": [], "stride2": ["stem2"], "stride2_pool": ["stem2M"]}[a.stem]
         parts.append(a.padding[0])
         for i, (stage, kinds) in enumerate(zip(a.stages, a.kinds)):
             if i:
@@ -202,11 +214,16 @@ class Spec:
         parts += ([f"a{_short(strength)}"] if strength is not None
                   else [f"rot{_short(t.rotation)}", f"sh{_short(t.shift)}", f"sc{_short(t.scale)}"])
         parts += [f"ema{_short(t.ema, 4)}"] if t.ema else []
+        parts += ([f"fl{_short(t.flip)}"] if t.flip else []) + ([f"cr{t.crop}"] if t.crop else [])
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        """The version-2 JSON form: {"version": 2, "arch": {...}, "train": {...}}."""
-        return {"version": VERSION, **asdict(self)}
+        """The version-2 JSON form: {"version": 2, "arch": {...}, "train": {...}}; the fields of LEFT_OUT only
+        where they differ from their default."""
+        data = asdict(self)
+        for part, defaults in LEFT_OUT.items():
+            data[part] = {k: v for k, v in data[part].items() if k not in defaults or v != defaults[k]}
+        return {"version": VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: Any) -> "Spec":
@@ -233,7 +250,8 @@ class Spec:
 def _upgrade_v1(arch: Any, train: Any) -> tuple[Any, Any]:
     """Version 1 -> version 2: its blocks were all 3x3 convs with ReLU (the defaults), and its one
     augmentation strength `augment` becomes the three strengths it stood for."""
-    newer = {"arch": {"kinds", "activation", "head_width"}, "train": {"rotation", "shift", "scale", "ema"}}
+    newer = {"arch": {"kinds", "activation", "head_width", *LEFT_OUT["arch"]},
+             "train": {"rotation", "shift", "scale", "ema", *LEFT_OUT["train"]}}
     for where, block in (("arch", arch), ("train", train)):
         if isinstance(block, dict) and set(block) & newer[where]:
             keys = ", ".join(sorted(set(block) & newer[where]))
@@ -289,13 +307,21 @@ def _is_number(x: Any) -> bool:
 
 def feature_sizes(arch: Arch) -> list[int]:
     """Spatial size of the feature map after each stage (before the next transition)."""
-    size, shrink, sizes = arch.input_size, (2 if arch.padding == "valid" else 0), []
+    size, shrink, sizes = stem_size(arch.input_size, arch.stem), (2 if arch.padding == "valid" else 0), []
     for i, kinds in enumerate(arch.kinds):
         if i:
             size //= 2  # every transition has a 2x2 max-pool
         size -= shrink * sum(kind != "conv1" for kind in kinds)  # a 1x1 conv keeps the size, even unpadded
         sizes.append(size)
     return sizes
+
+
+def stem_size(size: int, stem: str) -> int:
+    """The side of the map after the stem: the stride-2 conv (padding 1) halves it, rounding up; the pool halves it."""
+    if stem == "none":
+        return size
+    size = (size + 1) // 2
+    return size // 2 if stem == "stride2_pool" else size
 
 
 def validate(spec: Spec) -> None:
@@ -320,12 +346,14 @@ def validate(spec: Spec) -> None:
     _check_range("arch.head_width", a.head_width)
     _check(a.head != "gap_mlp" or a.head_width >= 1, "arch.head_width must be >= 1 with the gap_mlp head")
     _check(isinstance(a.batch_norm, bool), "arch.batch_norm must be true or false")
+    _check(a.stem in STEMS, f"arch.stem must be one of {', '.join(STEMS)}")
     for name in ("dropout", "in_channels", "input_size", "num_classes"):
         _check_range(f"arch.{name}", getattr(a, name))
     _check(min(feature_sizes(a)) >= 1, f"arch: the feature map shrinks below 1 pixel ({a.padding} padding)")
     _check(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}")
     _check(t.schedule in SCHEDULES, f"train.schedule must be one of {', '.join(SCHEDULES)}")
-    for name in ("lr", "batch_size", "label_smoothing", "weight_decay", "rotation", "shift", "scale", "ema"):
+    for name in ("lr", "batch_size", "label_smoothing", "weight_decay", "rotation", "shift", "scale", "ema", "flip",
+                 "crop"):
         _check_range(f"train.{name}", getattr(t, name))
 
 

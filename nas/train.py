@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import random_affine
+from .augment import augment
 from .data import Split, Splits
 from .model import build
 from .spec import Spec, Train
@@ -289,7 +289,6 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
     chance_loss = math.log(max(2, spec.arch.num_classes))  # cross-entropy of a uniform guess
     forward = torch.compile(model) if speed.compile else model
     result = TrainResult(average.module if average is not None else model)
-    strengths = (spec.train.rotation, spec.train.shift, spec.train.scale)  # of the augmentation
     stream = torch.cuda.Stream(device) if speed.side_stream and device.type == "cuda" else None
     if stream is not None:  # the data was written on the default stream
         stream.wait_stream(torch.cuda.current_stream(device))
@@ -304,7 +303,7 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 correct = torch.zeros((), dtype=torch.int64, device=device)
                 for i in range(steps):
                     idx = order[i * batch:(i + 1) * batch]
-                    x, y = random_affine(data.train.x[idx], *strengths, data.train.background), data.train.y[idx]
+                    x, y = augment(data.train.x[idx], spec.train, data.train.background), data.train.y[idx]
                     if speed.channels_last:  # a no-op for 1-channel images, but keeps layouts explicit
                         x = x.contiguous(memory_format=torch.channels_last)
                     with _autocast(device, speed.amp):

@@ -247,7 +247,8 @@ def check_data(data: "DataSource | Path | str", download: bool = False) -> DataI
 
 
 def check_fits(spec: Spec, where: str = "spec", info: DataInfo | None = None) -> None:
-    """Refuse, before any training, a spec made for other images or classes than the data's (SpecError, one line).
+    """Refuse, before any training, a spec made for other images or classes than the data's, or one that flips
+    digits or letters (DataInfo.mirrorable) (SpecError, one line).
 
     Such a spec builds and counts fine, but would fail inside the first batch with a shape error (in_channels),
     train on labels it cannot predict (num_classes) or on feature maps it was not sized for (input_size).
@@ -256,6 +257,9 @@ def check_fits(spec: Spec, where: str = "spec", info: DataInfo | None = None) ->
     a = spec.arch
     wrong = [f"arch.{name} is {getattr(a, name)}, not {want}" for name, want in info.shape.items()
              if getattr(a, name) != want]
+    if spec.train.flip and not info.mirrorable:
+        raise SpecError(f"{where}: train.flip is {spec.train.flip:g}, but {info.title} holds digits or letters, which "
+                        "a horizontal flip turns into other glyphs: set train.flip to 0")
     if wrong:
         raise SpecError(f"{where}: does not fit {info.title} ({info.channels}-channel {info.size}x{info.size} images, "
                         f"{len(info.classes)} classes): " + "; ".join(wrong))

@@ -20,6 +20,8 @@ PREPROCESSING = {"mean": MEAN, "std": STD, "input_size": SIZE, "channels": CHANN
 
 DEFAULT_DATA_DIR = "./data"
 BUILTIN = ("mnist", "fashion-mnist", "kmnist", "emnist-balanced", "cifar10", "svhn")
+# Built-in sets of digits or letters: a horizontal flip turns their images into other glyphs or none
+GLYPHS = ("mnist", "kmnist", "emnist-balanced", "svhn")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ class DataInfo:
     def is_mnist(self) -> bool:
         """MNIST as it always was: what checkpoints and ONNX files written before other data assume."""
         return self.identity == {"name": "mnist"} and self.preprocessing() == PREPROCESSING
+
+    @property
+    def mirrorable(self) -> bool:
+        """False for a built-in set of digits or letters (GLYPHS), which no spec may flip; a folder or .npz may be."""
+        return "kind" in self.identity or self.identity.get("name") not in GLYPHS
 
     @property
     def shape(self) -> dict[str, int]:

@@ -22,7 +22,7 @@ import optuna
 from ..bundled import DEFAULT_SPACE
 from ..cli import (add_device_args, add_device_budget_args, add_study_args, non_negative_int, positive_float,
                    positive_int)
-from ..data import describe_data, header, load_search_data, source_from_args, study_data, study_preprocessing
+from ..data import describe_data, load_search_data, source_from_args, study_data, study_preprocessing
 from ..device import describe
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..export import next_command
@@ -33,6 +33,7 @@ from ..store.settings import StudySettings, read_settings, stored_space_file, wr
 from ..store.storage import create_or_load, open_storage, retry_seconds, storage_failed, with_retry
 from ..store.winner import write_best
 from .finalists import table
+from .header import run_header, space_changed
 from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
 from .signals import interruptible
 from .summary import rejection_report, summary
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
     study, n_before, cheap, started, space_before = _open_study(plan, args)
     if not args.quiet:
-        print(_header(plan, args, n_before, cheap, started, space_before), file=sys.stderr)
+        print(run_header(plan, args, budgets_of(args), n_before, cheap, started, space_before), file=sys.stderr)
     job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{format_duration(time.perf_counter() - start)} on {describe(plan.device)}, "
                   f"{args.jobs} worker process(es)")
             if space_before is not None:
-                print(_space_changed(plan, n_before, space_before))
+                print(space_changed(plan, n_before, space_before))
         except Exception as exc:
             if not storage_failed(exc):
                 raise
@@ -277,41 +278,6 @@ def _open_study(plan: Plan, args: argparse.Namespace
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     write_settings(study, settings)
     return study, n_before, cheap, enqueue(study, plan.starts, storage, plan.url), space_before
-
-
-def _header(plan: Plan, args: argparse.Namespace, n_before: int, cheap: tuple[Fidelity, ...],
-            started: list[str], space_before: str | None = None) -> str:
-    """What this run will do, before it starts."""
-    trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
-    lines = [
-        f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
-        + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
-        f"budget {budgets_of(args)}, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
-        f"device {describe(plan.device)}",
-        f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
-        f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
-        + f", {args.jobs} worker process(es)",
-        (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images; "
-         f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
-         "rungs: none (every candidate at full fidelity, median stopping)")
-        + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
-           if args.finalists else ""),
-        header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
-    ]
-    if space_before is not None:
-        lines.append(_space_changed(plan, n_before, space_before))
-    if started:
-        lines.append(f"warm start: {'; '.join(started)}")
-    return "\n".join(lines)
-
-
-def _space_changed(plan: Plan, n_before: int, space_before: str) -> str:
-    """What the header and the summary say of a study continued with --space-changed."""
-    now = stored_space_file(plan.space.path)
-    if not n_before:
-        return f"space {plan.space.name} changed (--space-changed): was {space_before}, now {now}; no trials before"
-    return (f"space {plan.space.name} changed (--space-changed): trials 0-{n_before - 1} were drawn from it as "
-            f"{space_before} held it, the trials from {n_before} on from {now}")
 
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:

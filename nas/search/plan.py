@@ -18,7 +18,6 @@ from ..device import resolve_device, usable_cores
 from ..errors import UsageError
 from ..fidelity import Fidelity, ladder, parse_rung
 from ..space import Space, load_space
-from ..spec import MNIST_SHAPE
 from ..store.storage import check_study_name, default_storage, output_dir, studies_dir
 from .finalists import MAX_SEEDS
 from .warm_start import warm_starts
@@ -62,8 +61,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
     space = load_space(args.space)
     source = source_from_args(args)
     info = check_data(source)  # bad or missing data: one line now, not from every worker
-    if info.shape != MNIST_SHAPE:  # the specs' defaults: MNIST's
-        space = space.for_data(info.shape)
+    space = space.for_data(info.shape, flips=info.mirrorable)  # the data's shape, the size rule, flips
     check_budgets(budgets_of(args), space.lowest_specs(), f"space {space.name}")
     # the default name: <space>-b<budget> on MNIST (as ever), <space>-<data>-b<budget> on other data
     named = "" if source.name == "mnist" else re.sub(r"[^A-Za-z0-9_.-]+", "_", str(info.identity["name"]))

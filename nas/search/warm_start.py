@@ -40,8 +40,10 @@ def warm_starts(space: Space, budget: int | Budgets, files: list[str], reference
     for name, spec, required in bundled + named:
         check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
         if any(getattr(spec.arch, key) != value for key, value in space.shape):  # made for other data: said
+            stem = dict(space.shape).get("stem", spec.arch.stem)
+            name += (" (first and last layer adapted to the data" + (f", {stem} stem added" if stem != spec.arch.stem
+                                                                    else "") + ")")
             spec = replace(spec, arch=replace(spec.arch, **dict(space.shape)))
-            name += " (first and last layer adapted to the data)"
         params = count_params(build(spec))
         over = over_budget(spec_costs(spec), budgets)
         if over and not required and (narrow := narrowed(spec, space, budgets)):

@@ -34,7 +34,6 @@ from ..errors import DataError, SpaceError, SpecError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..progress import KEEP
 from ..space import load_space
-from ..spec import MNIST_SHAPE
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
 from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
@@ -117,9 +116,8 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is counted and reported by us
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # TPE's `group`
     space = load_space(job.space)
-    shape = data_info(job.source or Path(job.data_dir)).shape
-    if shape != MNIST_SHAPE:  # specs for the data's images and classes
-        space = space.for_data(shape)
+    info = data_info(job.source or Path(job.data_dir))
+    space = space.for_data(info.shape, flips=info.mirrorable)  # specs for the data's images and classes
     if data is None:
         data = load_search_data(job.source or Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)

@@ -1,0 +1,54 @@
+"""What a search prints before it starts: the study, the budgets, the space, the device, the fidelities, the data
+(and what the data changed in the space), the warm starts; and what it says of a space changed under a study."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from ..cost import Budgets
+from ..data import header
+from ..device import describe
+from ..fidelity import Fidelity
+from ..progress import format_duration
+from ..store.credentials import redact
+from ..store.settings import stored_space_file
+
+if TYPE_CHECKING:
+    from .plan import Plan
+
+
+def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before: int, cheap: tuple[Fidelity, ...],
+               started: list[str], space_before: str | None = None) -> str:
+    """What this run will do, before it starts."""
+    trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
+    lines = [
+        f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
+        + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
+        f"budget {budgets}, space {plan.space.name} ({plan.space.path}), outputs in {plan.out}",
+        f"device {describe(plan.device)}",
+        f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
+        f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
+        + f", {args.jobs} worker process(es)",
+        (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images; "
+         f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
+         "rungs: none (every candidate at full fidelity, median stopping)")
+        + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
+           if args.finalists else ""),
+        header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
+        *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
+    ]
+    if space_before is not None:
+        lines.append(space_changed(plan, n_before, space_before))
+    if started:
+        lines.append(f"warm start: {'; '.join(started)}")
+    return "\n".join(lines)
+
+
+def space_changed(plan: Plan, n_before: int, space_before: str) -> str:
+    """What the header and the summary say of a study continued with --space-changed."""
+    now = stored_space_file(plan.space.path)
+    if not n_before:
+        return f"space {plan.space.name} changed (--space-changed): was {space_before}, now {now}; no trials before"
+    return (f"space {plan.space.name} changed (--space-changed): trials 0-{n_before - 1} were drawn from it as "
+            f"{space_before} held it, the trials from {n_before} on from {now}")
