@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -49,9 +48,9 @@ def write_folder(data_dir: Path, folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def pixel_digest(split) -> list[bytes]:
-    """The split's images as sorted byte strings: equal lists mean the same images, whatever their order."""
-    return sorted(image.numpy().tobytes() for image in split.x.cpu())
+def pixel_digest(images: torch.Tensor) -> list[bytes]:
+    """The images as sorted byte strings: equal lists mean the same images, whatever their order."""
+    return sorted(image.numpy().tobytes() for image in images.cpu())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,13 +72,13 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         splits[name] = load_search_data(source, device)
         loads[name] = time.perf_counter() - start
-    same_images = all(pixel_digest(getattr(splits["idx"], part)) == pixel_digest(getattr(splits["folder"], part))
-                      for part in ("train", "held_out"))
+    idx, folder = splits["idx"], splits["folder"]
     # the two paths carve their validation split differently (MNIST: a fixed random 5,000; a folder: stratified),
     # so the comparison that matters is the whole training set's, and the preprocessing measured on it
-    idx_all = torch.cat([splits["idx"].train.x, splits["idx"].held_out.x])
-    folder_all = torch.cat([splits["folder"].train.x, splits["folder"].held_out.x])
-    same_training_set = sorted(x.numpy().tobytes() for x in idx_all) == sorted(x.numpy().tobytes() for x in folder_all)
+    same_training_set = (pixel_digest(torch.cat([idx.train.x, idx.held_out.x]))
+                         == pixel_digest(torch.cat([folder.train.x, folder.held_out.x])))
+    same_split_parts = all(pixel_digest(getattr(idx, part).x) == pixel_digest(getattr(folder, part).x)
+                           for part in ("train", "held_out"))
 
     spec = load_spec(args.spec)
     epoch_seconds: dict[str, list[float]] = {"idx": [], "folder": []}
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         "folder_write_s": round(written, 1), "load_s": {k: round(v, 2) for k, v in loads.items()},
         "train_images": {k: len(s.train) for k, s in splits.items()},
         "val_images": {k: len(s.held_out) for k, s in splits.items()},
-        "same_training_set": same_training_set, "same_split_parts": same_images,
+        "same_training_set": same_training_set, "same_split_parts": same_split_parts,
         "epochs": args.epochs, "rounds": args.rounds,
         "epoch_s_median": {k: round(v, 2) for k, v in median.items()},
         "folder_over_idx": round(median["folder"] / median["idx"], 3),
