@@ -127,7 +127,6 @@ def test_list_shows_spaces_models_and_studies(tmp_path, cli, shared_copy):
     assert "no such folder" in cli("list", "--studies-dir", str(tmp_path / "nope"), cwd=tmp_path).stdout
 
 
-
 def test_list_names_a_models_recorded_data_or_its_shape(tmp_path):
     found = json.loads((BUNDLED / "found" / "b4000.json").read_text())
     del found["int8"]
