@@ -175,7 +175,7 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
     check_buildable(spec, where=str(spec_path))  # and one too large to build, by its count, before allocating
     model = build(spec)
     cost = costs(spec, model)
-    check_budgets(cost, str(spec_path), budget, max_macs, max_ram, max_flash)
+    refuse_over_budget(cost, str(spec_path), budget, max_macs, max_ram, max_flash)
     check_out_dir(out, overwrite)
     where = resolve_device(device)
     data = load_train_test(source, where, subset, download)  # once, for all seeds
@@ -189,7 +189,7 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
             out.rmdir()
 
 
-def check_budgets(cost: Costs, where: str, budget: int | None, max_macs: int | None = None,
+def refuse_over_budget(cost: Costs, where: str, budget: int | None, max_macs: int | None = None,
                   max_ram: int | None = None, max_flash: int | None = None) -> None:
     """Refuse (UsageError, one line naming `where` and each budget it is over) a spec with `budget` parameters or
     more, or over --max-macs, --max-ram or --max-flash: the search's gate (nas.cost.over_budget), said alike."""

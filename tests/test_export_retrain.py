@@ -23,7 +23,7 @@ from nas.data import load_train_test
 from nas.fidelity import Fidelity
 from nas.errors import UsageError
 from nas.quantize import onnx_accuracy
-from nas.retrain import check_budgets
+from nas.retrain import refuse_over_budget
 from nas.store.record import Outcome, read_trial, record_candidate, record_outcome
 from nas.store.winner import best_record, select_winner
 from nas.spec import Spec
@@ -260,10 +260,10 @@ def test_retrain_bad_input_is_one_line_and_overwrites_nothing(tmp_path, cli, cas
 def test_retrain_takes_a_spec_within_its_device_budgets():
     """At its costs exactly (a device budget is a maximum) 4_final passes; one byte or MAC less and it is refused."""
     cost = costs(load_spec(FINAL))
-    check_budgets(cost, "4_final", 7417, max_macs=1_167_936, max_ram=14_624, max_flash=8060)
+    refuse_over_budget(cost, "4_final", 7417, max_macs=1_167_936, max_ram=14_624, max_flash=8060)
     for limits in ({"max_macs": 1_167_935}, {"max_ram": 14_623}, {"max_flash": 8059}):
         with pytest.raises(UsageError, match=r"^4_final: [\d,]+ .* > [\d,]+ \(over by 1\)$"):
-            check_budgets(cost, "4_final", None, **limits)
+            refuse_over_budget(cost, "4_final", None, **limits)
 
 
 def _ship_found(root, *args):
