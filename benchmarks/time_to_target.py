@@ -6,13 +6,15 @@ final epoch) at or above the target. The search is stopped there, or at the cap 
 No finalists: the question is how soon a good enough candidate is found, not which one wins.
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
-        [--cap-minutes 90] [--seed 0] [--out studies/time_to_target] [--device auto] [--data-dir ...]
+        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--out studies/time_to_target]
+        [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
-with the median pruner, no warm start; new = the default (the richer space, cheap rungs, warm start);
-new-no-warm = the default without warm start.
-Each variant's result is appended to <out>/results.jsonl; never run two variants, or anything else
-CPU-heavy, at the same time on one machine.
+with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
+default without warm start. `--jobs` and `--space` are given to the new variants' command (default: the
+command's own defaults).
+Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity; never
+run two variants, or anything else CPU-heavy, at the same time on one machine.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from pathlib import Path
 import optuna
 
 from nas.device import cpu_model, usable_cores
+from nas.store.record import read_trials, trained_per_fidelity
+from nas.store.storage import open_storage
 
 VARIANTS = {
     "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"],
@@ -42,7 +46,7 @@ POLL_SECONDS = 10
 def reached(storage: str, study: str, target: float) -> datetime.datetime | None:
     """When the first complete trial at or above the target finished (None: none yet)."""
     try:
-        trials = optuna.load_study(study_name=study, storage=storage).get_trials(
+        trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     except Exception:  # not created yet, or the database is busy: ask again later
         return None
@@ -51,16 +55,19 @@ def reached(storage: str, study: str, target: float) -> datetime.datetime | None
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
-    folder = args.out / name
+    folder = args.out / f"{name}-seed{args.seed}"
     if folder.exists():
         raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
     folder.mkdir(parents=True)
     study = f"ttt-{name}"
-    storage = f"sqlite:///{folder / 'study.db'}"
+    flags = VARIANTS[name] + ([] if name == "old" else [*(["--jobs", str(args.jobs)] if args.jobs else []),
+                                                         *(["--space", args.space] if args.space else [])])
+    # several workers share a journal file, as the search's own default storage does for --jobs > 1
+    storage = str(folder / "study.journal") if (args.jobs or 1) > 1 else f"sqlite:///{folder / 'study.db'}"
     command = [sys.executable, "-m", "nas.search", "--budget", str(args.budget), "--study", study,
                "--storage", storage, "--studies-dir", str(folder), "--timeout", str(args.cap_minutes * 60),
                "--seed", str(args.seed), "--finalists", "0", "--device", args.device, "-q", "--no-report",
-               *(["--data-dir", args.data_dir] if args.data_dir else []), *VARIANTS[name]]
+               *(["--data-dir", args.data_dir] if args.data_dir else []), *flags]
     load_before = os.getloadavg()[0]
     started = datetime.datetime.now()
     clock = time.perf_counter()
@@ -76,13 +83,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
                 break
     wall = time.perf_counter() - clock
     hit = hit or reached(storage, study, args.target)
-    trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
+    records = read_trials(study, storage)
+    per_fidelity = {str(f): n for f, n in trained_per_fidelity(records).items()}
     seconds = (hit - started).total_seconds() if hit else None
     if seconds is not None and seconds > args.cap_minutes * 60:  # a trial that ended after the cap does not count
         seconds = None
-    result = {"variant": name, "flags": VARIANTS[name], "budget": args.budget, "target": args.target,
+    result = {"variant": name, "flags": flags, "budget": args.budget, "target": args.target,
               "seed": args.seed, "seconds_to_target": seconds, "cap_seconds": args.cap_minutes * 60,
-              "wall_seconds": wall, "trials": len(trials), "command": " ".join(command),
+              "wall_seconds": wall, "trials": len(records), "trials_per_fidelity": per_fidelity, "command": " ".join(command),
               "load_before": load_before, "hardware": f"{cpu_model()}, {usable_cores()} cores",
               "started": started.isoformat(timespec="seconds")}
     with open(args.out / "results.jsonl", "a") as f:
@@ -97,6 +105,8 @@ def main() -> None:
     p.add_argument("--target", type=float, default=99.4)
     p.add_argument("--cap-minutes", type=int, default=90)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, help="worker processes of the new variants' search (default: its own, 1)")
+    p.add_argument("--space", help="the new variants' search space (default: the command's default)")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
@@ -108,7 +118,7 @@ def main() -> None:
         shown = (f"{r['seconds_to_target'] / 60:.1f} min" if r["seconds_to_target"] is not None
                  else f"> {args.cap_minutes} min")
         print(f"{name:<12} {shown:>10} to a full-fidelity candidate >= {args.target} % val "
-              f"({r['trials']} trials, load {r['load_before']:.2f} at the start)", flush=True)
+              f"({r['trials']} trials, {r['trials_per_fidelity']} trained per fidelity, load {r['load_before']:.2f} at the start)", flush=True)
 
 
 if __name__ == "__main__":

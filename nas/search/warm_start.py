@@ -1,19 +1,21 @@
-"""Known designs as a starting point: the hand-made references that fit the budget and the space
-(a too-large one narrowed until it fits), and any spec files the user names, enqueued as a study's
-first trials: once, however many commands start together on the study (`exclusive`), and again only
-while none of a design's trials reached a result."""
+"""Known designs as a starting point: the models our searches found at the budgets nearest this one, the
+hand-made references that fit the budget and the space (a too-large design narrowed until it fits), and any
+spec files the user names, enqueued as a study's first trials: once, however many commands start together on
+the study (`exclusive`), and again only while none of a design's trials reached a result."""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
+from pathlib import Path
 from numbers import Real
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..bundled import reference_files
+from ..bundled import found_files, reference_files
 from ..cost import Budgets, check_buildable, count_params, over_budget, spec_costs
 from ..errors import UsageError
 from ..model import build
@@ -29,14 +31,16 @@ NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 
 def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
                 ) -> list[tuple[str, dict, dict]]:
-    """(name, parameters, moved) of every design to enqueue: the bundled references that fit the budget(s)
-    and the space, a too-large one narrowed to fit (`narrowed`; the others are skipped), then `files`
-    (one that does not fit is refused: UsageError)."""
+    """(name, parameters, moved) of every design to enqueue: the found models nearest the budget
+    (`nearest_found`) and the bundled references, each that fits the budget(s) and the space, a too-large one
+    narrowed to fit (`narrowed`; the others are skipped), then `files` (one that does not fit is refused:
+    UsageError)."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     budget = budgets.params
     chosen = []
     named = [(str(f), load_spec(f), True) for f in files]
-    bundled = [(p.stem, load_spec(p), False) for p in reference_files()] if references else []
+    bundled = ([(f"found/{p.stem}", load_spec(p), False) for p in nearest_found(budget)]
+               + [(p.stem, load_spec(p), False) for p in reference_files()]) if references else []
     for name, spec, required in bundled + named:
         check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
         if any(getattr(spec.arch, key) != value for key, value in space.shape):  # made for other data: said
@@ -58,6 +62,19 @@ def warm_starts(space: Space, budget: int | Budgets, files: list[str], reference
                    else "; ".join(map(str, over)) if over else f"the space {space.name} cannot draw this design")
             raise UsageError(f"--warm-start {name}: {why}")
     return chosen
+
+
+def nearest_found(budget: int) -> list[Path]:
+    """The found models to start a search at `budget` parameters from: the one found at that budget, else the
+    nearest found at a larger budget (narrowed to fit by warm_starts) and the nearest found at a smaller one
+    (as it is): the best known designs on either side."""
+    by_budget = sorted((json.loads(p.read_text())["search"]["budget"], p) for p in found_files())
+    exact = [p for b, p in by_budget if b == budget]
+    if exact:
+        return exact
+    above = [p for b, p in by_budget if b > budget][:1]
+    below = [p for b, p in by_budget if b < budget][-1:]
+    return above + below
 
 
 def narrowed(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, float, int] | None:
