@@ -16,6 +16,11 @@ shared machine, and only the scores are compared.
     python benchmarks/fidelity_rank.py --budget 8000 --min-params 2000 --candidates 20 \
         --out studies/fidelity_rank.jsonl [--space mnist] [--cheap 2x11000 4x27500] [--epochs 15] [--seed 0]
         [--jobs 2]
+
+`--from-study NAME --storage URL` trains nothing: it ranks the candidates a search itself promoted to full
+fidelity and trained to the last epoch, by the scores the search recorded at each rung. Those candidates
+are the region the search spends its time in, chosen by the rungs: a narrow range of accuracies, where any
+ranking is harder than over random draws.
 """
 
 from __future__ import annotations
@@ -134,6 +139,19 @@ def measure_share(args: argparse.Namespace, todo: list[tuple[int, Spec]], thread
               + ", ".join(f"{e}x{n}: {row[f'{e}x{n}']}" for e, n in args.cheap) + f" | {spec.code}", flush=True)
 
 
+def study_rows(study: str, storage: str) -> tuple[list[dict], int, list[tuple[int, int]]]:
+    """The rows of a study's complete trials that climbed every cheap rung, with the study's epochs and rungs."""
+    from nas.store.record import Outcome, read_trials
+
+    records = [r for r in read_trials(study, storage) if r.outcome == Outcome.COMPLETE and r.rungs and r.fidelity]
+    if not records:
+        raise SystemExit(f"fidelity_rank: study {study!r} holds no complete trial that climbed the cheap rungs")
+    cheap = [(s.fidelity.epochs, s.fidelity.train_images) for s in records[0].rungs]
+    rows = [{"full_curve": [r.curve[e] for e in sorted(r.curve)], "train_images": r.fidelity.train_images,
+             **{f"{s.fidelity.epochs}x{s.fidelity.train_images}": s.val_acc for s in r.rungs}} for r in records]
+    return rows, records[0].fidelity.epochs, cheap
+
+
 def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]]) -> None:
     rows = [r for r in rows if r["full_curve"] is not None]
     full = [r["full_curve"][-1] for r in rows]
@@ -168,9 +186,14 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", type=int, default=1, help="candidates measured at once, one process each")
     p.add_argument("--report-only", action="store_true", help="print the table of what the file holds")
+    p.add_argument("--from-study", metavar="NAME", help="rank a study's own promoted candidates (trains nothing)")
+    p.add_argument("--storage", help="with --from-study: the study's storage URL or journal file")
     args = p.parse_args()
     warnings.filterwarnings("ignore")
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if args.from_study:
+        report(*study_rows(args.from_study, args.storage))
+        return
     if not args.report_only:
         done = read_rows(args.out)
         todo = [(i, spec) for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed,

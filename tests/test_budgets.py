@@ -138,10 +138,11 @@ def test_warm_starts_fit_the_device_budgets_too():
     from nas.search.warm_start import warm_starts
     space = load_space("mnist")
     budgets = Budgets(8000, ram=12_000, flash=6000)
-    [(name, params, _)] = warm_starts(space, budgets, [])
-    assert name.startswith("4_final at widths x")
-    cost = costs(space.spec_from_params(params))
-    assert cost.ram_int8 <= 12_000 and cost.flash_int8 <= 6000 and cost.params < 8000
-    assert [n for n, _, _ in warm_starts(space, 8000, [])] == ["4_final"]  # the parameter budget alone: as before
+    starts = warm_starts(space, budgets, [])
+    assert [name.split(" at widths x")[0] for name, _, _ in starts] == ["found/b8000", "4_final"]  # both narrowed
+    for _, params, _ in starts:
+        cost = costs(space.spec_from_params(params))
+        assert cost.ram_int8 <= 12_000 and cost.flash_int8 <= 6000 and cost.params < 8000
+    assert [n for n, _, _ in warm_starts(space, 8000, [])] == ["found/b8000", "4_final"]  # the parameters alone: as they are
     with pytest.raises(UsageError, match="reference/4_final: 14,624 bytes of peak RAM at int8 > 12,000"):
         warm_starts(space, budgets, ["reference/4_final"], references=False)

@@ -1,5 +1,5 @@
 from nas import build, count_params
-from nas.bundled import reference_files
+from nas.bundled import find_spec, reference_files
 from nas.space import load_space
 from nas.spec import load_spec
 from nas.search.warm_start import narrowed, warm_starts
@@ -8,8 +8,9 @@ from nas.search.warm_start import narrowed, warm_starts
 def test_a_reference_too_large_for_the_budget_is_narrowed_until_it_fits():
     space, final = load_space("mnist_small"), load_spec(reference_files()[-1])  # 7,416 parameters
     starts = warm_starts(space, 4000, [])
-    assert [name for name, _, _ in starts] == ["4_final at widths x0.68"]  # 3_gap: a constant LR, not drawn
-    name, params, moved = starts[0]
+    # the model found at this budget first; 3_gap: a constant LR, not drawn
+    assert [name for name, _, _ in starts] == ["found/b4000", "4_final at widths x0.68"]
+    name, params, moved = starts[1]
     spec = space.spec_from_params(params)
     # every width at 68 % of the design's, moved onto the space's grid (even widths from 4): the widest under 4,000
     assert spec.code == "v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128 ls0 wd1e-06 a.5"
@@ -46,7 +47,23 @@ def test_narrowing_finds_the_widest_factor_that_fits_as_a_scan_of_every_factor_d
             assert narrowed(spec, space, budget) == scan(budget), (path.stem, budget)
 
 
+def test_the_found_models_nearest_the_budget_start_a_search_at_any_budget():
+    """At a found model's budget that model; between two, the one above narrowed to fit and the one below as it is."""
+    from nas.search.warm_start import nearest_found
+
+    assert [p.stem for p in nearest_found(8000)] == ["b8000"]
+    assert [p.stem for p in nearest_found(5000)] == ["b8000", "b4000"]
+    assert [p.stem for p in nearest_found(1000)] == ["b2000"] and [p.stem for p in nearest_found(50_000)] == ["b8000"]
+    space = load_space("mnist_focused")
+    starts = warm_starts(space, 5000, [])
+    assert [name for name, _, _ in starts] == ["found/b8000 at widths x0.75", "found/b4000", "4_final at widths x0.84"]
+    narrow = space.spec_from_params(starts[0][1])
+    b8000 = load_spec(find_spec("found/b8000"))
+    assert count_params(build(narrow)) < 5000 and narrow.train == b8000.train  # its recipe, narrower widths
+    assert [len(stage) for stage in narrow.arch.stages] == [len(stage) for stage in b8000.arch.stages]
+
+
 def test_a_reference_that_fits_is_queued_as_it_is_and_none_without_references():
     space = load_space("mnist")
-    assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["4_final"]
+    assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["found/b8000", "4_final"]
     assert warm_starts(space, 4000, [], references=False) == []

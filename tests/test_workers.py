@@ -243,6 +243,21 @@ def test_a_worker_trains_with_its_share_of_the_cpu_threads(monkeypatch):
     assert torch.get_num_threads() == 2  # the worker's share, not every core (the autouse fixture restores it)
 
 
+def test_the_header_suggests_a_worker_per_core_on_a_cpu_only(monkeypatch):
+    """One worker on a multi-core CPU leaves candidates per hour unused; a GPU or a worker per core does not."""
+    from types import SimpleNamespace
+
+    import nas.search.header
+    from nas.search.header import jobs_hint
+
+    monkeypatch.setattr(nas.search.header, "usable_cores", lambda: 4)
+    cpu, gpu = SimpleNamespace(device=torch.device("cpu")), SimpleNamespace(device=torch.device("cuda"))
+    assert jobs_hint(cpu, 1) == " (--jobs 4 trains more candidates per hour on this CPU's 4 cores: one thread each)"
+    assert jobs_hint(cpu, 4) == "" and jobs_hint(gpu, 1) == ""
+    monkeypatch.setattr(nas.search.header, "usable_cores", lambda: 1)
+    assert jobs_hint(cpu, 1) == ""  # one core: nothing to gain
+
+
 # ---------------------------------------------------------------- a storage that hiccups, in this process
 
 
