@@ -8,7 +8,7 @@ from conftest import SHARED_BUDGET, TINY, one_line_error, run_cli, tree_hashes
 from nas.bundled import find_spec
 from nas.data import PREPROCESSING
 from nas.space import load_space
-from nas.spec import load_spec
+from nas.spec import Spec, load_spec
 from nas.store.record import Outcome, read_settings, read_trials
 from nas.store.winner import best_record, select_winner
 
@@ -135,28 +135,30 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     study = optuna.load_study(study_name="mnist-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist-b8000.db")
     records = read_trials(study)
     assert [r.warm_start for r in records if r.warm_start] == expected
-    # the first trial is the first known design exactly when one was queued
-    first = load_spec(find_spec(expected[0])).code if expected else None
-    assert (records[0].code == first) == bool(expected)
+    # the first trial trains the first known design exactly when one was queued
+    first = load_spec(find_spec(expected[0])).arch if expected else None
+    assert (Spec.from_dict(records[0].spec).arch == first) == bool(expected)
 
 
 def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
-    result = cli("search", "--space", "mnist_small", "--budget", "4000", "--trials", "1", "--epochs", "1",
-                 "--subset", "64", "--no-report", "--finalists", "0", cwd=tmp_path)
+    args = ("search", "--space", "mnist_small", "--budget", "4000", "--trials", "2", "--epochs", "1", "--subset", "64",
+            "--no-report", "--finalists", "0")
+    result = cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06" in result.stderr
+    # the model found at this budget, then the hand-made design narrowed to fit
+    assert "warm start: found/b4000; 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06" in result.stderr
     study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
-    [record] = read_trials(study)
+    found, record = read_trials(study)
+    assert found.warm_start == "found/b4000" and found.params == 3904
     assert record.warm_start == "4_final at widths x0.68" and record.params == 3764
     assert record.code.startswith("v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128")
-    # continued: the design ran, so it is not queued again, and the header says so
-    again = cli("search", "--space", "mnist_small", "--budget", "4000", "--trials", "1", "--epochs", "1",
-                "--subset", "64", "--no-report", "--finalists", "0", cwd=tmp_path)
+    # continued: the designs ran, so they are not queued again, and the header says so
+    again = cli(*args[:6], "1", *args[7:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "warm start: 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06: the nearest the space draws; " \
-           "run before: not queued again)" in again.stderr
+    assert "warm start: found/b4000 (run before: not queued again); 4_final at widths x0.68 (weight_decay 0.0 -> " \
+           "1e-06: the nearest the space draws; run before: not queued again)" in again.stderr
     study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
-    assert [r.warm_start for r in read_trials(study)] == ["4_final at widths x0.68", None]
+    assert [r.warm_start for r in read_trials(study)] == ["found/b4000", "4_final at widths x0.68", None]
 
 
 def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
