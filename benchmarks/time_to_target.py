@@ -60,10 +60,12 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
     folder.mkdir(parents=True)
     study = f"ttt-{name}"
-    flags = VARIANTS[name] + ([] if name == "old" else [*(["--jobs", str(args.jobs)] if args.jobs else []),
-                                                         *(["--space", args.space] if args.space else [])])
+    new = name != "old"  # --jobs and --space are the new variants' settings
+    jobs = args.jobs if new and args.jobs else 1
+    flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
+             + (["--space", args.space] if new and args.space else []))
     # several workers share a journal file, as the search's own default storage does for --jobs > 1
-    storage = str(folder / "study.journal") if (args.jobs or 1) > 1 else f"sqlite:///{folder / 'study.db'}"
+    storage = str(folder / "study.journal") if jobs > 1 else f"sqlite:///{folder / 'study.db'}"
     command = [sys.executable, "-m", "nas.search", "--budget", str(args.budget), "--study", study,
                "--storage", storage, "--studies-dir", str(folder), "--timeout", str(args.cap_minutes * 60),
                "--seed", str(args.seed), "--finalists", "0", "--device", args.device, "-q", "--no-report",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from pathlib import Path
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 import optuna
