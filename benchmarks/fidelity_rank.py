@@ -7,15 +7,20 @@ and prints the Spearman rank correlation between every cheap score and the full 
 accuracy: over all candidates, and over the better half (the candidates a search spends its time on).
 "Epoch k of the full run" (what a pruner inside one training sees) is listed too, at no extra cost.
 
+`--rungs-in steps` counts the cheap fidelities in optimiser steps (nas.fidelity.rung_images: a candidate
+of batch b trains on b/128 of the images, as `nas search --rungs-in steps` does); their scores are stored
+under `2x11000s`, beside the image-counted `2x11000`.
+
 Results go to a JSON-lines file as each candidate finishes; a rerun with the same file skips the
-candidates already measured, so a long run can be stopped and continued. `--jobs N` measures N
-candidates at once in N processes, each with its share of the CPU threads (on a CPU, two one-thread
-trainings get through more than one two-thread training); the seconds recorded are then those of a
-shared machine, and only the scores are compared.
+candidates already measured, so a long run can be stopped and continued; a rerun with other cheap
+fidelities trains only those for the candidates already measured (their full training is kept).
+`--jobs N` measures N candidates at once in N processes, each with its share of the CPU threads (on a
+CPU, two one-thread trainings get through more than one two-thread training); the seconds recorded are
+then those of a shared machine, and only the scores are compared.
 
     python benchmarks/fidelity_rank.py --budget 8000 --min-params 2000 --candidates 20 \
-        --out studies/fidelity_rank.jsonl [--space mnist] [--cheap 2x11000 4x27500] [--epochs 15] [--seed 0]
-        [--jobs 2]
+        --out studies/fidelity_rank.jsonl [--space mnist] [--cheap 2x11000 4x27500] [--rungs-in steps]
+        [--epochs 15] [--seed 0] [--jobs 2]
 
 `--from-study NAME --storage URL` trains nothing: it ranks the candidates a search itself promoted to full
 fidelity and trained to the last epoch, by the scores the search recorded at each rung. Those candidates
@@ -40,6 +45,7 @@ import optuna
 from nas import build, count_params
 from nas.data import Split, Splits, load_search_data, resolve_data_dir
 from nas.device import describe, resolve_device, usable_cores
+from nas.fidelity import RUNG_UNITS, Fidelity, rung_images
 from nas.cli import run_script
 from nas.space import load_space
 from nas.spec import Spec
@@ -85,24 +91,36 @@ def subset(data: Splits, images: int) -> Splits:
     return Splits(Split(data.train.x[:images], data.train.y[:images]), data.held_out)
 
 
-def measure(spec: Spec, data: Splits, epochs: int, cheap: list[tuple[int, int]], seed: int) -> dict:
-    row: dict = {"code": spec.code, "spec": spec.to_dict(), "params": count_params(build(spec)),
-                 "train_images": len(data.train)}
-    start = time.perf_counter()
-    try:
-        full = train(spec, data, epochs=epochs, seed=seed)
-        row["full_curve"] = [r.eval_acc for r in full.history]
-    except FloatingPointError:
-        row["full_curve"] = None  # diverged: ranks last at every fidelity it also diverges at
-    row["full_seconds"] = time.perf_counter() - start
-    for e, n in cheap:
+def label(epochs: int, images: int, unit: str) -> str:
+    """A cheap fidelity's key in the results: 2x11000 (in images), 2x11000s (in optimiser steps)."""
+    return f"{epochs}x{images}" + ("s" if unit == "steps" else "")
+
+
+def measure(spec: Spec, data: Splits, epochs: int, cheap: list[tuple[int, int]], seed: int, unit: str,
+            row: dict | None = None) -> dict:
+    """Train `spec` at full fidelity (unless `row` holds that already) and at each cheap fidelity it lacks."""
+    if row is None:
+        row = {"code": spec.code, "spec": spec.to_dict(), "params": count_params(build(spec)),
+               "train_images": len(data.train)}
         start = time.perf_counter()
         try:
-            acc = train(spec, subset(data, n), epochs=e, seed=seed).final_acc
+            full = train(spec, data, epochs=epochs, seed=seed)
+            row["full_curve"] = [r.eval_acc for r in full.history]
+        except FloatingPointError:
+            row["full_curve"] = None  # diverged: ranks last at every fidelity it also diverges at
+        row["full_seconds"] = time.perf_counter() - start
+    for e, n in cheap:
+        if label(e, n, unit) in row:
+            continue
+        images = rung_images(Fidelity(e, n), spec.train.batch_size, unit, len(data.train))
+        start = time.perf_counter()
+        try:
+            acc = train(spec, subset(data, images), epochs=e, seed=seed).final_acc
         except FloatingPointError:
             acc = None
-        row[f"{e}x{n}"] = acc
-        row[f"{e}x{n}_seconds"] = time.perf_counter() - start
+        row[label(e, n, unit)] = acc
+        row[f"{label(e, n, unit)}_seconds"] = time.perf_counter() - start
+        row[f"{label(e, n, unit)}_images"] = images
     return row
 
 
@@ -124,19 +142,20 @@ def append_row(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def measure_share(args: argparse.Namespace, todo: list[tuple[int, Spec]], threads: int | None) -> None:
-    """Measure `todo` (candidate index, spec) one after the other, appending each row as it ends."""
+def measure_share(args: argparse.Namespace, todo: list[tuple[int, Spec, dict | None]], threads: int | None) -> None:
+    """Measure `todo` (candidate index, spec, its row so far) one after the other, appending each row as it ends."""
     warnings.filterwarnings("ignore")
     device = resolve_device(args.device, threads)
     data = load_search_data(resolve_data_dir(args.data_dir), device)
     print(f"pid {os.getpid()}: {describe(device)}, {len(todo)} candidate(s)", flush=True)
-    for i, spec in todo:
-        row = measure(spec, data, args.epochs, args.cheap, args.seed + i)
+    for i, spec, row in todo:
+        row = measure(spec, data, args.epochs, args.cheap, args.seed + i, args.rungs_in, row)
         append_row(args.out, row)
         curve = row["full_curve"]
+        cheap = [label(e, n, args.rungs_in) for e, n in args.cheap]
         print(f"candidate {i + 1}/{args.candidates}: {row['params']:,} params, full "
               f"{'diverged' if curve is None else f'{curve[-1]:.2f} %'} in {row['full_seconds']:.0f} s; "
-              + ", ".join(f"{e}x{n}: {row[f'{e}x{n}']}" for e, n in args.cheap) + f" | {spec.code}", flush=True)
+              + ", ".join(f"{k}: {row[k]}" for k in cheap) + f" | {spec.code}", flush=True)
 
 
 def study_rows(study: str, storage: str) -> tuple[list[dict], int, list[tuple[int, int]]]:
@@ -152,21 +171,25 @@ def study_rows(study: str, storage: str) -> tuple[list[dict], int, list[tuple[in
     return rows, records[0].fidelity.epochs, cheap
 
 
-def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]]) -> None:
+def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]], unit: str = "images") -> None:
     rows = [r for r in rows if r["full_curve"] is not None]
     full = [r["full_curve"][-1] for r in rows]
     better = sorted(range(len(rows)), key=lambda i: -full[i])[:max(2, len(rows) // 2)]
     print(f"{len(rows)} candidates (diverged ones left out); full: {epochs} epochs x all images, "
           f"final-epoch val acc {min(full):.2f}-{max(full):.2f} %")
-    print(f"{'cheap judgement':<28} {'cost':>6} {'rho (all)':>10} {'rho (better half)':>18}")
-    scores = {f"{e} epochs x {n:,} images": (f"{e}x{n}", e * n) for e, n in cheap}
+    print(f"{'cheap judgement':<34} {'cost':>6} {'rho (all)':>10} {'rho (better half)':>18}")
+    # cost in images seen, a share of the full training's (seconds would depend on the machine's load); counted
+    # in steps, the mean over the candidates
+    images = lambda e, n: (e * float(np.mean([r[f"{label(e, n, unit)}_images"] for r in rows]))  # noqa: E731
+                           if unit == "steps" else e * n)
+    scores = {f"{e} epochs x {n:,} images" + (" (steps)" if unit == "steps" else ""):
+              (label(e, n, unit), images(e, n)) for e, n in cheap}
     scores.update({f"epoch {k} of the full run": (k, None) for k in (1, 2, 3, 5, 8) if k < epochs})
-    for label, (key, cost) in scores.items():
+    for name, (key, cost) in scores.items():
         values = [(r[key] if isinstance(key, str) else r["full_curve"][key - 1]) for r in rows]
         values = [-1.0 if v is None else v for v in values]  # a diverged cheap run ranks last
-        # cost in images seen, a share of the full training's (seconds would depend on the machine's load)
         share = cost / (epochs * rows[0]["train_images"]) if cost else key / epochs
-        print(f"{label:<28} {100 * share:>5.1f}% {spearman(values, full):>10.3f} "
+        print(f"{name:<34} {100 * share:>5.1f}% {spearman(values, full):>10.3f} "
               f"{spearman([values[i] for i in better], [full[i] for i in better]):>18.3f}")
 
 
@@ -180,6 +203,8 @@ def main() -> None:
                         "where the ranking is hardest")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--cheap", type=fidelity, nargs="+", default=[(2, 11_000), (4, 27_500)])
+    p.add_argument("--rungs-in", choices=RUNG_UNITS, default="images",
+                   help="count the cheap fidelities in images or in optimiser steps (as nas search --rungs-in)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("studies/fidelity_rank.jsonl"))
     p.add_argument("--data-dir")
@@ -196,8 +221,11 @@ def main() -> None:
         return
     if not args.report_only:
         done = read_rows(args.out)
-        todo = [(i, spec) for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed,
-                                                              args.min_params)) if key(spec) not in done]
+        wanted = [label(e, n, args.rungs_in) for e, n in args.cheap]
+        todo = [(i, spec, done.get(key(spec)))
+                for i, spec in enumerate(candidates(args.space, args.budget, args.candidates, args.seed,
+                                                    args.min_params))
+                if key(spec) not in done or any(k not in done[key(spec)] for k in wanted)]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         jobs = min(args.jobs, len(todo))
         if jobs > 1:  # candidate k goes to worker k % jobs; each worker loads the data itself
@@ -211,7 +239,7 @@ def main() -> None:
         elif todo:
             measure_share(args, todo, None)
     done = read_rows(args.out)
-    report(list(done.values()), args.epochs, args.cheap)
+    report(list(done.values()), args.epochs, args.cheap, args.rungs_in)
 
 
 if __name__ == "__main__":

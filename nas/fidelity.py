@@ -12,6 +12,12 @@ of step k, and epoch e of its full training (counted from 1) as step K+e (K = nu
 step K itself is never reported). One step is one fidelity, and every rule (nas.search.pruner)
 compares values at one step only: never across fidelities. A study without cheap rungs (K = 0) is
 exactly the earlier full-fidelity search: epoch e is step e.
+
+A cheap rung is counted in images (every candidate trains on the same images) or in optimiser steps
+(`--rungs-in steps`): then a rung's images are those of a batch of STEP_BATCH, and a candidate of batch
+b trains on b/STEP_BATCH of that many, so every candidate takes the same number of steps. Counted in
+images, a rung gives a batch-256 candidate half the steps of a batch-128 one, and a first rung of
+2 epochs x 11,000 images only 86: too few for its schedule to say what the candidate can do.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from .errors import UsageError
 DEFAULT_RUNGS = ((2 / 15, 1 / 5), (4 / 15, 1 / 2))
 REDUCTION_FACTOR = 3  # keep the best 1/3 at each cheap rung (successive halving's "eta"; --eta)
 MIN_RUNG_IMAGES = 256  # below this a rung's score says little; such rungs are dropped
+RUNG_UNITS = ("images", "steps")  # what a cheap rung counts (--rungs-in); studies made before count images
+DEFAULT_RUNG_UNIT = "images"
+STEP_BATCH = 128  # counted in steps, a rung's images are for this batch size (the common one: its cost is unchanged)
 
 
 @dataclass(frozen=True)
@@ -85,3 +94,11 @@ def ladder(full: Fidelity, cheap: list[Fidelity] | None = None) -> tuple[Fidelit
             raise UsageError(f"rungs must cost more at each step: {low.epochs}x{low.train_images} is not "
                              f"cheaper than {high.epochs}x{high.train_images}")
     return rungs
+
+
+def rung_images(rung: Fidelity, batch_size: int, unit: str, available: int) -> int:
+    """How many images a candidate of `batch_size` trains on at a cheap rung: the rung's own count, or (in
+    steps) as many as give it the steps of a batch of STEP_BATCH on the rung's images; at most `available`."""
+    if unit == "images":
+        return min(rung.train_images, available)
+    return min(available, max(batch_size, round(rung.train_images * batch_size / STEP_BATCH)))

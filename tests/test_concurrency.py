@@ -292,7 +292,11 @@ def test_three_commands_started_together_train_each_warm_start_once(tmp_path, re
     trials = trials_of(url, "shared")
     designs = sorted(t.user_attrs.get("warm_start") or "" for t in trials)
     assert designs == sorted(["", "4_final at widths x0.56", str(low)])  # one trial per design, and one drawn
-    assert all(t.state == TrialState.COMPLETE for t in trials)
+    assert all(t.state == TrialState.COMPLETE for t in trials if t.user_attrs.get("warm_start"))
+    # the drawn one is a random start-up draw (its sampler is seeded per process): about 3 % of the tiny space's
+    # draws are over 3,000 parameters, and those are rejected at the gate, untrained
+    drawn = next(t for t in trials if not t.user_attrs.get("warm_start"))
+    assert drawn.state == TrialState.COMPLETE or drawn.user_attrs["outcome"] == Outcome.REJECTED.value
     headers = [line for _, err, _ in results for line in err.splitlines() if line.startswith("warm start: ")]
     assert len(headers) == 3
     assert sum(h.count("not queued again") for h in headers) == 2 * 2  # two designs, queued by one command

@@ -15,7 +15,7 @@ from conftest import TINY, opened_files
 from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
-from nas.fidelity import ladder, parse_rung
+from nas.fidelity import ladder, parse_rung, rung_images
 from nas.search.pruner import RungPruner, promoted
 from nas.report.figures import rungs_figure, tradeoff_figure
 from nas.search.finalists import pending, reevaluate, seeds_of
@@ -117,6 +117,34 @@ def test_a_warm_start_climbs_every_cheap_rung():
     drawn = study.ask()  # a drawn one with the same score is screened out
     drawn.report(95.4, 0)
     assert drawn.should_prune()
+
+
+def test_rungs_in_steps_give_every_batch_size_the_same_optimiser_steps():
+    assert rung_images(Fidelity(2, 11_000), 128, "steps", 55_000) == 11_000  # the reference batch: as in images
+    assert rung_images(Fidelity(2, 11_000), 256, "steps", 55_000) == 22_000
+    assert rung_images(Fidelity(2, 11_000), 64, "steps", 55_000) == 5_500
+    assert rung_images(Fidelity(4, 27_500), 512, "steps", 55_000) == 55_000  # never more than there are
+    assert rung_images(Fidelity(2, 11_000), 256, "images", 55_000) == 11_000
+    # a real study of the tiny space (batch 64 or 128) up the ladder, counted in steps
+    calls: list = []
+    seen: list[tuple[int, int, int]] = []  # (batch size, images, epochs) of every training
+    inner = stand_in(calls)
+
+    def trainer(spec, data, **kwargs):
+        seen.append((spec.train.batch_size, len(data.train), kwargs["epochs"]))
+        return inner(spec, data, **kwargs)
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1),
+                                pruner=RungPruner(len(CHEAP)))
+    objective = make_objective(load_space(TINY), fake_data(), BUDGET, FULL.epochs, 0,
+                               Progress(True, None, None, FULL.epochs), trainer=trainer, cheap_rungs=CHEAP,
+                               rung_unit="steps")
+    study.optimize(objective, n_trials=16)
+    first = {batch: images for batch, images, _ in seen if images not in (250, 500, FULL.train_images)}
+    assert first == {64: 100, 128: 200}  # rung 1 (1 x 200 images) in steps: 2 steps of either batch
+    second = {(batch, images) for batch, images, _ in seen if images in (250, 500)}
+    assert second <= {(64, 250), (128, 500)} and second  # rung 2 (1 x 500)
+    assert {images for _, images, epochs in seen if epochs == FULL.epochs} == {FULL.train_images}
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +301,7 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert result.returncode == 0, result.stderr
     assert "rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on)" in result.stderr
     study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db")
-    assert study.user_attrs["rungs"] == [[1, 300], [1, 750]]
+    assert study.user_attrs["rungs"] == [[1, 300], [1, 750]] and study.user_attrs["rung_unit"] == "images"
     trained = [r for r in read_trials(study) if r.rungs]
     assert trained and all(r.rungs[0].fidelity == Fidelity(1, 300) for r in trained)
     assert all(r.outcome in (Outcome.SCREENED, Outcome.COMPLETE) for r in trained)
@@ -283,5 +311,13 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert again.returncode == 0, again.stderr
     refused = cli("search", *args, "--trials", "1", "--rungs", "none", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs 1x300 1x750, not none" in refused.stderr
+    refused = cli("search", *args, "--trials", "1", "--rungs-in", "steps", cwd=tmp_path)
+    assert refused.returncode == 2 and "was run with --rungs-in images, not steps" in refused.stderr
+    # counted in steps: said, stored, and kept when the study is continued without --rungs-in
+    steps = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "steps", cwd=tmp_path)
+    assert steps.returncode == 0, steps.stderr
+    assert "cheap rungs in optimiser steps: images for a batch of 128" in steps.stderr
+    refused = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "images", cwd=tmp_path)
+    assert refused.returncode == 2 and "was run with --rungs-in steps, not images" in refused.stderr
     assert len(optuna.load_study(study_name="mnist_tiny-b3000",
                                  storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db").trials) == 5

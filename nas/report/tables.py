@@ -12,6 +12,7 @@ from . import figures
 from .sections import Trials
 from ..data import describe_data
 from ..export import export_command, next_command
+from ..fidelity import STEP_BATCH
 from ..progress import format_duration
 from ..store.record import Outcome, Reevaluation, TrialRecord
 from ..store.settings import data_of
@@ -34,8 +35,10 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
                 ("max_macs", "MACs budget", " MACs"), ("max_ram", "peak RAM budget", " bytes at int8"),
                 ("max_flash", "flash budget", " bytes at int8")) if settings.get(key) is not None],
             ("epochs of a full training", html.escape(str(epochs))),
-            ("cheap rungs", " → ".join(f"{e} x {n:,}" for e, n in settings["rungs"]) + " (epochs x images), "
-                            "then the full training" if settings.get("rungs") else "none (full fidelity only)"),
+            ("cheap rungs", " → ".join(f"{e} x {n:,}" for e, n in settings["rungs"]) + " (epochs x images"
+                            + (f", counted in optimiser steps: the images of a batch of {STEP_BATCH}"
+                               if settings.get("rung_unit") == "steps" else "") + "), then the full training"
+                            if settings.get("rungs") else "none (full fidelity only)"),
             ("trials", f"{len(records)}: " + ", ".join(f"{counts[k]} {k.value}" for k in Outcome))]
     spans = [(r.started, r.finished or now) for r in records if r.started]
     spans += [(f.started, f.finished) for f in trials.finalist_runs]

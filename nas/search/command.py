@@ -26,7 +26,7 @@ from ..data import describe_data, load_search_data, source_from_args, study_data
 from ..device import describe
 from ..errors import DiskFull, UsageError, cause_line, disk_full
 from ..export import next_command
-from ..fidelity import REDUCTION_FACTOR, Fidelity
+from ..fidelity import DEFAULT_RUNG_UNIT, REDUCTION_FACTOR, RUNG_UNITS, STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import StudySettings, read_settings, stored_space_file, write_settings
@@ -62,6 +62,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "2x11000 4x27500; 'none': every candidate trains at full fidelity (median stopping only). "
                         "Default: 2/15 of --epochs on 1/5 of the training images, then 4/15 on half (2x11000 "
                         "4x27500 for 15 epochs on 55,000); a study keeps the rungs it was created with")
+    p.add_argument("--rungs-in", choices=RUNG_UNITS,
+                   help="what a cheap rung counts: images (every candidate trains on the same images) or "
+                        f"steps (the rung's images are for a batch of {STEP_BATCH}; a candidate of batch b trains "
+                        f"on b/{STEP_BATCH} of them, so each takes the same optimiser steps). Default: "
+                        f"{DEFAULT_RUNG_UNIT}; a study keeps what it was created with")
     p.add_argument("--eta", type=positive_float, default=REDUCTION_FACTOR,
                    help="promote the best 1/ETA of the candidates at each cheap rung (must be > 1)")
     p.add_argument("--finalists", type=non_negative_int, default=3,
@@ -120,21 +125,25 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
             shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
             raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
                              "pick another --study, or continue it with the same rungs")
+        if key == "rung_unit":
+            raise UsageError(f"study {study_name!r} was run with --rungs-in {stored[key]}, not {value}: pick "
+                             "another --study, or continue it with the same --rungs-in")
         raise UsageError(f"study {study_name!r} was run with {key} {stored[key]}, not {value}: "
                          "pick another --study, or continue it with the same settings")
 
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
-    study, n_before, cheap, started, space_before = _open_study(plan, args)
+    study, n_before, cheap, rung_unit, started, space_before = _open_study(plan, args)
     if not args.quiet:
-        print(run_header(plan, args, budgets_of(args), n_before, cheap, started, space_before), file=sys.stderr)
+        print(run_header(plan, args, budgets_of(args), n_before, cheap, started, space_before, rung_unit),
+              file=sys.stderr)
     job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
-              rungs=tuple((r.epochs, r.train_images) for r in cheap), eta=args.eta, finalists=args.finalists,
-              finalist_seeds=args.finalist_seeds, max_macs=args.max_macs, max_ram=args.max_ram,
-              max_flash=args.max_flash, source=plan.source)
+              rungs=tuple((r.epochs, r.train_images) for r in cheap), rung_unit=rung_unit, eta=args.eta,
+              finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
+              max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -239,10 +248,11 @@ def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> i
 
 
 def _open_study(plan: Plan, args: argparse.Namespace
-                ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], list[str], str | None]:
+                ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], str, list[str], str | None]:
     """Create or continue the study (refusing other settings than it was made with) and queue the warm
-    starts. Returns the study, its trial count before this run, its cheap rungs, what was queued and,
-    where --space-changed let another content of the space in, the file the study's space came from."""
+    starts. Returns the study, its trial count before this run, its cheap rungs and what they count, what
+    was queued and, where --space-changed let another content of the space in, the file the study's space
+    came from."""
     storage = open_storage(plan.url, plan.root)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
@@ -252,14 +262,18 @@ def _open_study(plan: Plan, args: argparse.Namespace
     stored = read_settings(existing) if existing is not None else {}
     if existing is not None and "rungs" not in stored and existing.get_trials(deepcopy=False):
         stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
+    if existing is not None and "rung_unit" not in stored and existing.get_trials(deepcopy=False):
+        stored["rung_unit"] = "images"  # a study made before --rungs-in: its rungs counted images
     if existing is not None and "data" not in stored and existing.get_trials(deepcopy=False):
         stored["data"] = {"name": "mnist"}  # a study made before other data: MNIST
     cheap = plan.cheap
     if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
         cheap = tuple(Fidelity(*r) for r in stored["rungs"])
+    rung_unit = args.rungs_in or stored.get("rung_unit") or DEFAULT_RUNG_UNIT  # without --rungs-in: the study's own
     settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=stored_space_file(plan.space.path),
                              epochs=args.epochs, train_images=plan.full.train_images,
-                             rungs=[[r.epochs, r.train_images] for r in cheap], finalists=args.finalists,
+                             rungs=[[r.epochs, r.train_images] for r in cheap], rung_unit=rung_unit,
+                             finalists=args.finalists,
                              finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash,
                              max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash,
                              data=study_data(plan.source, plan.data), preprocessing=study_preprocessing(plan.data))
@@ -277,7 +291,7 @@ def _open_study(plan: Plan, args: argparse.Namespace
         raise UsageError(f"--seed {args.seed} plus the study's {n_before + plan.trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     write_settings(study, settings)
-    return study, n_before, cheap, enqueue(study, plan.starts, storage, plan.url), space_before
+    return study, n_before, cheap, rung_unit, enqueue(study, plan.starts, storage, plan.url), space_before
 
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..cost import Budgets
 from ..data import header
 from ..device import describe, usable_cores
-from ..fidelity import Fidelity
+from ..fidelity import STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before: int, cheap: tuple[Fidelity, ...],
-               started: list[str], space_before: str | None = None) -> str:
+               started: list[str], space_before: str | None = None, rung_unit: str = "images") -> str:
     """What this run will do, before it starts."""
     trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
     lines = [
@@ -30,8 +30,9 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
         f"{plan.full.train_images:,} training / {plan.val_images:,} validation images, {args.epochs} epochs per "
         f"full training, {trials} trials" + (f" or {format_duration(args.timeout)}" if args.timeout else "")
         + f", {args.jobs} worker process(es)" + jobs_hint(plan, args.jobs),
-        (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images; "
-         f"the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
+        (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images"
+         + (f"; cheap rungs in optimiser steps: images for a batch of {STEP_BATCH}, batch b trains on b/{STEP_BATCH}"
+            if rung_unit == "steps" else "") + f"; the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
          "rungs: none (every candidate at full fidelity, median stopping)")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),

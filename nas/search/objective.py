@@ -18,7 +18,7 @@ import optuna
 from ..cost import Budgets, constraints, costs, over_budget, spec_costs
 from ..data import Splits
 from ..errors import StorageError
-from ..fidelity import Fidelity
+from ..fidelity import Fidelity, rung_images
 from ..model import build
 from ..progress import KEEP, Fields, StatusLine, format_duration, format_left
 from ..space import Space
@@ -153,19 +153,20 @@ class Progress:
 
 def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: int, seed: int, progress: Progress,
                    trainer: Trainer = train, in_flight: set[int] | None = None,
-                   cheap_rungs: tuple[Fidelity, ...] = ()) -> Callable[[optuna.Trial], float]:
+                   cheap_rungs: tuple[Fidelity, ...] = (), rung_unit: str = "images"
+                   ) -> Callable[[optuna.Trial], float]:
     """The objective: sample, count, gate, climb the cheap rungs, then train at full fidelity with
     `trainer` (nas.train.train's signature). The trial's value is the full training's final epoch.
 
     `cheap_rungs` (cheapest first; nas.fidelity.ladder) each train the candidate afresh on the first
-    images of `data.train`; the study's pruner decides after each whether it goes on.
+    images of `data.train`, as many as the rung counts in `rung_unit` (nas.fidelity.rung_images); the
+    study's pruner decides after each whether it goes on.
     `in_flight` collects the numbers of the trials this process is running (for heal()). `budget`: the
     parameter budget alone, or every budget (nas.cost.Budgets); a candidate over any is rejected untrained.
     """
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     full = Fidelity(epochs, len(data.train))
     climb = (*cheap_rungs, full)
-    rung_data = [Splits(data.train.first(r.train_images), data.held_out) for r in cheap_rungs]
     in_flight = set() if in_flight is None else in_flight
     progress.ladder = climb  # the ETA's work: images trained at each rung
 
@@ -241,8 +242,10 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
         record_outcome(trial, Outcome.RUNNING)
         scores: list[RungScore] = []
         try:
-            for step, (rung, rung_split) in enumerate(zip(cheap_rungs, rung_data)):
+            for step, rung in enumerate(cheap_rungs):
                 start = time.perf_counter()
+                images = rung_images(rung, spec.train.batch_size, rung_unit, len(data.train))
+                rung_split = Splits(data.train.first(images), data.held_out)
                 score = trainer(spec, rung_split, epochs=rung.epochs, seed=seed + trial.number,
                                 on_epoch=on_rung_epoch).final_acc
                 scores.append(RungScore(rung, score, time.perf_counter() - start))

@@ -63,6 +63,7 @@ class Job:
     quiet: bool
     out: str
     rungs: tuple[tuple[int, int], ...] = ()  # the cheap rungs (epochs, images), cheapest first
+    rung_unit: str = "images"  # what the cheap rungs count: images or optimiser steps (nas.fidelity.rung_images)
     eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
     index: int = 0
     workers: int = 1
@@ -132,7 +133,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
         progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
-                               cheap_rungs=cheap_rungs)
+                               cheap_rungs=cheap_rungs, rung_unit=job.rung_unit)
     out = Path(job.out)
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
