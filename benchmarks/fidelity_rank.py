@@ -171,7 +171,8 @@ def study_rows(study: str, storage: str) -> tuple[list[dict], int, list[tuple[in
     return rows, records[0].fidelity.epochs, cheap
 
 
-def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]], unit: str = "images") -> None:
+def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]]) -> None:
+    """Spearman's rho of each cheap judgement against the full score, for each fidelity every row holds."""
     rows = [r for r in rows if r["full_curve"] is not None]
     full = [r["full_curve"][-1] for r in rows]
     better = sorted(range(len(rows)), key=lambda i: -full[i])[:max(2, len(rows) // 2)]
@@ -180,15 +181,18 @@ def report(rows: list[dict], epochs: int, cheap: list[tuple[int, int]], unit: st
     print(f"{'cheap judgement':<34} {'cost':>6} {'rho (all)':>10} {'rho (better half)':>18}")
     # cost in images seen, a share of the full training's (seconds would depend on the machine's load); counted
     # in steps, the mean over the candidates
-    images = lambda e, n: (e * float(np.mean([r[f"{label(e, n, unit)}_images"] for r in rows]))  # noqa: E731
-                           if unit == "steps" else e * n)
-    scores = {f"{e} epochs x {n:,} images" + (" (steps)" if unit == "steps" else ""):
-              (label(e, n, unit), images(e, n)) for e, n in cheap}
+    scores = {}
+    for unit in RUNG_UNITS:
+        for e, n in cheap:
+            held = label(e, n, unit)
+            if all(held in r for r in rows):
+                cost = e * (float(np.mean([r[f"{held}_images"] for r in rows])) if unit == "steps" else n)
+                scores[f"{e} epochs x {n:,} images" + (" (steps)" if unit == "steps" else "")] = (held, cost)
     scores.update({f"epoch {k} of the full run": (k, None) for k in (1, 2, 3, 5, 8) if k < epochs})
-    for name, (key, cost) in scores.items():
-        values = [(r[key] if isinstance(key, str) else r["full_curve"][key - 1]) for r in rows]
+    for name, (held, cost) in scores.items():
+        values = [(r[held] if isinstance(held, str) else r["full_curve"][held - 1]) for r in rows]
         values = [-1.0 if v is None else v for v in values]  # a diverged cheap run ranks last
-        share = cost / (epochs * rows[0]["train_images"]) if cost else key / epochs
+        share = cost / (epochs * rows[0]["train_images"]) if cost else held / epochs
         print(f"{name:<34} {100 * share:>5.1f}% {spearman(values, full):>10.3f} "
               f"{spearman([values[i] for i in better], [full[i] for i in better]):>18.3f}")
 
@@ -239,7 +243,7 @@ def main() -> None:
         elif todo:
             measure_share(args, todo, None)
     done = read_rows(args.out)
-    report(list(done.values()), args.epochs, args.cheap, args.rungs_in)
+    report(list(done.values()), args.epochs, args.cheap)
 
 
 if __name__ == "__main__":

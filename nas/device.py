@@ -44,13 +44,16 @@ def usable_cores() -> int:
 
 
 def cpu_model() -> str:
+    """The CPU's model name, and "(AMX)" where it has AMX tiles: two VMs that both call themselves "Intel(R)
+    Xeon(R) Processor" trained about 1.6-1.9x apart, and AMX told them apart."""
+    amx = " (AMX)" if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)() else ""  # no public query
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+                return line.split(":", 1)[1].strip() + amx
     except OSError:
         pass
-    return platform.processor() or platform.machine() or "CPU"
+    return (platform.processor() or platform.machine() or "CPU") + amx
 
 
 def describe(device: torch.device) -> str:

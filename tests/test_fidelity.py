@@ -5,13 +5,14 @@ comparison across fidelities anywhere (the pruner, the best trial, best.json, th
 figure) would show up as a cheap score where a full one belongs.
 """
 
+import importlib.util
 import json
 
 import optuna
 import pytest
 import torch
 
-from conftest import TINY, opened_files
+from conftest import ROOT, TINY, opened_files
 from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
@@ -321,3 +322,20 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert refused.returncode == 2 and "was run with --rungs-in steps, not images" in refused.stderr
     assert len(optuna.load_study(study_name="mnist_tiny-b3000",
                                  storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db").trials) == 5
+
+
+def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_images_and_in_steps(capsys):
+    """benchmarks/fidelity_rank.py's table, on rows as the script writes them: a fidelity that one candidate lacks
+    (measured for the others only) is left out, not a crash; one counted in steps costs its mean images."""
+    found = importlib.util.spec_from_file_location("fidelity_rank", ROOT / "benchmarks" / "fidelity_rank.py")
+    fidelity_rank = importlib.util.module_from_spec(found)
+    found.loader.exec_module(fidelity_rank)
+    full = [90.0, 95.0, 97.0, 98.0]
+    rows = [{"full_curve": [score - 10 + i, score], "train_images": 1000, "1x100": score, "1x100s": 100 - score,
+             "1x100s_images": 50 * (i + 1), "1x300": score} for i, score in enumerate(full)]
+    del rows[0]["1x300"]
+    fidelity_rank.report(rows, 2, [(1, 100), (1, 300)])
+    table = {line[:34].strip(): line[34:].split() for line in capsys.readouterr().out.splitlines()[2:]}
+    assert table == {"1 epochs x 100 images": ["5.0%", "1.000", "1.000"],  # 100 of 2 x 1,000 images
+                     "1 epochs x 100 images (steps)": ["6.2%", "-1.000", "-1.000"],  # 125 images on average
+                     "epoch 1 of the full run": ["50.0%", "1.000", "1.000"]}

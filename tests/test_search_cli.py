@@ -29,7 +29,8 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
     assert len(study.trials) == 3
     assert read_settings(study) == {"budget": 3000, "space": "mnist_tiny", "space_file": "bundled:mnist_tiny",
-                                    "epochs": 2, "train_images": 256, "rungs": [], "finalists": 3, "finalist_seeds": 3,
+                                    "epochs": 2, "train_images": 256, "rungs": [], "rung_unit": "images", "finalists": 3,
+                                    "finalist_seeds": 3,
                                     "space_hash": load_space(TINY).content_hash, "data": {"name": "mnist"},
                                     "preprocessing": {**PREPROCESSING, "class_labels": list(range(10))}}
     records = read_trials(study)
