@@ -355,3 +355,35 @@ def test_a_dead_workers_trial_is_queued_again_once_with_what_it_is_not_what_it_m
     record_worker(again, Worker(nas.store.heartbeat.HOST, 2**22 + 12345, time.time()))
     record_outcome(again, Outcome.RUNNING)
     assert heal(study) == [1] and len(study.trials) == 2  # a retry that dies too is not queued again
+
+
+def test_a_workers_progress_shows_the_best_another_worker_found_meanwhile(tmp_path):
+    """With --jobs 2 the line's study best is read from the storage after each of this worker's trials, not
+    only after its complete ones: a worker whose candidates are screened out shows the other's new best."""
+    from nas.search.objective import Progress
+    from nas.search.workers import study_best, trial_ended
+    from nas.store.record import record_outcome
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    mine = optuna.create_study(study_name="s", storage=open_storage(str(tmp_path / "s.journal")), direction="maximize")
+    theirs = optuna.load_study(study_name="s", storage=open_storage(str(tmp_path / "s.journal")))
+    progress = Progress(True, None, None, 15)
+    progress.best = study_best(mine)
+    after_trial = trial_ended(progress, tmp_path / "out", set())
+    spec = json.loads((ROOT / "search_spaces" / "found" / "b2000.json").read_text())["spec"]  # best.json's
+
+    def finish(study: optuna.Study, outcome: Outcome, value: float | None = None) -> optuna.trial.FrozenTrial:
+        trial = study.ask()
+        record_outcome(trial, outcome)
+        trial.set_user_attr("spec", spec)
+        study.tell(trial, value) if value is not None else study.tell(trial, state=TrialState.PRUNED)
+        return study.trials[trial.number]
+
+    finish(theirs, Outcome.COMPLETE, 98.5)  # trial 0, the other worker's
+    after_trial(mine, finish(mine, Outcome.SCREENED))
+    assert progress.best == "98.50% (#0)" and progress.done == 1
+    after_trial(mine, finish(mine, Outcome.COMPLETE, 98.25))  # its own complete trial: best.json, as before
+    assert progress.best == "98.50% (#0)" and json.loads((tmp_path / "out" / "best.json").read_text())["trial"] == 0
+    finish(theirs, Outcome.COMPLETE, 99.0)  # trial 3
+    after_trial(mine, finish(mine, Outcome.REJECTED))
+    assert progress.best == "99.00% (#3)" and progress.rejected == 1

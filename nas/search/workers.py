@@ -37,7 +37,7 @@ from ..space import load_space
 from ..store.heartbeat import HOST, heal
 from ..store.record import Outcome, read_trial
 from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
-from ..store.winner import write_best
+from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
 from .objective import BEST, Progress, budget_screen, make_objective
 from .pruner import RungPruner
@@ -129,25 +129,11 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta)
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
-    if study.best_trials:
-        progress.best = f"{study.best_value:.2f}% (#{study.best_trial.number})"
+    progress.best = study_best(study)
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
                                cheap_rungs=cheap_rungs, rung_unit=job.rung_unit)
-    out = Path(job.out)
-
-    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
-        record = read_trial(frozen)
-        progress.trial_done(record.number, record.outcome == Outcome.REJECTED)
-        if record.outcome == Outcome.COMPLETE:
-            best = write_best(study, out)  # the storage's best, read and written in one locked step
-            if best is not None:
-                progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
-                if best["trial"] == record.number:
-                    progress.show([(KEEP, f" trial {record.number} is the new best"),
-                                   (BEST, f", wrote {out / 'best.json'}")], final=True)
-        heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
-
+    after_trial = trial_ended(progress, Path(job.out), in_flight)
     start = time.perf_counter()
     heal(study, in_flight)
     while True:
@@ -170,6 +156,36 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
                 raise
             with_retry(lambda: study.get_trials(deepcopy=False), "waiting for the storage")
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
+
+
+def study_best(study: optuna.Study) -> str:
+    """The study's best as the progress line shows it: the trial best.json holds now ("-": none yet)."""
+    winner = select_winner(study)
+    return "-" if winner is None else f"{winner[0].value:.2f}% (#{winner[0].number})"
+
+
+def trial_ended(progress: Progress, out: Path, in_flight: set[int]
+                ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
+    """The callback after each of this worker's trials: count it; after a complete one, write best.json
+    from the storage's best; after any other, read the study's best again, since another worker's trial
+    may have raised it meanwhile (a worker whose own trials are screened out for a while would show a
+    stale best); then heal what a dead worker left."""
+
+    def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
+        record = read_trial(frozen)
+        progress.trial_done(record.number, record.outcome == Outcome.REJECTED)
+        if record.outcome == Outcome.COMPLETE:
+            best = write_best(study, out)  # the storage's best, read and written in one locked step
+            if best is not None:
+                progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
+                if best["trial"] == record.number:
+                    progress.show([(KEEP, f" trial {record.number} is the new best"),
+                                   (BEST, f", wrote {out / 'best.json'}")], final=True)
+        else:
+            progress.best = study_best(study)
+        heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
+
+    return after_trial
 
 
 def stopped(job: Job, label: str, exc: BaseException) -> int | None:
