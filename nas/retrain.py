@@ -223,12 +223,14 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
             return 1
         last = result.history[-1]
         try:
-            int8_acc, _ = int8_accuracy(result.model, calibration, check_batch, data.held_out.x, data.held_out.y)
+            int8_acc, int8_checks = int8_accuracy(result.model, calibration, check_batch, data.held_out.x,
+                                                  data.held_out.y)
         except ExportCheckError as exc:
             print(f"nas retrain: error: seed {k}: {exc}", file=sys.stderr)
             return 1
         # the held-out split here is the test set: its accuracy after the LAST epoch is the result
-        row = {"seed": k, "test_acc": result.final_acc, "int8_test_acc": int8_acc, "train_loss": last.train_loss,
+        row = {"seed": k, "test_acc": result.final_acc, "int8_test_acc": int8_acc,
+               "int8_weight_bits": int8_checks["int8_weight_bits"], "train_loss": last.train_loss,
                "train_acc": last.train_acc, "seconds_per_epoch": statistics.fmean(r.seconds for r in result.history)}
         rows.append(row)
         history = [{"epoch": r.epoch, "train_loss": r.train_loss, "train_acc": r.train_acc, "seconds": r.seconds}
@@ -278,6 +280,8 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
           f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %; "
           f"int8 {int8_stats['mean']:.2f} ± {int8_stats['std']:.2f} %, min {int8_stats['min']:.2f} % "
           f"(drop {int8_stats['drop']:.2f} points)")
+    if any(r["int8_weight_bits"] == 7 for r in rows):
+        print("int8 weights in 7 bits (reduce_range): this CPU's onnxruntime int8 kernels saturate on 8 (no VNNI)")
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
     checkpoints = "seed0.pt" if seeds == 1 else f"seed0.pt ... seed{seeds - 1}.pt"
     print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE}, {INT8_ONNX_FILE} and {EXPORT_FILE} "
