@@ -101,7 +101,7 @@ def export_checkpoint_files(checkpoint: Path, args: argparse.Namespace) -> int:
     from .checkpoint import EXPORT_FILE, ONNX_FILE, checkpoint_source, load_checkpoint
     from .data import check_fits, data_info, load_train
     from .errors import ExportCheckError
-    from .quantize import INT8_ONNX_FILE, export_checkpoint
+    from .quantize import INT8_ONNX_FILE, SEVEN_BIT_WEIGHTS, export_checkpoint
 
     out = Path(args.out) if args.out else checkpoint.with_name(f"{checkpoint.stem}_export")
     if out.exists() and not out.is_dir():
@@ -120,8 +120,7 @@ def export_checkpoint_files(checkpoint: Path, args: argparse.Namespace) -> int:
     print(f"wrote {out}/: {ONNX_FILE}, {INT8_ONNX_FILE} ({checks['int8_onnx_bytes']:,} bytes) and {EXPORT_FILE}; "
           f"int8 and its fake-quantised model agree on {100 * checks['int8_argmax_agreement']:.1f} % of "
           f"{checks['int8_check_images']} training images"
-          + ("; weights in 7 bits: this CPU's onnxruntime int8 kernels saturate on 8" if checks["int8_weight_bits"] == 7
-             else ""))
+          + (f"; {SEVEN_BIT_WEIGHTS}" if checks["int8_weight_bits"] == 7 else ""))
     return 0
 
 

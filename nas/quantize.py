@@ -40,6 +40,8 @@ CHECK_IMAGES = 256  # images the int8 file is checked on against the fake-quanti
 # the logits through the layers after it. A few steps of the logits' own scale covers that; a wrong scale, zero
 # point, layer or rounding mode is tens of steps off (or worse).
 LOGIT_STEPS = 4
+# what retrain and export print when a file had to be made with 7-bit weights (see the module's docstring)
+SEVEN_BIT_WEIGHTS = "int8 weights in 7 bits (reduce_range): this CPU's onnxruntime int8 kernels saturate on 8 (no VNNI)"
 MIN_ARGMAX_AGREEMENT = 0.99  # share of images whose predicted class is the same in both
 _QRANGE = {2: (0, 255), 3: (-128, 127), 6: (-2**31, 2**31 - 1)}  # ONNX TensorProto uint8, int8, int32
 

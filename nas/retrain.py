@@ -31,7 +31,7 @@ from .errors import DataError, ExportCheckError, UsageError
 from .files import write_json
 from .model import build
 from .progress import format_duration, time_left
-from .quantize import INT8_ONNX_FILE, calibration_images, int8_accuracy, quantize_onnx
+from .quantize import INT8_ONNX_FILE, SEVEN_BIT_WEIGHTS, calibration_images, int8_accuracy, quantize_onnx
 from .spec import Spec, load_spec
 from .store.storage import studies_dir
 from .train import EpochResult, train
@@ -281,7 +281,7 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
           f"int8 {int8_stats['mean']:.2f} ± {int8_stats['std']:.2f} %, min {int8_stats['min']:.2f} % "
           f"(drop {int8_stats['drop']:.2f} points)")
     if any(r["int8_weight_bits"] == 7 for r in rows):
-        print("int8 weights in 7 bits (reduce_range): this CPU's onnxruntime int8 kernels saturate on 8 (no VNNI)")
+        print(SEVEN_BIT_WEIGHTS)
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
     checkpoints = "seed0.pt" if seeds == 1 else f"seed0.pt ... seed{seeds - 1}.pt"
     print(f"wrote {out}/: {checkpoints}, {METRICS_FILE}, {ONNX_FILE}, {INT8_ONNX_FILE} and {EXPORT_FILE} "

@@ -158,10 +158,15 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
             heal(study, in_flight)  # the trial the outage cut off: failed (interrupted) and queued again
 
 
+def best_line(val_acc: float, trial: int) -> str:
+    """The study's best as the progress line shows it."""
+    return f"{val_acc:.2f}% (#{trial})"
+
+
 def study_best(study: optuna.Study) -> str:
-    """The study's best as the progress line shows it: the trial best.json holds now ("-": none yet)."""
+    """The trial best.json holds now, as the progress line shows it ("-": none yet)."""
     winner = select_winner(study)
-    return "-" if winner is None else f"{winner[0].value:.2f}% (#{winner[0].number})"
+    return "-" if winner is None else best_line(winner[0].value, winner[0].number)
 
 
 def trial_ended(progress: Progress, out: Path, in_flight: set[int]
@@ -177,7 +182,7 @@ def trial_ended(progress: Progress, out: Path, in_flight: set[int]
         if record.outcome == Outcome.COMPLETE:
             best = write_best(study, out)  # the storage's best, read and written in one locked step
             if best is not None:
-                progress.best = f"{best['val_acc']:.2f}% (#{best['trial']})"
+                progress.best = best_line(best["val_acc"], best["trial"])
                 if best["trial"] == record.number:
                     progress.show([(KEEP, f" trial {record.number} is the new best"),
                                    (BEST, f", wrote {out / 'best.json'}")], final=True)
