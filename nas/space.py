@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -25,6 +25,10 @@ class Space:
     name: str
     path: str
     domains: dict[str, Domain]  # "arch.width" -> domain; "train.lr.sgd" for per-optimizer LRs
+    # a space file's `arch: <spec>`: that spec, whose architecture every candidate has (only the training is
+    # drawn) and whose recipe is a warm start, and its name as the file gives it; None and "" otherwise
+    fixed: Spec | None = None
+    fixed_from: str = ""
     # the data's in_channels, input_size and num_classes (and the size rule's stem), given to every spec drawn;
     # (): MNIST's (the defaults)
     shape: tuple[tuple[str, Any], ...] = ()
@@ -40,7 +44,8 @@ class Space:
         domains, given, said = dict(self.domains), dict(shape), []
         rule = size_rule(shape["input_size"])
         if rule is not None:
-            domains["arch.stages"] = rule.stage_domain(domains["arch.stages"])
+            if "arch.stages" in domains:  # (a fixed architecture gets the stem only)
+                domains["arch.stages"] = rule.stage_domain(domains["arch.stages"])
             given["stem"] = rule.stem
             said.append(f"size rule: {rule}")
         if not flips and domains.get("train.flip", (0.0,)) != (0.0,):
@@ -50,9 +55,14 @@ class Space:
             return self
         return replace(self, domains=domains, shape=tuple(sorted(given.items())), rule="; ".join(said))
 
+    @property
+    def arch(self) -> Arch | None:
+        """The fixed architecture every candidate has; None where the space draws architectures."""
+        return self.fixed.arch if self.fixed is not None else None
+
     def sample(self, trial: optuna.trial.BaseTrial) -> Spec:
         """Draw one candidate. Parameter names are stable, so studies can be resumed and compared."""
-        return self._shaped(Spec(self._arch(trial), self._train(trial)))
+        return self._shaped(Spec(self.arch if self.arch is not None else self._arch(trial), self._train(trial)))
 
     def _shaped(self, spec: Spec) -> Spec:
         return replace(spec, arch=replace(spec.arch, **dict(self.shape))) if self.shape else spec
@@ -145,8 +155,9 @@ class Space:
                 if isinstance(mine, str):  # e.g. a constant LR where the space fixes one-cycle
                     return None
                 moved[field.name] = (mine, fixed)
-        # the architecture itself must be drawable as it is (its dropout may move into range)
-        return (replay.params, moved) if replace(drawn.arch, dropout=a.dropout) == a else None
+        # the architecture itself must be drawable as it is (its dropout may move into range), or be the fixed one
+        same = drawn.arch == a if self.arch is not None else replace(drawn.arch, dropout=a.dropout) == a
+        return (replay.params, moved) if same else None
 
     def nearest(self, key: str, value: Any) -> Any:
         """The value nearest `value` that the domain of `key` (e.g. "arch.width") draws; `value` itself
@@ -165,6 +176,9 @@ class Space:
         categorical choices (the training choices, which do not change the model, take their first):
         the smallest model the space can build is one of them."""
         train = self._train(_Lowest(None))  # type: ignore[arg-type] (it has the suggest_* calls sample makes)
+        if self.arch is not None:
+            yield self._shaped(Spec(self.arch, train))
+            return
         stack: list[dict[str, Any]] = [{}]
         while stack:
             chosen = stack.pop()
@@ -184,7 +198,8 @@ class Space:
     def content_hash(self) -> str:
         """SHA-256 (hex) of what the space draws: its parsed domains (left-out keys at their defaults), as
         canonical JSON, so whitespace, comments, key order, `description`, the name and `1` for `1.0` in a
-        float key do not count; the order of choices does (samplers see choices in order)."""
+        float key do not count; the order of choices does (samplers see choices in order). A fixed
+        architecture counts by its fields, not by the spec file's name."""
         def number(key: str, value: Any) -> Any:
             kind = KEYS.get(key, KEYS["train.lr"])[0]  # train.lr.<optimizer>: train.lr's kind
             return float(value) if kind == "float" and not isinstance(value, bool) else value
@@ -199,6 +214,8 @@ class Space:
                                   "log": domain.log}
             else:
                 canonical[key] = [number(key, choice) for choice in domain]
+        if self.arch is not None:  # a fixed architecture: what it is (its file may change under the same name)
+            canonical["arch"] = asdict(self.arch)
         text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 

@@ -1,5 +1,9 @@
 """Search-space files: the keys a space file may hold, the domain each takes, and reading a file into domains.
 
+`arch` may instead name a spec file (a path, from the space file's folder or the working directory, or a
+bundled spec such as `found/b8000`): every candidate then has that spec's architecture, and only the training
+is drawn (a search for the training recipe of a known model).
+
 Every key of a space file is a *domain*: a list of choices, a range `{low, high[, step][, log]}`, or a single
 fixed value. `train.lr` may instead map each optimizer to its own domain. The keys added with spec version 2
 (`arch.block`, `arch.activation`, `arch.head_width`, `train.ema`, `train.rotation`, `train.shift`,
@@ -21,7 +25,9 @@ import yaml
 from .bundled import find_space, spaces
 from .errors import SpaceError, first_line
 from .files import TEXT_LIMIT, read_text_file
-from .spec import ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Interval
+from .errors import SpecError
+from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Interval, Spec,
+                   load_spec)
 
 @dataclass(frozen=True)
 class Range:
@@ -145,9 +151,10 @@ class _PlainLoader(yaml.SafeLoader):
 
 
 
-def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain]]:
+def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain], Spec | None, str]:
     """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`): its name,
-    path and domains (left-out keys at DEFAULTS); raises SpaceError naming the file and key.
+    path, domains (left-out keys at DEFAULTS), and the spec `arch:` names with that name as written (None
+    and "" where `arch` holds domains); raises SpaceError naming the file and key.
 
     Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file), and YAML anchors and
     aliases are refused, so a hostile file costs bounded time and memory."""
@@ -172,10 +179,12 @@ def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain]]:
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise SpaceError(f"{where}: name: expected letters, digits, '-' or '_', got {name!r}")
     domains: dict[str, Domain] = {}
-    for section in ("arch", "train"):
+    fixed = fixed_spec(raw["arch"], path) if isinstance(raw.get("arch"), str) else None
+    for section in ("train",) if fixed else ("arch", "train"):
         block = raw.get(section)
         if not isinstance(block, dict):
-            raise SpaceError(f"{where}: {section}: expected a mapping of keys to domains, got {block!r}")
+            also = " (or a spec file, whose architecture every candidate takes)" if section == "arch" else ""
+            raise SpaceError(f"{where}: {section}: expected a mapping of keys to domains{also}, got {block!r}")
         for key, value in block.items():
             full = f"{section}.{key}"
             if full not in KEYS:
@@ -188,7 +197,7 @@ def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain]]:
                     domains[f"train.lr.{opt}"] = parse_domain(sub, "train.lr", where)
                 continue
             domains[full] = parse_domain(value, full, where)
-    missing = [k for k in KEYS if k not in domains and k not in OPTIONAL]
+    missing = [k for k in KEYS if k not in domains and k not in OPTIONAL and not (fixed and k.startswith("arch."))]
     if "train.lr" not in domains:
         optimizers = domains.get("train.optimizer", ())
         missing += [f"train.lr.{o}" for o in (optimizers if isinstance(optimizers, tuple) else ())
@@ -202,4 +211,15 @@ def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain]]:
     if "train.augment" in domains and strengths:
         raise SpaceError(f"{where}: train.augment (version 1's one strength) and {', '.join(strengths)} "
                          "exclude each other: use one or the other")
-    return name, str(path), {**DEFAULTS, **domains}
+    defaults = {k: v for k, v in DEFAULTS.items() if not (fixed and k.startswith("arch."))}
+    return name, str(path), {**defaults, **domains}, fixed, raw["arch"] if fixed else ""
+
+
+def fixed_spec(value: str, space_path: Path) -> Spec:
+    """The spec a space file's `arch: <spec>` names: a path from the space file's folder where one is there,
+    else as load_spec finds it (a path from the working directory, or a bundled spec)."""
+    beside = space_path.parent / value
+    try:
+        return load_spec(beside if beside.is_file() else value)
+    except SpecError as exc:
+        raise SpaceError(f"{space_path}: arch: {exc}") from None

@@ -38,12 +38,19 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
            if args.finalists else ""),
         header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
         *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
+        *([f"space: every candidate has the architecture {fixed_arch_code(plan)}; only the training is drawn"]
+          if plan.space.arch is not None else []),
     ]
     if space_before is not None:
         lines.append(space_changed(plan, n_before, space_before))
     if started:
         lines.append(f"warm start: {'; '.join(started)}")
     return "\n".join(lines)
+
+
+def fixed_arch_code(plan: Plan) -> str:
+    """The architecture half of the code of a space's fixed architecture (as the data shapes it)."""
+    return next(plan.space.lowest_specs()).code.split(" | ")[0]
 
 
 def jobs_hint(plan: Plan, jobs: int) -> str:

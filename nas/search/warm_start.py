@@ -31,15 +31,16 @@ NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 
 def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
                 ) -> list[tuple[str, dict, dict]]:
-    """(name, parameters, moved) of every design to enqueue: the found models nearest the budget
-    (`nearest_found`) and the bundled references, each that fits the budget(s) and the space, a too-large one
-    narrowed to fit (`narrowed`; the others are skipped), then `files` (one that does not fit is refused:
-    UsageError)."""
+    """(name, parameters, moved) of every design to enqueue: the spec a space's `arch:` names, the found
+    models nearest the budget (`nearest_found`) and the bundled references, each that fits the budget(s) and
+    the space, a too-large one narrowed to fit (`narrowed`; the others are skipped), then `files` (one that
+    does not fit is refused: UsageError)."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     budget = budgets.params
     chosen = []
     named = [(str(f), load_spec(f), True) for f in files]
-    bundled = ([(f"found/{p.stem}", load_spec(p), False) for p in nearest_found(budget)]
+    own = [(space.fixed_from, space.fixed, False)] if space.fixed is not None else []  # the space's `arch: <spec>`
+    bundled = (own + [(f"found/{p.stem}", load_spec(p), False) for p in nearest_found(budget)]
                + [(p.stem, load_spec(p), False) for p in reference_files()]) if references else []
     for name, spec, required in bundled + named:
         check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
@@ -55,6 +56,8 @@ def warm_starts(space: Space, budget: int | Budgets, files: list[str], reference
             name = f"{name} at widths x{factor:.2f}"
             over = []
         fit = space.params_for(spec)
+        if not required and fit is not None and any(fit[0] == params for _, params, _ in chosen):
+            continue  # the same design under another name (the space's own spec is a found model)
         if not over and fit is not None:
             chosen.append((name, *fit))
         elif required:
