@@ -23,9 +23,8 @@ from typing import Any, Union
 import yaml
 
 from .bundled import find_space, spaces
-from .errors import SpaceError, first_line
+from .errors import SpaceError, SpecError, first_line
 from .files import TEXT_LIMIT, read_text_file
-from .errors import SpecError
 from .spec import (ACTIVATIONS, BLOCKS, HEADS, OPTIMIZERS, PADDINGS, RANGES, SCHEDULES, TRANSITIONS, Interval, Spec,
                    load_spec)
 

@@ -150,6 +150,7 @@ def data_4k(data_dir):
     return load_search_data(data_dir, torch.device("cpu"), subset=4096)
 
 
+@pytest.mark.slow  # four trainings on 4,096 images: about 7 s on 2 cores
 def test_fast_and_plain_trainers_learn_alike(data_4k):
     """The fast settings change rounding and random streams, not what is learned.
 
@@ -188,6 +189,7 @@ def test_trained_model_is_plain_build_output(small_data):
     assert abs(acc - result.final_acc) <= 0.1  # measured in channels_last during training: last-bit differences
 
 
+@pytest.mark.slow  # two epochs of bf16 autocast on the CPU: about 10 s on 2 cores
 def test_gpu_code_path_runs_on_cpu(small_data):
     """bf16 autocast and the side-stream switch, as a GPU would use them, on the CPU."""
     speed = dataclasses.replace(speed_for("cuda", bf16=True), fast_dropout=True)

@@ -57,6 +57,7 @@ def test_warm_start_by_bundled_name(tmp_path, cli):
     assert "found/b4000" in [t.user_attrs.get("warm_start") for t in study.trials]
 
 
+@pytest.mark.slow  # two retrains of bundled models with their exports: about 16 s on 2 cores
 def test_retrain_by_name_writes_under_the_studies_dir_never_into_the_package(tmp_path, cli):
     before = tree_hashes(BUNDLED)
     result = cli("retrain", "found/b8000", *QUICK, cwd=tmp_path)

@@ -185,6 +185,7 @@ def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
     assert "test accuracy, final epoch of 1, 1 seed(s)" in result.stdout
 
 
+@pytest.mark.slow  # a search, its finalists and a retrain: about 10 s on 2 cores
 def test_trials_0_only_finishes_the_finalists_and_the_retrain_of_a_stopped_run(tmp_path, cli):
     # a run stopped after its trials (here: one that had no finalists), continued with --trials 0
     first = cli("search", "--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "1", "--subset", "128",
