@@ -13,7 +13,8 @@ Variants: old = the search before this one: its space (mnist_classic), every can
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
 default without warm start. `--jobs` and `--space` are given to the new variants' command (default: the
 command's own defaults).
-Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity; never
+Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
+complete trial within the cap (its validation accuracy, number, minute and design); never
 run two variants, or anything else CPU-heavy, at the same time on one machine.
 """
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import optuna
 
 from nas.device import cpu_model, usable_cores
-from nas.store.record import read_trials, trained_per_fidelity
+from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
 from nas.store.storage import open_storage
 
 VARIANTS = {
@@ -52,6 +53,17 @@ def reached(storage: str, study: str, target: float) -> datetime.datetime | None
         return None
     hits = [t.datetime_complete for t in trials if t.value is not None and t.value >= target]
     return min(hits) if hits else None
+
+
+def best_within(records: list[TrialRecord], started: datetime.datetime, cap_seconds: float) -> dict | None:
+    """The best complete trial that ended within the cap: its validation accuracy, number, minute and design."""
+    ended = [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None and r.finished is not None
+             and (r.finished - started).total_seconds() <= cap_seconds]
+    if not ended:
+        return None
+    best = max(ended, key=lambda r: r.value)
+    return {"value": best.value, "trial": best.number, "minute": round((best.finished - started).total_seconds() / 60, 1),
+            "params": best.params, "code": best.code}
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -92,7 +104,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         seconds = None
     result = {"variant": name, "flags": flags, "budget": args.budget, "target": args.target,
               "seed": args.seed, "seconds_to_target": seconds, "cap_seconds": args.cap_minutes * 60,
-              "wall_seconds": wall, "trials": len(records), "trials_per_fidelity": per_fidelity, "command": " ".join(command),
+              "wall_seconds": wall, "trials": len(records), "trials_per_fidelity": per_fidelity,
+              "best_within_cap": best_within(records, started, args.cap_minutes * 60), "command": " ".join(command),
               "load_before": load_before, "hardware": f"{cpu_model()}, {usable_cores()} cores",
               "started": started.isoformat(timespec="seconds")}
     with open(args.out / "results.jsonl", "a") as f:
@@ -119,7 +132,9 @@ def main() -> None:
         r = run_variant(name, args)
         shown = (f"{r['seconds_to_target'] / 60:.1f} min" if r["seconds_to_target"] is not None
                  else f"> {args.cap_minutes} min")
-        print(f"{name:<12} {shown:>10} to a full-fidelity candidate >= {args.target} % val "
+        best = r["best_within_cap"]
+        best = f"best {best['value']:.2f} % (trial {best['trial']}, minute {best['minute']})" if best else "none complete"
+        print(f"{name:<12} {shown:>10} to a full-fidelity candidate >= {args.target} % val; {best} "
               f"({r['trials']} trials, {r['trials_per_fidelity']} trained per fidelity, load {r['load_before']:.2f} at the start)", flush=True)
 
 

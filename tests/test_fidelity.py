@@ -339,3 +339,20 @@ def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_image
     assert table == {"1 epochs x 100 images": ["5.0%", "1.000", "1.000"],  # 100 of 2 x 1,000 images
                      "1 epochs x 100 images (steps)": ["6.2%", "-1.000", "-1.000"],  # 125 images on average
                      "epoch 1 of the full run": ["50.0%", "1.000", "1.000"]}
+
+
+def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_cap(crafted):
+    """benchmarks/time_to_target.py's `best_within`: a trial that ended after the cap does not count."""
+    found = importlib.util.spec_from_file_location("time_to_target", ROOT / "benchmarks" / "time_to_target.py")
+    time_to_target = importlib.util.module_from_spec(found)
+    found.loader.exec_module(time_to_target)
+    records = read_trials(crafted)
+    complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: r.finished)
+    assert len(complete) >= 2 and complete[-1].value != complete[0].value
+    started = min(r.started for r in records if r.started is not None)
+    ended = lambda r: (r.finished - started).total_seconds()  # noqa: E731
+    best = time_to_target.best_within(records, started, ended(complete[-1]))
+    top = max(complete, key=lambda r: r.value)
+    assert (best["trial"], best["value"], best["code"]) == (top.number, top.value, top.code)
+    assert time_to_target.best_within(records, started, ended(complete[0]))["trial"] == complete[0].number
+    assert time_to_target.best_within(records, started, ended(complete[0]) - 1e-3) is None
