@@ -22,8 +22,9 @@ train:
   label_smoothing: {{low: 0.0, high: 0.1}}
   weight_decay: {{low: 1.0e-6, high: 1.0e-4, log: true}}
   rotation: {{low: 0.0, high: 15.0}}
-  shift: {{low: 0.0, high: 0.1}}
-  scale: {{low: 0.0, high: 0.1}}
+  shift: {{low: 0.0, high: 0.15}}
+  scale: {{low: 0.0, high: 0.15}}
+  ema: [0.0, 0.99]
 """
 
 
@@ -41,7 +42,7 @@ def test_a_space_naming_a_spec_draws_only_the_training_of_that_architecture(tmp_
     for trial, spec in _draws(space, 20):
         assert spec.arch == found.arch
         assert set(trial.params) == {"lr", "batch_size", "label_smoothing", "weight_decay", "rotation", "shift",
-                                      "scale"}
+                                      "scale", "ema"}
         recipes.add(spec.train)
     assert len(recipes) == 20  # the training is drawn: no two alike
     # its smallest model is the architecture itself, counted once
