@@ -295,6 +295,7 @@ def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
     assert len(best["reevaluation"]["seeds"]) == 2
 
 
+@pytest.mark.slow  # a search through both cheap rungs, continued: about 9 s on 2 cores
 def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path):
     args = ["--budget", "3000", "--space", TINY, "--epochs", "1", "--subset", "1500", "--finalists", "0",
             "--no-report", "--device", "cpu"]

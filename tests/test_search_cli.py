@@ -171,6 +171,7 @@ def test_a_named_design_that_does_not_fit_is_refused(tmp_path, cli):
     assert "7,416 parameters >= budget 7,000" in line and tree_hashes(tmp_path) == before
 
 
+@pytest.mark.slow  # a search, then the winner retrained and exported: about 8 s on 2 cores
 def test_search_then_retrain_the_winner_in_one_command(tmp_path, cli):
     args = ["--budget", "3000", "--space", TINY, "--trials", "2", "--epochs", "1", "--subset", "128", "-q",
             "--no-report", "--finalists", "0", "--retrain", "1"]
