@@ -44,26 +44,33 @@ VARIANTS = {
 POLL_SECONDS = 10
 
 
-def reached(storage: str, study: str, target: float) -> datetime.datetime | None:
+def complete(records: list[TrialRecord]) -> list[TrialRecord]:
+    """The trials that completed the full training with a score and an end time."""
+    return [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None and r.finished is not None]
+
+
+def reached(records: list[TrialRecord], target: float) -> datetime.datetime | None:
     """When the first complete trial at or above the target finished (None: none yet)."""
-    try:
-        trials = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    except Exception:  # not created yet, or the database is busy: ask again later
-        return None
-    hits = [t.datetime_complete for t in trials if t.value is not None and t.value >= target]
+    hits = [r.finished for r in complete(records) if r.value >= target]
     return min(hits) if hits else None
 
 
 def best_within(records: list[TrialRecord], started: datetime.datetime, cap_seconds: float) -> dict | None:
     """The best complete trial that ended within the cap: its validation accuracy, number, minute and design."""
-    ended = [r for r in records if r.outcome == Outcome.COMPLETE and r.value is not None and r.finished is not None
-             and (r.finished - started).total_seconds() <= cap_seconds]
+    ended = [r for r in complete(records) if (r.finished - started).total_seconds() <= cap_seconds]
     if not ended:
         return None
     best = max(ended, key=lambda r: r.value)
     return {"value": best.value, "trial": best.number, "minute": round((best.finished - started).total_seconds() / 60, 1),
             "params": best.params, "code": best.code}
+
+
+def poll(study: str, storage: str) -> list[TrialRecord]:
+    """The study's trials so far; none while it is not created yet or its database is busy (asked again later)."""
+    try:
+        return read_trials(study, storage)
+    except Exception:
+        return []
 
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
@@ -90,14 +97,14 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         hit = None
         while proc.poll() is None:
             time.sleep(POLL_SECONDS)
-            hit = reached(storage, study, args.target)
+            hit = reached(poll(study, storage), args.target)
             if hit is not None or time.perf_counter() - clock > args.cap_minutes * 60:
                 proc.send_signal(signal.SIGTERM)  # the search stores its running trial and exits cleanly
                 proc.wait()
                 break
     wall = time.perf_counter() - clock
-    hit = hit or reached(storage, study, args.target)
     records = read_trials(study, storage)
+    hit = hit or reached(records, args.target)
     per_fidelity = {str(f): n for f, n in trained_per_fidelity(records).items()}
     seconds = (hit - started).total_seconds() if hit else None
     if seconds is not None and seconds > args.cap_minutes * 60:  # a trial that ended after the cap does not count

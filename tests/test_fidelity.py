@@ -343,7 +343,8 @@ def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_image
 
 
 def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_cap(crafted):
-    """benchmarks/time_to_target.py's `best_within`: a trial that ended after the cap does not count."""
+    """benchmarks/time_to_target.py's `best_within`: a trial that ended after the cap does not count; `reached`:
+    the first complete trial at or above the target."""
     found = importlib.util.spec_from_file_location("time_to_target", ROOT / "benchmarks" / "time_to_target.py")
     time_to_target = importlib.util.module_from_spec(found)
     found.loader.exec_module(time_to_target)
@@ -357,3 +358,7 @@ def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_ca
     assert (best["trial"], best["value"], best["code"]) == (top.number, top.value, top.code)
     assert time_to_target.best_within(records, started, ended(complete[0]))["trial"] == complete[0].number
     assert time_to_target.best_within(records, started, ended(complete[0]) - 1e-3) is None
+    assert time_to_target.reached(records, top.value) == min(r.finished for r in complete if r.value >= top.value)
+    assert time_to_target.reached(records, complete[0].value) <= complete[0].finished
+    assert time_to_target.reached(records, top.value + 0.01) is None
+    assert time_to_target.poll("no-such-study", str(ROOT / "no-such-folder" / "study.journal")) == []
