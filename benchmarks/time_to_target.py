@@ -34,7 +34,6 @@ import optuna
 
 from nas.device import cpu_model, usable_cores
 from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
-from nas.store.storage import open_storage
 
 VARIANTS = {
     "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"],
