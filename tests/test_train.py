@@ -1,4 +1,6 @@
 import dataclasses
+import importlib.util
+import json
 
 import optuna
 import pytest
@@ -9,9 +11,10 @@ from nas.data import Split, Splits
 from nas.store.record import Outcome, read_trial
 from nas.search.objective import Progress, make_objective
 from nas.space import load_space
-from nas.spec import Train
+from nas.spec import Train, load_spec
 from nas.train import FastDropout, WeightAverage, evaluate, make_scheduler, train
 
+from conftest import ROOT
 from test_spec import CLASSIC
 
 
@@ -132,3 +135,26 @@ def test_one_cycle_reaches_its_peak_in_every_short_run():
             if step < steps - 1:
                 schedule.step()
         assert max(lrs) > 0.05 and lrs[-1] < 0.1, (steps, lrs)
+
+
+def test_recipe_seeds_trains_the_changed_recipe_as_the_trainer_does(small_data, data_dir, tmp_path, capsys):
+    """benchmarks/recipe_seeds.py: each seed's line is the trainer's own result for the spec with the
+    settings changed (so a finalist's seed reproduces its stored score); a setting no spec has is one line
+    on stderr and status 2, before any training."""
+    found = importlib.util.spec_from_file_location("recipe_seeds", ROOT / "benchmarks" / "recipe_seeds.py")
+    recipe_seeds = importlib.util.module_from_spec(found)
+    found.loader.exec_module(recipe_seeds)
+    out = tmp_path / "seeds.jsonl"
+    args = ["found/b2000", "--set", "batch_size=64", "--set", "ema=0", "--seeds", "3", "4", "--epochs", "1",
+            "--subset", "512", "--data-dir", str(data_dir), "--out", str(out)]
+    assert recipe_seeds.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    changed = dataclasses.replace(load_spec("found/b2000"), train=dataclasses.replace(
+        load_spec("found/b2000").train, batch_size=64, ema=0.0))
+    assert [r["seed"] for r in rows] == [3, 4] and rows[0]["code"] == changed.code and "b64" in changed.code
+    assert rows[0]["changes"] == {"batch_size": 64, "ema": 0}
+    assert [r["val_acc"] for r in rows] == [train(changed, small_data, epochs=1, seed=s).final_acc for s in (3, 4)]
+    capsys.readouterr()
+    assert recipe_seeds.main(["found/b2000", "--set", "batch=64", "--seeds", "0", "--data-dir", str(data_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no training setting batch" in err
