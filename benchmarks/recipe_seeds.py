@@ -1,10 +1,11 @@
 """Does a change to a recipe hold up over seeds? A spec's final-epoch validation accuracy, with some of its
 training settings changed, over the seeds you name, on the search split (the test set is never read).
 
-The split and the trainer are the search's, so a study's finalist seed reproduces its stored score:
-finalist seed j of trial n is `--seed + (j + 1) * 1,000,000 + n` (nas.search.finalists). Comparing a
-change on those seeds pairs it with the finalists' runs. Each seed is one JSON line (printed, and
-appended to `--out`); run two processes of one thread each to use two cores.
+The split and the trainer are the search's, so on the machine that ran a study, a finalist's seed
+reproduces its stored score: finalist seed j of trial n is `--seed + (j + 1) * 1,000,000 + n`
+(nas.search.finalists). Comparing a change on those seeds pairs it with the finalists' runs. Each seed
+is one JSON line (printed, and appended to `--out`); run two processes of one thread each to use two
+cores.
 
     OMP_NUM_THREADS=1 python benchmarks/recipe_seeds.py benchmarks/results/b8000_training/best.json \
         --set batch_size=32 --seeds 1000012 2000012 3000012 --out benchmarks/results/recipe_seeds.jsonl

@@ -149,8 +149,8 @@ def test_recipe_seeds_trains_the_changed_recipe_as_the_trainer_does(small_data, 
             "--subset", "512", "--data-dir", str(data_dir), "--out", str(out)]
     assert recipe_seeds.main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    changed = dataclasses.replace(load_spec("found/b2000"), train=dataclasses.replace(
-        load_spec("found/b2000").train, batch_size=64, ema=0.0))
+    found_b2000 = load_spec("found/b2000")
+    changed = dataclasses.replace(found_b2000, train=dataclasses.replace(found_b2000.train, batch_size=64, ema=0.0))
     assert [r["seed"] for r in rows] == [3, 4] and rows[0]["code"] == changed.code and "b64" in changed.code
     assert rows[0]["changes"] == {"batch_size": 64, "ema": 0}
     assert [r["val_acc"] for r in rows] == [train(changed, small_data, epochs=1, seed=s).final_acc for s in (3, 4)]
