@@ -35,6 +35,7 @@ from ..store.winner import write_best
 from .finalists import table
 from .header import run_header, space_changed
 from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
+from .pruner import holds
 from .signals import interruptible
 from .summary import rejection_report, summary
 from .warm_start import enqueue
@@ -142,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), rung_unit=rung_unit, eta=args.eta,
+              hold=holds(plan.trials, len(cheap), args.eta),
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
               max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source)
     start = time.perf_counter()
@@ -174,7 +176,8 @@ def run(args: argparse.Namespace) -> int:
             if args.finalists:
                 print(table(study, args.finalists))
             print(rejection_report(study))
-            print(f"this run: {len(study.trials) - n_before} trials in "
+            ran = sum(t.state != optuna.trial.TrialState.WAITING for t in study.get_trials(deepcopy=False)[n_before:])
+            print(f"this run: {ran} trials in "
                   f"{format_duration(time.perf_counter() - start)} on {describe(plan.device)}, "
                   f"{args.jobs} worker process(es)")
             if space_before is not None:

@@ -13,6 +13,7 @@ from ..fidelity import STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
+from .pruner import holds
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -32,7 +33,9 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
         + f", {args.jobs} worker process(es)" + jobs_hint(plan, args.jobs),
         (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images"
          + (f"; cheap rungs in optimiser steps: images for a batch of {STEP_BATCH}, batch b trains on b/{STEP_BATCH}"
-            if rung_unit == "steps" else "") + f"; the best 1/{args.eta:g} at each cheap rung go on)" if cheap else
+            if rung_unit == "steps" else "") + f"; the best 1/{args.eta:g} at each cheap rung go on"
+         + (f", once it has {args.eta:g} scores, or later as it ranks them" if holds(plan.trials, len(cheap), args.eta)
+            else "") + ")" if cheap else
          "rungs: none (every candidate at full fidelity, median stopping)")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),

@@ -23,8 +23,8 @@ from ..model import build
 from ..progress import KEEP, Fields, StatusLine, format_duration, format_left
 from ..space import Space
 from ..store.heartbeat import beating
-from ..store.record import (Outcome, RungScore, record_candidate, record_costs, record_epochs, record_fidelity,
-                            record_outcome, record_overruns, record_rungs)
+from ..store.record import (Outcome, RungScore, promotion_of, record_candidate, record_costs, record_epochs,
+                            record_fidelity, record_outcome, record_overruns, record_rungs)
 from ..store.storage import with_retry
 from ..train import EpochResult, TrainResult, train
 
@@ -153,14 +153,16 @@ class Progress:
 
 def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: int, seed: int, progress: Progress,
                    trainer: Trainer = train, in_flight: set[int] | None = None,
-                   cheap_rungs: tuple[Fidelity, ...] = (), rung_unit: str = "images"
-                   ) -> Callable[[optuna.Trial], float]:
+                   cheap_rungs: tuple[Fidelity, ...] = (), rung_unit: str = "images",
+                   promote: Callable[[int], list[int]] | None = None) -> Callable[[optuna.Trial], float]:
     """The objective: sample, count, gate, climb the cheap rungs, then train at full fidelity with
     `trainer` (nas.train.train's signature). The trial's value is the full training's final epoch.
 
     `cheap_rungs` (cheapest first; nas.fidelity.ladder) each train the candidate afresh on the first
     images of `data.train`, as many as the rung counts in `rung_unit` (nas.fidelity.rung_images); the
-    study's pruner decides after each whether it goes on.
+    study's pruner decides after each whether it goes on; then `promote(rung)` (with a pruner that holds,
+    nas.search.pruner.queue_late_promotions) queues the rung's late promotions. A late promotion (a trial
+    queued with `record.promoted_as`) starts at the rung above the one its candidate was screened out at.
     `in_flight` collects the numbers of the trials this process is running (for heal()). `budget`: the
     parameter budget alone, or every budget (nas.cost.Budgets); a candidate over any is rejected untrained.
     """
@@ -194,7 +196,8 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
         module = build(spec)
         cost = costs(spec, module)
         params = cost.params
-        record_candidate(trial, spec, params, cost.macs, climb[0], climb if cheap_rungs else ())
+        first = (promotion_of(trial) or (0, 0))[1]  # the cheap rungs a late promotion passed already
+        record_candidate(trial, spec, params, cost.macs, climb[first], climb if cheap_rungs else ())
         record_costs(trial, cost)
         # one constraint per active budget, params first: feasible when <= 0; the sampler learns from their sizes
         for name, value in constraints(cost, budgets).items():
@@ -223,8 +226,8 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
                     (VAL, f" val {r.eval_acc:.2f}%")]
 
         def on_rung_epoch(r: EpochResult) -> None:
-            timed(climb[len(scores)])
-            progress.show([*where, *at(len(scores)), *epoch_fields(r)])
+            timed(climb[first + len(scores)])
+            progress.show([*where, *at(first + len(scores)), *epoch_fields(r)])
 
         def on_epoch(r: EpochResult) -> None:
             timed(full)
@@ -242,19 +245,24 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
         record_outcome(trial, Outcome.RUNNING)
         scores: list[RungScore] = []
         try:
-            for step, rung in enumerate(cheap_rungs):
+            for step, rung in enumerate(cheap_rungs[first:], first):
                 start = time.perf_counter()
                 images = rung_images(rung, spec.train.batch_size, rung_unit, len(data.train))
                 rung_split = Splits(data.train.first(images), data.held_out)
                 score = trainer(spec, rung_split, epochs=rung.epochs, seed=seed + trial.number,
                                 on_epoch=on_rung_epoch).final_acc
                 scores.append(RungScore(rung, score, time.perf_counter() - start))
-                with_retry(lambda: record_rungs(trial, scores), "recording a rung")
+                with_retry(lambda: record_rungs(trial, scores, first), "recording a rung")
                 with_retry(lambda: trial.report(score, step), "reporting a rung")
-                if with_retry(trial.should_prune, "asking the pruner"):
+                screened = with_retry(trial.should_prune, "asking the pruner")
+                if screened:
                     record_outcome(trial, Outcome.SCREENED)
                     progress.show([*where, (KEEP, f" screened out at rung {step + 1}/{len(climb)}"),
                                    (FIDELITY, f" ({rung})"), (VAL, f": val {score:.2f}%, not promoted")], final=True)
+                if promote is not None and (later := with_retry(lambda: promote(step), "queueing promotions")):
+                    progress.show([(KEEP, f" trial{'s' * (len(later) > 1)} {', '.join(map(str, later))} promoted "
+                                          f"late to rung {step + 2}/{len(climb)}: queued")], final=True)
+                if screened:
                     raise optuna.TrialPruned(f"val {score:.2f}% at rung {step + 1}")
                 with_retry(lambda: record_fidelity(trial, climb[step + 1]), "recording the fidelity")
             result = trainer(spec, data, epochs=epochs, seed=seed + trial.number, on_epoch=on_epoch)

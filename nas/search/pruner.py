@@ -7,7 +7,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..fidelity import REDUCTION_FACTOR
-from ..store.record import warm_start_of
+from ..store.record import Outcome, outcome_of, promoted_as, promotion_of, warm_start_of
+from ..store.storage import exclusive
 
 # median stopping inside the full training (as the earlier search did): a trial is stopped when its
 # accuracy at an epoch is below the median of the completed trials at that epoch; epochs 1-2 are never
@@ -15,23 +16,34 @@ from ..store.record import warm_start_of
 MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 5, 3
 
 
-def promoted(score: float, peers: list[float], eta: float = REDUCTION_FACTOR) -> bool:
+def promoted(score: float, peers: list[float], eta: float = REDUCTION_FACTOR, hold: bool = False) -> bool:
     """Successive halving's rule, asynchronously (ASHA): is `score` among the best 1/eta of the scores
-    at this rung so far (the peers and itself)? The first candidates at a rung are judged against the
-    few scores there are, at least the best one goes on."""
+    at this rung so far (the peers and itself)? While a rung holds fewer than eta scores it has no best
+    1/eta: with `hold` nobody goes on yet (a late promotion takes the best on once it has), without it
+    the best one so far does (a run too short to wait)."""
     ranked = sorted([*peers, score], reverse=True)
-    keep = max(1, int(len(ranked) // eta))
-    return score >= ranked[keep - 1]
+    keep = int(len(ranked) // eta)
+    if keep == 0 and hold:
+        return False
+    return score >= ranked[max(1, keep) - 1]
+
+
+def holds(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR) -> bool:
+    """Whether a run's rungs wait for eta scores before promoting (`promoted`'s `hold`): a run of unlimited
+    trials, or of enough for a candidate to climb by late promotions (eta ** (rungs + 1): 27 with the default
+    two cheap rungs and eta 3). A shorter one promotes each rung's first, or it might end with nothing trained."""
+    return cheap_rungs > 0 and (trials is None or trials >= eta ** (cheap_rungs + 1))
 
 
 class RungPruner(optuna.pruners.BasePruner):
     """One pruner for the whole ladder: the promotion rule at the cheap rungs' steps, the median rule
     at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
     known design, queued with `record.queued_as`) climbs every cheap rung: what is known of it
-    is its full training, and a study's first few scores at a rung are too few to screen it on."""
+    is its full training, and a study's first few scores at a rung are too few to screen it on.
+    `hold`: the promotion rule's (`promoted`); late promotions are then queued by `queue_late_promotions`."""
 
-    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR) -> None:
-        self.cheap_rungs, self.eta = cheap_rungs, eta
+    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR, hold: bool = False) -> None:
+        self.cheap_rungs, self.eta, self.hold = cheap_rungs, eta, hold
         self.median = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
                                                   n_warmup_steps=cheap_rungs + MEDIAN_WARMUP_EPOCHS)
 
@@ -43,7 +55,8 @@ class RungPruner(optuna.pruners.BasePruner):
             return self.median.prune(study, trial)
         if warm_start_of(trial) is not None:
             return False
-        return not promoted(trial.intermediate_values[step], rung_scores(study, step, trial.number), self.eta)
+        score = trial.intermediate_values[step]
+        return not promoted(score, rung_scores(study, step, trial.number), self.eta, self.hold)
 
 
 def rung_scores(study: optuna.Study, step: int, but: int | None = None) -> list[float]:
@@ -51,3 +64,30 @@ def rung_scores(study: optuna.Study, step: int, but: int | None = None) -> list[
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
     return [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=states)
             if t.number != but and step in t.intermediate_values]
+
+
+def late_promotions(trials: list[FrozenTrial], step: int, eta: float = REDUCTION_FACTOR) -> list[FrozenTrial]:
+    """ASHA's late promotion: the trials screened out at cheap rung `step` whose score now ranks among the
+    rung's best 1/eta (more scores have come in since they finished, and the rung keeps more of them), and
+    whose candidate no trial trains on yet."""
+    scores = sorted((t.intermediate_values[step] for t in trials
+                     if t.state != TrialState.FAIL and step in t.intermediate_values), reverse=True)
+    keep = int(len(scores) // eta)
+    if keep == 0:
+        return []
+    taken = {p[0] for t in trials if (p := promotion_of(t)) is not None}
+    return [t for t in trials if t.state == TrialState.PRUNED and t.last_step == step and t.number not in taken
+            and outcome_of(t) == Outcome.SCREENED and t.intermediate_values[step] >= scores[keep - 1]]
+
+
+def queue_late_promotions(study: optuna.Study, step: int, eta: float, storage: optuna.storages.BaseStorage,
+                          url: str | None) -> list[int]:
+    """Queue each late promotion at rung `step` (`late_promotions`) as a trial of the same parameters that
+    starts at the next rung (`record.promoted_as`); returns the screened trials' numbers. Read and queued
+    under the study's lock (`exclusive`), so workers finishing the rung together queue each candidate once.
+    A queued trial runs before any new candidate is drawn (Optuna takes waiting trials first)."""
+    with exclusive(storage, url, study.study_name):
+        promotions = late_promotions(study.get_trials(deepcopy=False), step, eta)
+        for trial in promotions:
+            study.enqueue_trial(trial.params, user_attrs=promoted_as(trial.number, step + 1))
+    return [t.number for t in promotions]

@@ -19,6 +19,8 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
                      + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
+    if queued := sum(r.promoted_from is not None and r.started is None for r in records):
+        lines.append(f"{queued} late promotion(s) queued, not trained yet: continuing the study trains them first")
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])

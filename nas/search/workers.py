@@ -40,7 +40,7 @@ from ..store.storage import local_file, open_storage, retry_seconds, storage_fai
 from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
 from .objective import BEST, Progress, budget_screen, make_objective
-from .pruner import RungPruner
+from .pruner import RungPruner, queue_late_promotions
 from .sampler import BudgetAwareTPESampler
 from .signals import Interrupted, interruptible, on_signals
 
@@ -65,6 +65,7 @@ class Job:
     rungs: tuple[tuple[int, int], ...] = ()  # the cheap rungs (epochs, images), cheapest first
     rung_unit: str = "images"  # what the cheap rungs count: images or optimiser steps (nas.fidelity.rung_images)
     eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
+    hold: bool = False  # the rungs wait for eta scores, then promote late (nas.search.pruner.holds)
     index: int = 0
     workers: int = 1
     threads: int | None = None
@@ -127,12 +128,14 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
                                           seed=sampler_seed(job.seed, len(study.trials), job.index),
                                           multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
-    study.pruner = RungPruner(len(cheap_rungs), job.eta)
+    study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold)
+    promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage))
+               if job.hold and cheap_rungs else None)
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
     progress.best = study_best(study)
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
-                               cheap_rungs=cheap_rungs, rung_unit=job.rung_unit)
+                               cheap_rungs=cheap_rungs, rung_unit=job.rung_unit, promote=promote)
     after_trial = trial_ended(progress, Path(job.out), in_flight)
     start = time.perf_counter()
     heal(study, in_flight)

@@ -32,7 +32,7 @@ class Outcome(str, Enum):
 
     COMPLETE = "complete"  # trained for every epoch; its value is the final-epoch validation accuracy
     PRUNED = "pruned"  # stopped by the median rule after some epochs of its full training
-    SCREENED = "screened"  # not promoted past a cheap rung: never trained at full fidelity
+    SCREENED = "screened"  # not promoted past a cheap rung when it got there (a late promotion may go on)
     REJECTED = "rejected"  # >= budget by fvcore's count: never trained
     DIVERGED = "diverged"  # its loss became NaN/inf or exploded
     FAILED = "failed"  # an error in the trial
@@ -105,13 +105,14 @@ def rung_attr(k: int) -> str:
     return f"rung{k}_val_acc"
 
 
-def record_rungs(trial: optuna.Trial, scores: list[RungScore]) -> None:
-    """The scores at the cheap rungs so far (each also reported to Optuna at its rung's step, which the pruner
-    reads). The latest is also a number of its own (`rung_attr`), a target of optuna-dashboard's history plot."""
+def record_rungs(trial: optuna.Trial, scores: list[RungScore], first: int = 0) -> None:
+    """The scores at the cheap rungs so far, from rung `first` (counted from 0: a late promotion starts above
+    0), each also reported to Optuna at its rung's step, which the pruner reads. The latest is also a number of
+    its own (`rung_attr`), a target of optuna-dashboard's history plot."""
     trial.set_user_attr("rungs", [{**s.fidelity.to_dict(), "val_acc": s.val_acc, "seconds": round(s.seconds, 3)}
                                   for s in scores])
     if scores:
-        trial.set_user_attr(rung_attr(len(scores)), scores[-1].val_acc)
+        trial.set_user_attr(rung_attr(first + len(scores)), scores[-1].val_acc)
 
 
 def record_epochs(trial: optuna.Trial, seconds: list[float]) -> None:
@@ -145,6 +146,18 @@ def record_retry(failed: int) -> dict[str, Any]:
 def queued_as(name: str) -> dict[str, str]:
     """The user attributes of a trial queued as a known design (`study.enqueue_trial(..., user_attrs=...)`)."""
     return {"warm_start": name}
+
+
+def promoted_as(screened: int, rung: int) -> dict[str, int]:
+    """The user attributes of a trial queued as the late promotion of trial `screened` (screened out at cheap
+    rung `rung` - 1, counted from 0): it trains the same candidate from rung `rung` on."""
+    return {"promoted_from": screened, "start_rung": rung}
+
+
+def promotion_of(trial: FrozenTrial | optuna.Trial) -> tuple[int, int] | None:
+    """(the screened trial, the rung it starts at) of a late promotion (`promoted_as`), or None."""
+    attrs = trial.user_attrs
+    return (attrs["promoted_from"], attrs["start_rung"]) if "promoted_from" in attrs else None
 
 
 def optuna_state(outcome: Outcome) -> TrialState:
@@ -199,6 +212,7 @@ class TrialRecord:
     worker: Worker | None = None
     retry_of: int | None = None  # the trial whose worker died, whose parameters this one trains again
     warm_start: str | None = None  # the known design (reference or named spec file) this trial was queued as
+    promoted_from: int | None = None  # the screened-out trial whose candidate this late promotion trains on
     ram_int8: int | None = None  # peak activation RAM of one inference, bytes (nas.cost.peak_ram); None: not recorded
     ram_float32: int | None = None  # (trials of studies made before device budgets)
     flash_int8: int | None = None  # bytes of the int8 model (nas.cost.flash_int8)
@@ -239,6 +253,7 @@ def read_trial(trial: FrozenTrial) -> TrialRecord:
         rungs=tuple(_rung(r) for r in attrs.get("rungs") or ()),
         started=trial.datetime_start, finished=trial.datetime_complete, worker=_worker(attrs.get("worker")),
         retry_of=retry_of(trial), warm_start=warm_start_of(trial),
+        promoted_from=(promotion_of(trial) or (None,))[0],
         ram_int8=attrs.get("ram_int8"), ram_float32=attrs.get("ram_float32"), flash_int8=attrs.get("flash_int8"),
         over_budget=tuple(_overrun(o) for o in attrs.get("over_budget") or ()))
 
