@@ -17,12 +17,13 @@ from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
 from nas.fidelity import ladder, parse_rung, rung_images
-from nas.search.pruner import RungPruner, promoted
+from nas.search.pruner import RungPruner, holds, late_promotions, promoted, queue_late_promotions
+from nas.search.summary import summary
 from nas.report.figures import rungs_figure, tradeoff_figure
 from nas.search.finalists import pending, reevaluate, seeds_of
 from nas.fidelity import Fidelity
-from nas.store.record import (Outcome, StudySettings, queued_as, read_reevaluations, read_trials, record_reevaluation,
-                              rung_attr, write_settings)
+from nas.store.record import (Outcome, StudySettings, promotion_of, queued_as, read_reevaluations, read_trials,
+                              record_reevaluation, rung_attr, write_settings)
 from nas.store.winner import select_winner, write_best
 from nas.search.objective import Progress, make_objective
 from nas.space import load_space
@@ -81,6 +82,12 @@ def test_promotion_keeps_the_best_third_so_far():
     assert promoted(65.0, [70.0, 60.0, 50.0, 40.0, 30.0])  # 6 scores: the best 2 go on
     assert not promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0])
     assert promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0], eta=2)  # best 3 of 6
+    # holding, a rung promotes nobody before it has eta scores, then as before
+    assert not promoted(50.0, [], hold=True) and not promoted(70.0, [60.0], hold=True)
+    assert promoted(70.0, [60.0, 50.0], hold=True) and not promoted(60.0, [70.0, 50.0], hold=True)
+    assert promoted(65.0, [70.0, 60.0, 50.0, 40.0, 30.0], hold=True)
+    # runs that can wait: unlimited, or enough trials for late promotions up every cheap rung
+    assert holds(None, 2) and holds(27, 2) and not holds(26, 2) and holds(9, 1) and not holds(None, 0)
 
 
 def test_the_pruner_compares_one_step_at_a_time():
@@ -118,6 +125,35 @@ def test_a_warm_start_climbs_every_cheap_rung():
     drawn = study.ask()  # a drawn one with the same score is screened out
     drawn.report(95.4, 0)
     assert drawn.should_prune()
+
+
+def screened(study: optuna.Study, score: float, step: int = 0) -> optuna.trial.FrozenTrial:
+    """A drawn trial screened out at cheap rung `step` with `score`, as the objective leaves one."""
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("outcome", Outcome.SCREENED.value)
+    trial.report(score, step)
+    return study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+
+
+def test_a_held_candidate_is_promoted_late_once_the_rung_ranks_it_and_only_once():
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2, hold=True))
+    best = screened(study, 90.0)  # alone at rung 0: held
+    screened(study, 50.0)
+    assert late_promotions(study.trials, 0) == []  # two scores: no best third yet
+    screened(study, 60.0)
+    assert [t.number for t in late_promotions(study.trials, 0)] == [best.number]
+    assert late_promotions(study.trials, 1) == []
+    assert queue_late_promotions(study, 0, 3, None, None) == [best.number]
+    assert queue_late_promotions(study, 0, 3, None, None) == []  # queued already: never twice
+    (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert promotion_of(waiting) == (best.number, 1)
+    assert "1 late promotion(s) queued, not trained yet" in summary(study)
+    again = study.ask()  # the queued trial runs first, with the held candidate's parameters
+    assert again.number == waiting.number and again.suggest_float("x", 0, 1) == best.params["x"]
+    # three more scores, all below 60: the rung keeps 2 of 6, so the 60 held since is promoted late too
+    for score in (55.0, 40.0, 30.0):
+        screened(study, score)
+    assert [t.number for t in late_promotions(study.trials, 0)] == [2]
 
 
 def test_rungs_in_steps_give_every_batch_size_the_same_optimiser_steps():
@@ -161,6 +197,41 @@ def climbed():
                                trainer=stand_in(calls), cheap_rungs=CHEAP)
     study.optimize(objective, n_trials=30)
     return study, calls
+
+
+def test_a_search_that_holds_promotes_late_and_trains_each_promotion_from_the_rung_above(tmp_path):
+    calls: list = []
+    space = load_space(TINY)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=RungPruner(len(CHEAP), hold=True))
+    objective = make_objective(space, fake_data(), BUDGET, FULL.epochs, 0, Progress(True, None, None, FULL.epochs),
+                               trainer=stand_in(calls), cheap_rungs=CHEAP,
+                               promote=lambda step: queue_late_promotions(study, step, 3, None, None))
+    study.optimize(objective, n_trials=40)
+    records = {r.number: r for r in read_trials(study)}
+    trained_at: dict[int, list[Fidelity]] = {}
+    for code, images, epochs, seed in calls:
+        trained_at.setdefault(seed, []).append(Fidelity(epochs, images))
+    late = [r for r in records.values() if r.promoted_from is not None]
+    assert late and any(r.outcome == Outcome.COMPLETE for r in late)
+    for r in late:
+        held = records[r.promoted_from]
+        start = promotion_of(study.trials[r.number])[1]
+        assert held.outcome == Outcome.SCREENED and held.rungs[-1].fidelity == CHEAP[start - 1]
+        assert study.trials[held.number].last_step == start - 1
+        assert study.trials[r.number].params == study.trials[held.number].params and held.code == r.code
+        if r.number in trained_at:  # run (not still queued): from the rung above the held one's, no lower
+            assert trained_at[r.number][0] == (*CHEAP, FULL)[start] == (r.rungs[0].fidelity if r.rungs else FULL)
+            # its first step: the rung's, or epoch 1 of the full training (step K + 1)
+            assert min(study.trials[r.number].intermediate_values) == (start if start < len(CHEAP) else start + 1)
+            if r.rungs:
+                assert rung_attr(start + 1) in study.trials[r.number].user_attrs
+    assert len({r.promoted_from for r in late}) == len(late)  # each held candidate promoted once
+    # the first score at each rung is held, not promoted on its own; and at the end nothing promotable is left
+    for k in range(len(CHEAP)):
+        first = min(n for n, t in enumerate(study.trials) if k in t.intermediate_values)
+        assert study.trials[first].last_step == k and records[first].outcome == Outcome.SCREENED
+        assert late_promotions(study.trials, k) == []
 
 
 def test_each_trial_records_its_rungs_and_the_fidelity_it_reached(climbed):

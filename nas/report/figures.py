@@ -217,6 +217,7 @@ def rungs_figure(records: list[TrialRecord]) -> go.Figure:
     rungs = sorted({s.fidelity for r in records for s in r.rungs}, key=lambda f: f.cost)
     fig = make_subplots(rows=1, cols=len(rungs), subplot_titles=[f"rung {k + 1}: {f}" for k, f in enumerate(rungs)],
                         horizontal_spacing=0.08)
+    late = {r.promoted_from for r in records if r.promoted_from is not None}  # screened, promoted later
     for col, rung in enumerate(rungs, 1):
         went_on: list[tuple[int, float, int]] = []
         stopped: list[tuple[int, float, int]] = []
@@ -224,8 +225,9 @@ def rungs_figure(records: list[TrialRecord]) -> go.Figure:
             k = next((i for i, s in enumerate(r.rungs) if s.fidelity == rung), None)
             if k is None or r.params is None:
                 continue
-            # promoted: it has a score at a later rung, or reached the full training
-            on = k + 1 < len(r.rungs) or bool(r.curve) or r.outcome == Outcome.COMPLETE
+            # promoted: it has a score at a later rung, reached the full training, or was promoted late from here
+            on = (k + 1 < len(r.rungs) or bool(r.curve) or r.outcome == Outcome.COMPLETE
+                  or (r.number in late and k + 1 == len(r.rungs)))
             (went_on if on else stopped).append((r.params, r.rungs[k].val_acc, r.number))
         for pts, name, color in ((stopped, "not promoted", COLORS[Outcome.SCREENED]),
                                  (went_on, "promoted to the next rung", COLORS[Outcome.COMPLETE])):

@@ -28,7 +28,7 @@ DEFAULT_NAME = "trials.csv"  # beside report.html
 FIELDS = ("number", "outcome", "val_acc", "last_val_acc", "last_epoch", "params", "macs", "ram_int8", "ram_float32",
           "flash_int8", "over_budget", "code",
           "epochs", "train_images", "rungs", "seconds", "train_seconds", "started", "finished", "host",
-          "warm_start", "retry_of", "finalist_mean", "finalist_std", "finalist_min", "finalist_seeds")
+          "warm_start", "retry_of", "promoted_from", "finalist_mean", "finalist_std", "finalist_min", "finalist_seeds")
 
 
 def _cell(value: Any) -> str:
@@ -65,6 +65,7 @@ def row(r: TrialRecord, again: Reevaluation | None = None) -> dict[str, Any]:
         "started": r.started.isoformat(sep=" ", timespec="seconds") if r.started else None,
         "finished": r.finished.isoformat(sep=" ", timespec="seconds") if r.finished else None,
         "host": r.worker.host if r.worker else None, "warm_start": r.warm_start, "retry_of": r.retry_of,
+        "promoted_from": r.promoted_from,
         "finalist_mean": round(again.mean, 4) if again else None,
         "finalist_std": round(again.std, 4) if again else None,
         "finalist_min": min(again.val_accs.values()) if again else None,

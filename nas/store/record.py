@@ -135,7 +135,7 @@ def record_outcome(trial: optuna.Trial, outcome: Outcome) -> None:
 
 # what a trial queued again (heartbeat.retry_trial) keeps of the failed one's user attributes: what the
 # trial is, not what its run measured
-RETRY_KEPT = ("warm_start",)
+RETRY_KEPT = ("warm_start", "promoted_from", "start_rung")
 
 
 def record_retry(failed: int) -> dict[str, Any]:
