@@ -59,19 +59,25 @@ class RungPruner(optuna.pruners.BasePruner):
         return not promoted(score, rung_scores(study, step, trial.number), self.eta, self.hold)
 
 
+RANKED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # whose rung scores count: finished or running
+
+
+def scores_at(trials: list[FrozenTrial], step: int, but: int | None = None) -> list[float]:
+    """The scores `trials` (but trial `but`) reported at one step (one rung), finished or still running."""
+    return [t.intermediate_values[step] for t in trials
+            if t.state in RANKED and t.number != but and step in t.intermediate_values]
+
+
 def rung_scores(study: optuna.Study, step: int, but: int | None = None) -> list[float]:
     """The scores other trials reported at one step (one rung): finished or still running."""
-    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return [t.intermediate_values[step] for t in study.get_trials(deepcopy=False, states=states)
-            if t.number != but and step in t.intermediate_values]
+    return scores_at(study.get_trials(deepcopy=False, states=RANKED), step, but)
 
 
 def late_promotions(trials: list[FrozenTrial], step: int, eta: float = REDUCTION_FACTOR) -> list[FrozenTrial]:
     """ASHA's late promotion: the trials screened out at cheap rung `step` whose score now ranks among the
     rung's best 1/eta (more scores have come in since they finished, and the rung keeps more of them), and
     whose candidate no trial trains on yet."""
-    scores = sorted((t.intermediate_values[step] for t in trials
-                     if t.state != TrialState.FAIL and step in t.intermediate_values), reverse=True)
+    scores = sorted(scores_at(trials, step), reverse=True)
     keep = int(len(scores) // eta)
     if keep == 0:
         return []
