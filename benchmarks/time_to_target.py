@@ -6,12 +6,12 @@ final epoch) at or above the target. The search is stopped there, or at the cap 
 No finalists: the question is how soon a good enough candidate is found, not which one wins.
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
-        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--out studies/time_to_target]
+        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...] [--out studies/time_to_target]
         [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
-default without warm start. `--jobs` and `--space` are given to the new variants' command (default: the
+default without warm start. `--jobs`, `--space` and `--rungs` are given to the new variants' command (default: the
 command's own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
 complete trial within the cap (its validation accuracy, number, minute and design); never
@@ -78,10 +78,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
     folder.mkdir(parents=True)
     study = f"ttt-{name}"
-    new = name != "old"  # --jobs and --space are the new variants' settings
+    new = name != "old"  # --jobs, --space and --rungs are the new variants' settings
     jobs = args.jobs if new and args.jobs else 1
     flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
-             + (["--space", args.space] if new and args.space else []))
+             + (["--space", args.space] if new and args.space else [])
+             + (["--rungs", *args.rungs] if new and args.rungs else []))
     # several workers share a journal file, as the search's own default storage does for --jobs > 1
     storage = str(folder / "study.journal") if jobs > 1 else f"sqlite:///{folder / 'study.db'}"
     command = [sys.executable, "-m", "nas.search", "--budget", str(args.budget), "--study", study,
@@ -128,6 +129,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, help="worker processes of the new variants' search (default: its own, 1)")
     p.add_argument("--space", help="the new variants' search space (default: the command's default)")
+    p.add_argument("--rungs", nargs="+", metavar="EPOCHSxIMAGES",
+                   help="the new variants' cheap rungs (default: the command's own ladder)")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
