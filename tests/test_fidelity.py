@@ -147,7 +147,9 @@ def test_a_held_candidate_is_promoted_late_once_the_rung_ranks_it_and_only_once(
     assert queue_late_promotions(study, 0, 3, None, None) == []  # queued already: never twice
     (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert promotion_of(waiting) == (best.number, 1)
-    assert "1 late promotion(s) queued, not trained yet" in summary(study)
+    said = summary(study)
+    assert "1 late promotion(s) queued, not trained yet" in said
+    assert "0 running, 1 queued" in said.splitlines()[0]  # waiting to run is not running
     again = study.ask()  # the queued trial runs first, with the held candidate's parameters
     assert again.number == waiting.number and again.suggest_float("x", 0, 1) == best.params["x"]
     # three more scores, all below 60: the rung keeps 2 of 6, so the 60 held since is promoted late too

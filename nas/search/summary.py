@@ -13,14 +13,17 @@ from ..store.record import Outcome, read_trials, trained_per_fidelity
 
 def summary(study: optuna.Study, top: int = 10) -> str:
     records = read_trials(study)
+    waiting = [r for r in records if r.outcome == Outcome.RUNNING and r.started is None]  # queued, not started
     counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
+    counts[Outcome.RUNNING] -= len(waiting)
     lines = [f"study {study.study_name}: {len(records)} trials: "
-             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)]
+             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)
+             + (f", {len(waiting)} queued" if waiting else "")]
     if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
                      + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
-    if queued := sum(r.promoted_from is not None and r.started is None for r in records):
-        lines.append(f"{queued} late promotion(s) queued, not trained yet: continuing the study trains them first")
+    if promotions := sum(r.promoted_from is not None for r in waiting):
+        lines.append(f"{promotions} late promotion(s) queued, not trained yet: continuing the study trains them first")
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])
