@@ -1,18 +1,19 @@
 """Time to target: wall time until a search holds a full-fidelity candidate with >= TARGET % validation accuracy.
 
-Runs `nas search` as a user would, in a fresh studies folder per variant, and watches its study: the
-time to target is from the command's start to the end of the first complete trial (full fidelity,
-final epoch) at or above the target. The search is stopped there, or at the cap (reported as "> cap").
+Runs `nas search` as a user would, with the code of the checkout this script is in (a worktree's script
+measures that worktree, wherever it is started from), in a fresh studies folder per variant, and watches
+its study: the time to target is from the command's start to the end of the first complete trial (full
+fidelity, final epoch) at or above the target. The search is stopped there, or at the cap (reported as "> cap").
 No finalists: the question is how soon a good enough candidate is found, not which one wins.
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
-        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...] [--out studies/time_to_target]
-        [--device auto] [--data-dir ...]
+        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...]
+        [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
-default without warm start. `--jobs`, `--space` and `--rungs` are given to the new variants' command (default: the
-command's own defaults).
+default without warm start. `--jobs`, `--space` and `--rungs` are given to the new variants' command
+(default: the command's own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
 complete trial within the cap (its validation accuracy, number, minute and design); never
 run two variants, or anything else CPU-heavy, at the same time on one machine.
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import optuna
 
@@ -41,6 +43,9 @@ VARIANTS = {
     "new-no-warm": ["--no-warm-start"],
 }
 POLL_SECONDS = 10
+# the checkout this script belongs to: the search runs there, so `python -m nas.search` measures this
+# checkout's code (a `-m` module is found in the working directory before PYTHONPATH and installs)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def complete(records: list[TrialRecord]) -> list[TrialRecord]:
@@ -72,28 +77,43 @@ def poll(study: str, storage: str) -> list[TrialRecord]:
         return []
 
 
-def run_variant(name: str, args: argparse.Namespace) -> dict:
-    folder = args.out / f"{name}-seed{args.seed}"
-    if folder.exists():
-        raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
-    folder.mkdir(parents=True)
+class Search(NamedTuple):
+    command: list[str]  # every path in it absolute: it runs in ROOT
+    study: str
+    storage: str
+    flags: list[str]  # the variant's own flags, as recorded
+
+
+def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
+    """The `nas search` command of one variant, with its study, storage and flags."""
     study = f"ttt-{name}"
     new = name != "old"  # --jobs, --space and --rungs are the new variants' settings
     jobs = args.jobs if new and args.jobs else 1
+    space = str(Path(args.space).resolve()) if args.space and Path(args.space).is_file() else args.space
     flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
-             + (["--space", args.space] if new and args.space else [])
+             + (["--space", space] if new and space else [])
              + (["--rungs", *args.rungs] if new and args.rungs else []))
+    folder = folder.resolve()
     # several workers share a journal file, as the search's own default storage does for --jobs > 1
     storage = str(folder / "study.journal") if jobs > 1 else f"sqlite:///{folder / 'study.db'}"
     command = [sys.executable, "-m", "nas.search", "--budget", str(args.budget), "--study", study,
                "--storage", storage, "--studies-dir", str(folder), "--timeout", str(args.cap_minutes * 60),
                "--seed", str(args.seed), "--finalists", "0", "--device", args.device, "-q", "--no-report",
-               *(["--data-dir", args.data_dir] if args.data_dir else []), *flags]
+               *(["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []), *flags]
+    return Search(command, study, storage, flags)
+
+
+def run_variant(name: str, args: argparse.Namespace) -> dict:
+    folder = args.out / f"{name}-seed{args.seed}"
+    if folder.exists():
+        raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
+    folder.mkdir(parents=True)
+    command, study, storage, flags = search_command(name, args, folder)
     load_before = os.getloadavg()[0]
     started = datetime.datetime.now()
     clock = time.perf_counter()
     with open(folder / "search.log", "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         hit = None
         while proc.poll() is None:
             time.sleep(POLL_SECONDS)

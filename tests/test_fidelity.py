@@ -5,8 +5,10 @@ comparison across fidelities anywhere (the pruner, the best trial, best.json, th
 figure) would show up as a cheap score where a full one belongs.
 """
 
+import argparse
 import importlib.util
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -401,9 +403,7 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
 def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_images_and_in_steps(capsys):
     """benchmarks/fidelity_rank.py's table, on rows as the script writes them: a fidelity that one candidate lacks
     (measured for the others only) is left out, not a crash; one counted in steps costs its mean images."""
-    found = importlib.util.spec_from_file_location("fidelity_rank", ROOT / "benchmarks" / "fidelity_rank.py")
-    fidelity_rank = importlib.util.module_from_spec(found)
-    found.loader.exec_module(fidelity_rank)
+    fidelity_rank = benchmark("fidelity_rank")
     full = [90.0, 95.0, 97.0, 98.0]
     rows = [{"full_curve": [score - 10 + i, score], "train_images": 1000, "1x100": score, "1x100s": 100 - score,
              "1x100s_images": 50 * (i + 1), "1x300": score} for i, score in enumerate(full)]
@@ -415,12 +415,41 @@ def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_image
                      "epoch 1 of the full run": ["50.0%", "1.000", "1.000"]}
 
 
+def benchmark(name: str):
+    """A script of benchmarks/, loaded as a module."""
+    found = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
+
+
+def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(tmp_path, monkeypatch):
+    """From another folder (a worktree's script run elsewhere), the search still runs the script's own checkout:
+    the command runs in ROOT, so every path the user gave relative to where they stand is made absolute."""
+    time_to_target = benchmark("time_to_target")
+    assert time_to_target.ROOT == ROOT
+    monkeypatch.chdir(tmp_path)
+    here = tmp_path.resolve()
+    args = argparse.Namespace(budget=8000, cap_minutes=45, seed=2, device="auto", data_dir="data", jobs=2,
+                              space="mnist_focused", rungs=["2x11000", "5x55000"])
+    command, study, storage, flags = time_to_target.search_command("new-no-warm", args, Path("out/seed2"))
+    after = lambda flag: command[command.index(flag) + 1]  # noqa: E731
+    assert (after("--studies-dir"), after("--data-dir")) == (str(here / "out/seed2"), str(here / "data"))
+    assert storage == after("--storage") == str(here / "out/seed2/study.journal") and study == "ttt-new-no-warm"
+    assert flags == ["--no-warm-start", "--jobs", "2", "--space", "mnist_focused", "--rungs", "2x11000", "5x55000"]
+    assert command[-len(flags):] == flags
+    (tmp_path / "mine.yaml").write_text("name: mine\n")  # a space file named relative to here: made absolute
+    args.space = "mine.yaml"
+    assert time_to_target.search_command("new", args, Path("o")).flags[-4] == str(here / "mine.yaml")
+    old = time_to_target.search_command("old", args, Path("o"))  # the old variant: its own space, one process
+    assert old.flags == ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"]
+    assert old.storage == f"sqlite:///{here / 'o' / 'study.db'}"
+
+
 def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_cap(crafted):
     """benchmarks/time_to_target.py's `best_within`: a trial that ended after the cap does not count; `reached`:
     the first complete trial at or above the target."""
-    found = importlib.util.spec_from_file_location("time_to_target", ROOT / "benchmarks" / "time_to_target.py")
-    time_to_target = importlib.util.module_from_spec(found)
-    found.loader.exec_module(time_to_target)
+    time_to_target = benchmark("time_to_target")
     records = read_trials(crafted)
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: r.finished)
     assert len(complete) >= 2 and complete[-1].value != complete[0].value
