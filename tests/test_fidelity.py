@@ -149,6 +149,7 @@ def test_a_held_candidate_is_promoted_late_once_the_rung_ranks_it_and_only_once(
     assert queue_late_promotions(study, 0, 3, None, None) == []  # queued already: never twice
     (waiting,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert promotion_of(waiting) == (best.number, 1)
+    assert read_trials(study)[waiting.number].outcome == Outcome.QUEUED
     said = summary(study)
     assert "1 late promotion(s) queued, not trained yet" in said
     assert "0 running, 1 queued" in said.splitlines()[0]  # waiting to run is not running

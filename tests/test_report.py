@@ -277,6 +277,29 @@ def test_young_studies_give_a_page_that_says_so(kinds, says):
     assert "not drawn" not in page  # every missing figure is explained, none failed
 
 
+def test_a_queued_trial_is_said_queued_not_running(tmp_path):
+    """A trial enqueued for a worker (a warm start, a late promotion, a retry) has not started: the page, its
+    counts and trials.csv call it queued, and nothing draws it as running."""
+    from nas.report.trials_csv import write_csv
+    from nas.store.record import queued_as
+
+    space = load_space(TINY)
+    study = optuna.create_study(direction="maximize")
+    write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=1))
+    trial = study.ask()
+    record_candidate(trial, space.sample(trial), 1000, 10_000, Fidelity(1, 512))
+    record_outcome(trial, Outcome.COMPLETE)
+    trial.report(90.0, 1)
+    study.tell(trial, 98.5)
+    study.enqueue_trial({}, user_attrs=queued_as("4_final"))
+    assert [r.outcome for r in read_trials(study)] == [Outcome.COMPLETE, Outcome.QUEUED]
+    page = build_report(study)
+    assert "0 running, 1 queued" in page and "1 trial(s) queued, not started yet" in page
+    assert "marked running" not in page
+    rows = write_csv(study, tmp_path / "trials.csv").read_text().splitlines()
+    assert rows[2].startswith("1,queued,")
+
+
 def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monkeypatch, capsys, cli):
     db = tmp_path / "copy.db"
     shutil.copy(crafted_db, db)

@@ -347,7 +347,7 @@ def test_a_dead_workers_trial_is_queued_again_once_with_what_it_is_not_what_it_m
     assert heal(study) == [0]
     dead, retry = read_trials(study)
     assert dead.outcome == Outcome.INTERRUPTED
-    assert retry.outcome == Outcome.RUNNING and retry.retry_of == 0 and retry.warm_start == "4_final"
+    assert retry.outcome == Outcome.QUEUED and retry.retry_of == 0 and retry.warm_start == "4_final"
     assert retry.epoch_seconds == () and retry.worker is None
     assert study.trials[1].params == {"x": 0.5} and study.trials[1].state == TrialState.WAITING
     again = study.ask()  # the retry is what runs next, with the dead trial's parameters

@@ -25,7 +25,7 @@ from ..store.record import FinalistRun, Outcome, TrialRecord
 FINALIST_COLOR = "#17becf"  # the finalists' trainings with new seeds (not trials: no outcome of their own)
 COLORS = {Outcome.COMPLETE: "#1f77b4", Outcome.PRUNED: "#8c8c8c", Outcome.REJECTED: "#d62728",
           Outcome.DIVERGED: "#9467bd", Outcome.FAILED: "#111111", Outcome.INTERRUPTED: "#8c564b",
-          Outcome.RUNNING: "#2ca02c", Outcome.SCREENED: "#bcbd22"}
+          Outcome.RUNNING: "#2ca02c", Outcome.QUEUED: "#98df8a", Outcome.SCREENED: "#bcbd22"}
 PARETO_COLOR = "#ff7f0e"
 # Learning curves: each outcome keeps its colour family, and each trial gets its own shade in it,
 # so one curve can be followed through the others.
@@ -101,7 +101,8 @@ PLACED = {  # outcome -> (legend, marker) for candidates drawn at an accuracy
 }
 LANE = {Outcome.REJECTED: "rejected: ≥ budget, never trained", Outcome.DIVERGED: "diverged",
         Outcome.FAILED: "failed", Outcome.INTERRUPTED: "interrupted, no epoch",
-        Outcome.RUNNING: "running, no epoch yet", Outcome.PRUNED: "pruned, no epoch",
+        Outcome.RUNNING: "running, no epoch yet", Outcome.QUEUED: "queued: not started yet",
+        Outcome.PRUNED: "pruned, no epoch",
         Outcome.SCREENED: "screened out at a cheap rung: no full-fidelity accuracy",
         Outcome.COMPLETE: "complete, no epoch"}
 

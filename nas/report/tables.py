@@ -73,6 +73,9 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
     if counts[Outcome.RUNNING]:
         notice += (f" {counts[Outcome.RUNNING]} trial(s) marked running: still training, or left so by a search "
                    "that was stopped (their time counts up to now).")
+    if counts[Outcome.QUEUED]:
+        notice += (f" {counts[Outcome.QUEUED]} trial(s) queued, not started yet (warm starts, late promotions or the "
+                   "retries of dead workers' trials): continuing the study trains them first.")
     return (f'<table class="summary">{body}</table>'
             + (f'<p class="notice">{html.escape(notice.strip())}</p>' if notice else ""))
 

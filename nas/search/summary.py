@@ -13,16 +13,13 @@ from ..store.record import Outcome, read_trials, trained_per_fidelity
 
 def summary(study: optuna.Study, top: int = 10) -> str:
     records = read_trials(study)
-    waiting = [r for r in records if r.outcome == Outcome.RUNNING and r.started is None]  # queued, not started
     counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
-    counts[Outcome.RUNNING] -= len(waiting)
     lines = [f"study {study.study_name}: {len(records)} trials: "
-             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k != Outcome.INTERRUPTED)
-             + (f", {len(waiting)} queued" if waiting else "")]
+             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k not in (Outcome.INTERRUPTED, Outcome.QUEUED))]
     if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
                      + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
-    if promotions := sum(r.promoted_from is not None for r in waiting):
+    if promotions := sum(r.promoted_from is not None for r in records if r.outcome == Outcome.QUEUED):
         lines.append(f"{promotions} late promotion(s) queued, not trained yet: continuing the study trains them first")
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
@@ -38,7 +35,7 @@ def summary(study: optuna.Study, top: int = 10) -> str:
 
 
 def rejection_report(study: optuna.Study, first: int = 20) -> str:
-    records = [r for r in read_trials(study) if r.outcome != Outcome.RUNNING]
+    records = [r for r in read_trials(study) if r.outcome not in (Outcome.RUNNING, Outcome.QUEUED)]
     rejected = [r.outcome == Outcome.REJECTED for r in records]
     text = f"rejected before training: {sum(rejected)} of {len(records)} candidates ({_percent(rejected)})"
     if len(records) > first:

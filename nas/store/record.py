@@ -38,6 +38,7 @@ class Outcome(str, Enum):
     FAILED = "failed"  # an error in the trial
     INTERRUPTED = "interrupted"  # stopped by a signal, or its worker died
     RUNNING = "running"  # still training (or left so by a search that was killed)
+    QUEUED = "queued"  # waiting for a worker: a warm start, a late promotion or a dead worker's retry
 
 
 # how each outcome is stored in Optuna's own states
@@ -184,7 +185,9 @@ def outcome_of(trial: FrozenTrial) -> Outcome:
     told = trial.user_attrs.get("outcome")
     if trial.state == TrialState.COMPLETE:
         return Outcome.COMPLETE
-    if trial.state in (TrialState.RUNNING, TrialState.WAITING):
+    if trial.state == TrialState.WAITING:
+        return Outcome.QUEUED
+    if trial.state == TrialState.RUNNING:
         return Outcome.RUNNING
     if trial.state == TrialState.FAIL:  # a trial still 'running' when it failed lost its worker
         return Outcome.INTERRUPTED if told in (Outcome.INTERRUPTED.value, Outcome.RUNNING.value) else Outcome.FAILED
