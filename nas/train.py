@@ -110,9 +110,10 @@ class FastDropout(nn.Dropout):
         if self.p == 1:
             return torch.zeros_like(x)
         n = x.numel()
-        words = torch.from_numpy(self.bits.random_raw((n + 3) // 4).view(np.int64)).to(x.device)
-        keep = words.view(torch.int16)[:n] >= round(self.p * 65536) - 32768  # uniform on [-32768, 32767]
-        mask = keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        # numpy compares and scales about 5x faster than torch's kernels for these dtypes on one CPU thread
+        draws = self.bits.random_raw((n + 3) // 4).view(np.int16)[:n]  # uniform on [-32768, 32767]
+        keep = draws >= round(self.p * 65536) - 32768
+        mask = torch.from_numpy(np.multiply(keep, np.float32(1.0 / (1.0 - self.p)))).to(x.device, x.dtype)
         if x.is_contiguous():
             mask = mask.view(x.shape)
         elif x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):  # mask in x's memory order
@@ -189,6 +190,21 @@ class WeightAverage:
 
 
 _heap_tuned = False
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """`x` (N, C, H, W) in channels-last memory order, with channels-last strides even for one channel.
+
+    For C = 1 both orders hold the same bytes, and `contiguous(memory_format=channels_last)` keeps the
+    NCHW strides; a convolution reads the layout from the strides, so a 1x1 conv on such an image writes
+    NCHW, and every layer up to the next multi-channel conv runs in NCHW, its backward converting layouts
+    (1.14x the epoch time of a design opening with a 1x1 conv, on one CPU thread). The strides are set
+    without a copy.
+    """
+    x = x.contiguous(memory_format=torch.channels_last)
+    if x.shape[1] == 1 and x.stride(1) != 1:
+        x = x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), x.stride(3)))
+    return x
 
 
 def _reuse_freed_memory() -> None:
@@ -305,8 +321,8 @@ def train(spec: Spec, data: Splits, *, epochs: int = 15, seed: int = 0,
                 for i in range(steps):
                     idx = order[i * batch:(i + 1) * batch]
                     x, y = augment(data.train.x[idx], spec.train, data.train.background), data.train.y[idx]
-                    if speed.channels_last:  # a no-op for 1-channel images, but keeps layouts explicit
-                        x = x.contiguous(memory_format=torch.channels_last)
+                    if speed.channels_last:
+                        x = channels_last(x)
                     with _autocast(device, speed.amp):
                         logits = forward(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=spec.train.label_smoothing)

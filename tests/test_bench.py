@@ -126,6 +126,34 @@ def test_speed_settings_per_device(small_data):
     assert speed_for("cuda", bf16=True).side_stream and not speed_for("cpu").side_stream
 
 
+def test_a_one_channel_image_reaches_a_first_1x1_conv_in_channels_last(small_data):
+    """A 1-channel batch has the same bytes in either order, and `contiguous(memory_format=channels_last)` keeps
+    its NCHW strides, from which a 1x1 conv chose NCHW for its output. The trainer gives it channels-last strides
+    (no copy), so a design opening with a 1x1 conv trains channels-last from its first layer."""
+    x = small_data.train.x[:8]
+    assert x.shape[1] == 1 and x.contiguous(memory_format=torch.channels_last).stride(1) != 1  # the trap
+    cl = nas.train.channels_last(x)
+    assert cl.stride(1) == 1 and cl.data_ptr() == x.data_ptr() and torch.equal(cl, x)
+    rgb = torch.rand(2, 3, 5, 5)
+    assert nas.train.channels_last(rgb).is_contiguous(memory_format=torch.channels_last)
+    opening = dataclasses.replace(CLASSIC.arch, kinds=(("conv1",) + CLASSIC.arch.kinds[0][1:], *CLASSIC.arch.kinds[1:]))
+    spec = dataclasses.replace(CLASSIC, arch=opening)
+    layouts = set()
+
+    def build_and_watch(s):
+        model = build(s)
+        model[0].register_forward_hook(  # the 1x1 conv: channels-last strides have the channel stride 1
+            lambda m, i, out: layouts.add("channels_last" if out.stride(1) == 1 else "NCHW") if m.training else None)
+        return model
+
+    data = Splits(Split(small_data.train.x[:128], small_data.train.y[:128]),
+                  Split(small_data.held_out.x[:64], small_data.held_out.y[:64]))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(nas.train, "build", build_and_watch)
+        train(spec, data, epochs=1, seed=0, speed=speed_for("cpu"))
+    assert layouts == {"channels_last"}
+
+
 def test_fast_dropout_has_dropouts_distribution_and_layout():
     torch.manual_seed(0)
     x = torch.rand(64, 16, 24, 24) + 1  # strictly positive, so a zero means dropped
