@@ -14,8 +14,9 @@ from ..store.record import Outcome, read_trials, trained_per_fidelity
 def summary(study: optuna.Study, top: int = 10) -> str:
     records = read_trials(study)
     counts = {k: sum(r.outcome == k for r in records) for k in Outcome}
+    rare = (Outcome.INTERRUPTED, Outcome.QUEUED)  # said only when there are some
     lines = [f"study {study.study_name}: {len(records)} trials: "
-             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k not in (Outcome.INTERRUPTED, Outcome.QUEUED))]
+             + ", ".join(f"{n} {k.value}" for k, n in counts.items() if n or k not in rare)]
     if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
                      + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
