@@ -110,7 +110,7 @@ class FastDropout(nn.Dropout):
         if self.p == 1:
             return torch.zeros_like(x)
         n = x.numel()
-        # numpy compares and scales about 5x faster than torch's kernels for these dtypes on one CPU thread
+        # numpy compares int16 and turns bools into floats 3-10x faster than torch on one CPU thread
         draws = self.bits.random_raw((n + 3) // 4).view(np.int16)[:n]  # uniform on [-32768, 32767]
         keep = draws >= round(self.p * 65536) - 32768
         mask = torch.from_numpy(np.multiply(keep, np.float32(1.0 / (1.0 - self.p)))).to(x.device, x.dtype)
