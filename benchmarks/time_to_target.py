@@ -69,6 +69,17 @@ def best_within(records: list[TrialRecord], started: datetime.datetime, cap_seco
             "params": best.params, "code": best.code}
 
 
+def worker_time(records: list[TrialRecord], started: datetime.datetime) -> dict:
+    """Where the workers' time went, from the trials' own records (training seconds, evaluations left out): the
+    cheap rungs, the full trainings, and each full training's start minute, epochs run and outcome."""
+    full = [r for r in records if r.epoch_seconds]
+    return {"cheap_rung_seconds": round(sum(s.seconds for r in records for s in r.rungs)),
+            "full_training_seconds": round(sum(sum(r.epoch_seconds) for r in full)),
+            "full_trainings": [{"trial": r.number, "outcome": r.outcome.value, "epochs": len(r.epoch_seconds),
+                                "value": r.value, "start_minute": round((r.started - started).total_seconds() / 60, 1)
+                                if r.started else None} for r in sorted(full, key=lambda r: r.number)]}
+
+
 def poll(study: str, storage: str) -> list[TrialRecord]:
     """The study's trials so far; none while it is not created yet or its database is busy (asked again later)."""
     try:
@@ -132,7 +143,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     result = {"variant": name, "flags": flags, "budget": args.budget, "target": args.target,
               "seed": args.seed, "seconds_to_target": seconds, "cap_seconds": args.cap_minutes * 60,
               "wall_seconds": wall, "trials": len(records), "trials_per_fidelity": per_fidelity,
-              "best_within_cap": best_within(records, started, args.cap_minutes * 60), "command": " ".join(command),
+              "best_within_cap": best_within(records, started, args.cap_minutes * 60),
+              "worker_time": worker_time(records, started), "command": " ".join(command),
               "load_before": load_before, "hardware": f"{cpu_model()}, {usable_cores()} cores",
               "started": started.isoformat(timespec="seconds")}
     with open(args.out / "results.jsonl", "a") as f:

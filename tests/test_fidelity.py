@@ -465,3 +465,10 @@ def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_ca
     assert time_to_target.reached(records, complete[0].value) <= complete[0].finished
     assert time_to_target.reached(records, top.value + 0.01) is None
     assert time_to_target.poll("no-such-study", str(ROOT / "no-such-folder" / "study.journal")) == []
+    spent = time_to_target.worker_time(records, started)  # the crafted rungs took 0.2 s each, epochs 0.5 s
+    assert spent["cheap_rung_seconds"] == round(0.2 * sum(len(r.rungs) for r in records))
+    trained = [r for r in records if r.epoch_seconds]
+    assert spent["full_training_seconds"] == round(0.5 * sum(len(r.epoch_seconds) for r in trained)) > 0
+    assert [t["trial"] for t in spent["full_trainings"]] == sorted(r.number for r in trained)
+    assert {t["outcome"] for t in spent["full_trainings"]} >= {"complete", "pruned"}
+    assert all(t["epochs"] >= 1 and t["start_minute"] >= 0 for t in spent["full_trainings"])
