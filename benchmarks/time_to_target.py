@@ -72,12 +72,15 @@ def best_within(records: list[TrialRecord], started: datetime.datetime, cap_seco
 def worker_time(records: list[TrialRecord], started: datetime.datetime) -> dict:
     """Where the workers' time went, from the trials' own records (training seconds, evaluations left out): the
     cheap rungs, the full trainings, and each full training's start minute, epochs run and outcome."""
-    full = [r for r in records if r.epoch_seconds]
+    full = sorted((r for r in records if r.epoch_seconds), key=lambda r: r.number)
+
+    def minute(r: TrialRecord) -> float | None:
+        return round((r.started - started).total_seconds() / 60, 1) if r.started else None
+
     return {"cheap_rung_seconds": round(sum(s.seconds for r in records for s in r.rungs)),
             "full_training_seconds": round(sum(sum(r.epoch_seconds) for r in full)),
             "full_trainings": [{"trial": r.number, "outcome": r.outcome.value, "epochs": len(r.epoch_seconds),
-                                "value": r.value, "start_minute": round((r.started - started).total_seconds() / 60, 1)
-                                if r.started else None} for r in sorted(full, key=lambda r: r.number)]}
+                                "value": r.value, "start_minute": minute(r)} for r in full]}
 
 
 def poll(study: str, storage: str) -> list[TrialRecord]:

@@ -20,11 +20,12 @@ from nas.cost import count_macs, count_params
 from nas.model import build
 from nas.store.storage import output_dir
 from nas.fidelity import Fidelity
-from nas.store.record import (Outcome, RungScore, StudySettings, optuna_state, read_trials,
+from nas.store.record import (Outcome, RungScore, StudySettings, optuna_state, queued_as, read_trials,
                               record_candidate, record_epochs, record_fidelity, record_outcome, record_rungs,
                               write_settings)
 from nas.report.command import Trials, build_report, sections, write_report
 from nas.report.figures import SCALE, pareto_front, tradeoff_figure
+from nas.report.trials_csv import write_csv
 from nas.space import load_space
 
 TINY = str(ROOT / "search_spaces" / "mnist_tiny.yaml")
@@ -280,9 +281,6 @@ def test_young_studies_give_a_page_that_says_so(kinds, says):
 def test_a_queued_trial_is_said_queued_not_running(tmp_path):
     """A trial enqueued for a worker (a warm start, a late promotion, a retry) has not started: the page, its
     counts and trials.csv call it queued, and nothing draws it as running."""
-    from nas.report.trials_csv import write_csv
-    from nas.store.record import queued_as
-
     space = load_space(TINY)
     study = optuna.create_study(direction="maximize")
     write_settings(study, StudySettings(budget=BUDGET, space=space.name, space_file=TINY, epochs=1))
