@@ -219,6 +219,8 @@ CASES = [  # (id, command, arguments, what the one line must say)
      "was run with --rungs none, not 1x64"),
     ("search-rungs-in-pages", "search", ["--budget", "3000", *SEARCH, "--rungs-in", "pages"],
      "argument --rungs-in: invalid choice: 'pages'"),
+    ("search-sampler-gp", "search", ["--budget", "3000", *SEARCH, "--sampler", "gp"],
+     "argument --sampler: invalid choice: 'gp'"),
     ("search-eta-1", "search", ["--budget", "3000", *SEARCH, "--eta", "1"], "--eta 1 must be > 1"),
     ("search-finalist-seeds-1000", "search", ["--budget", "3000", *SEARCH, "--finalist-seeds", "1000"],
      "--finalist-seeds 1000 is more than 100"),

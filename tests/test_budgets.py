@@ -13,6 +13,7 @@ from nas.errors import UsageError
 from nas.report.figures import device_cost_figure
 from nas.search.command import check_settings
 from nas.search.objective import Progress, budget_screen, make_objective
+from nas.search.sampler import TPE_STARTUP_TRIALS, make_sampler
 from nas.space import load_space
 from nas.spec import Spec
 from nas.store.record import Outcome, StudySettings, read_settings, read_trial, read_trials
@@ -24,10 +25,10 @@ STORED = Path(__file__).resolve().parent / "stored_before"
 UNLIMITED = 10**9
 
 
-def _search(data, budgets: Budgets, trials: int, trainer):
+def _search(data, budgets: Budgets, trials: int, trainer, sampler: optuna.samplers.BaseSampler | None = None):
     progress = Progress(quiet=True, trials=trials, timeout=None, epochs=1)
     objective = make_objective(TINY, data, budgets, epochs=1, seed=0, progress=progress, trainer=trainer)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study = optuna.create_study(direction="maximize", sampler=sampler or optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=trials, callbacks=[lambda s, t: progress.trial_done(t.number, False)])
     return study
 
@@ -79,6 +80,26 @@ def test_the_sampler_screen_holds_every_budget():
     assert budget_screen(TINY, Budgets(UNLIMITED, ram=c.ram_int8 - 1))(params) is False
     assert budget_screen(TINY, Budgets(c.params))(params) is False  # params: fewer than the budget
     assert budget_screen(TINY, Budgets(UNLIMITED))({}) is None
+
+
+def test_random_search_keeps_drawing_over_the_budget_where_tpe_learns_not_to(small_data):
+    """`--sampler random` learns nothing and screens nothing: after TPE's random start-up, about half its draws
+    stay over a budget that about half the tiny space's draws are over, where TPE's proposals mostly fit."""
+    from nas.train import EpochResult, TrainResult
+
+    def trainer(spec, data, *, epochs, seed, on_epoch):  # a stand-in: bigger scores better, no training
+        result = TrainResult(None, [EpochResult(1, 1, 1.0, 50.0, 90 + costs(spec).params / 100, 0.01)])
+        on_epoch(result.history[-1])
+        return result
+
+    budgets, after_startup = Budgets(900), 40
+    rejected = {}
+    for name in ("tpe", "random"):
+        sampler = make_sampler(name, budget_screen(TINY, budgets), seed=3)
+        study = _search(small_data, budgets, TPE_STARTUP_TRIALS + after_startup, trainer, sampler)
+        records = read_trials(study)[TPE_STARTUP_TRIALS:]
+        rejected[name] = sum(r.outcome == Outcome.REJECTED for r in records) / after_startup
+    assert rejected["random"] >= 0.3 and rejected["tpe"] <= rejected["random"] / 2, rejected
 
 
 def _settings(**budgets) -> StudySettings:

@@ -392,9 +392,11 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     refused = cli("search", *args, "--trials", "1", "--rungs-in", "steps", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs-in images, not steps" in refused.stderr
     # counted in steps: said, stored, and kept when the study is continued without --rungs-in
-    steps = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "steps", cwd=tmp_path)
+    steps = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "steps", "--sampler", "random",
+                cwd=tmp_path)
     assert steps.returncode == 0, steps.stderr
     assert "cheap rungs in optimiser steps: images for a batch of 128" in steps.stderr
+    assert "\nsampler: random search (every draw independent" in steps.stderr and "sampler: TPE" in result.stderr
     refused = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "images", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs-in steps, not images" in refused.stderr
     assert len(optuna.load_study(study_name="mnist_tiny-b3000",
@@ -432,16 +434,17 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     monkeypatch.chdir(tmp_path)
     here = tmp_path.resolve()
     args = argparse.Namespace(budget=8000, cap_minutes=45, seed=2, device="auto", data_dir="data", jobs=2,
-                              space="mnist_focused", rungs=["2x11000", "5x55000"])
+                              space="mnist_focused", rungs=["2x11000", "5x55000"], sampler="random")
     command, study, storage, flags = time_to_target.search_command("new-no-warm", args, Path("out/seed2"))
     after = lambda flag: command[command.index(flag) + 1]  # noqa: E731
     assert (after("--studies-dir"), after("--data-dir")) == (str(here / "out/seed2"), str(here / "data"))
     assert storage == after("--storage") == str(here / "out/seed2/study.journal") and study == "ttt-new-no-warm"
-    assert flags == ["--no-warm-start", "--jobs", "2", "--space", "mnist_focused", "--rungs", "2x11000", "5x55000"]
+    assert flags == ["--no-warm-start", "--jobs", "2", "--space", "mnist_focused", "--rungs", "2x11000", "5x55000",
+                     "--sampler", "random"]
     assert command[-len(flags):] == flags
     (tmp_path / "mine.yaml").write_text("name: mine\n")  # a space file named relative to here: made absolute
     args.space = "mine.yaml"
-    assert time_to_target.search_command("new", args, Path("o")).flags[-4] == str(here / "mine.yaml")
+    assert time_to_target.search_command("new", args, Path("o")).flags[-6] == str(here / "mine.yaml")
     old = time_to_target.search_command("old", args, Path("o"))  # the old variant: its own space, one process
     assert old.flags == ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"]
     assert old.storage == f"sqlite:///{here / 'o' / 'study.db'}"

@@ -14,6 +14,7 @@ from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
 from .pruner import holds
+from .sampler import describe_sampler
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -39,6 +40,7 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
          "rungs: none (every candidate at full fidelity, median stopping)")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
+        f"sampler: {describe_sampler(args.sampler)}",
         header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
         *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
         *([f"space: every candidate has the architecture {fixed_arch_code(plan)}; only the training is drawn"]

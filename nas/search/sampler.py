@@ -1,10 +1,12 @@
-"""A TPE sampler that does not waste trials on candidates the budget gate would reject.
+"""The search's samplers (`--sampler`): a TPE that does not waste trials on candidates the budget gate would
+reject, and plain random search, the baseline a model-based sampler has to beat.
 
 Every cost the gate checks (parameters, MACs, peak RAM, flash) is a known, cheap function of the sampled
 parameters, so there is no need to learn it from rejections alone: each joint (relative) proposal of TPE
 is screened with the gate's own counts (nas.cost.spec_costs), and redrawn a few times if it would not
 fit. The gate in the objective still decides and records every over-budget candidate that gets through
-(random start-up trials, exhausted redraws).
+(random start-up trials, exhausted redraws). Random search draws every parameter independently and
+learns nothing: its over-budget draws are rejected untrained, as the gate rejects any.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 
 REDRAWS = 16
+SAMPLERS = ("tpe", "random")  # --sampler; the first is the default
+TPE_STARTUP_TRIALS = 10  # random draws (finished or pruned trials) before TPE models the study
 
 
 class BudgetAwareTPESampler(TPESampler):
@@ -33,3 +37,22 @@ class BudgetAwareTPESampler(TPESampler):
                 break
             params = super().sample_relative(study, trial, search_space)
         return params
+
+
+def make_sampler(name: str, fits: Callable[[dict[str, Any]], bool | None], seed: int) -> optuna.samplers.BaseSampler:
+    """The sampler `--sampler name` names, seeded: TPE (multivariate and grouped, as the spaces' conditional
+    parameters need; a constant liar for the workers beside it) screened with `fits`, or random search."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name != "tpe":
+        raise ValueError(f"unknown sampler {name!r}: one of {', '.join(SAMPLERS)}")
+    return BudgetAwareTPESampler(fits, seed=seed, multivariate=True, group=True,
+                                 n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
+
+
+def describe_sampler(name: str) -> str:
+    """What the run header says of the sampler."""
+    if name == "random":
+        return "random search (every draw independent; a draw over a budget is rejected untrained)"
+    return (f"TPE (multivariate; {TPE_STARTUP_TRIALS} random draws first; proposals screened with the budget gate's "
+            "own costs)")

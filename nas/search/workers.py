@@ -41,7 +41,7 @@ from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
 from .objective import BEST, Progress, budget_screen, make_objective
 from .pruner import RungPruner, queue_late_promotions
-from .sampler import BudgetAwareTPESampler
+from .sampler import make_sampler
 from .signals import Interrupted, interruptible, on_signals
 
 
@@ -66,6 +66,7 @@ class Job:
     rung_unit: str = "images"  # what the cheap rungs count: images or optimiser steps (nas.fidelity.rung_images)
     eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
     hold: bool = False  # the rungs wait for eta scores, then promote late (nas.search.pruner.holds)
+    sampler: str = "tpe"  # --sampler (nas.search.sampler.make_sampler)
     index: int = 0
     workers: int = 1
     threads: int | None = None
@@ -124,9 +125,8 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
         data = load_search_data(job.source or Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
-    study.sampler = BudgetAwareTPESampler(budget_screen(space, job.budgets),
-                                          seed=sampler_seed(job.seed, len(study.trials), job.index),
-                                          multivariate=True, group=True, n_startup_trials=10, constant_liar=True)
+    study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets),
+                                 sampler_seed(job.seed, len(study.trials), job.index))
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold)
     promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage))
