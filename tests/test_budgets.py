@@ -82,6 +82,7 @@ def test_the_sampler_screen_holds_every_budget():
     assert budget_screen(TINY, Budgets(UNLIMITED))({}) is None
 
 
+@pytest.mark.slow  # 50 candidates built and counted per sampler: about 7 s on 2 cores
 def test_random_search_keeps_drawing_over_the_budget_where_tpe_learns_not_to(small_data):
     """`--sampler random` learns nothing and screens nothing: after TPE's random start-up, about half its draws
     stay over a budget that about half the tiny space's draws are over, where TPE's proposals mostly fit."""
