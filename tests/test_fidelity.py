@@ -112,6 +112,29 @@ def test_the_pruner_compares_one_step_at_a_time():
     assert not trial.should_prune()
 
 
+def test_the_median_rule_stops_a_full_training_below_the_median_but_never_at_its_last_epoch():
+    """Inside the full training the median rule (Optuna's: a candidate's best score so far against the complete
+    ones' median at this epoch) judges each epoch but the last: a candidate that falls below only there has
+    already trained in full, and completes with its score."""
+    curves = iter([[90.0, 91.0, 99.0], [95.0, 96.0, 97.0], [10.0, 11.0, 12.0]])
+
+    def trainer(spec, data, *, epochs, seed, on_epoch=None, speed=None):
+        result = TrainResult(None)
+        for e, score in enumerate(next(curves), 1):
+            result.history.append(EpochResult(e, epochs, 1.0, 50.0, score, 0.01))
+            on_epoch(result.history[-1])
+        return result
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
+                                pruner=RungPruner(0, median_startup=1, median_warmup=1))
+    objective = make_objective(load_space(TINY), fake_data(), 10**6, 3, 0, Progress(True, None, None, 3),
+                               trainer=trainer)
+    study.optimize(objective, n_trials=3)
+    records = read_trials(study)
+    assert [(r.outcome, r.value) for r in records[:2]] == [(Outcome.COMPLETE, 99.0), (Outcome.COMPLETE, 97.0)]
+    assert records[2].outcome == Outcome.PRUNED and records[2].curve == {1: 10.0}  # judged from epoch 1 on
+
+
 def test_a_warm_start_climbs_every_cheap_rung():
     study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2))
     trial = study.ask()
@@ -475,3 +498,37 @@ def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_ca
     assert [t["trial"] for t in spent["full_trainings"]] == sorted(r.number for r in trained)
     assert {t["outcome"] for t in spent["full_trainings"]} >= {"complete", "pruned"}
     assert all(t["epochs"] >= 1 and t["start_minute"] >= 0 for t in spent["full_trainings"])
+
+
+def test_the_median_rule_replay_runs_the_search_pruner_on_recorded_trainings(crafted_db, tmp_path, capsys):
+    """benchmarks/median_rule.py: the search's own pruner replayed on curves in a given order (STARTUP/WARMUP as
+    `nas.search.pruner.RungPruner` takes them), and the complete full trainings a study holds kept in a file once."""
+    median_rule = benchmark("median_rule")
+    curves = [[90.0, 91.0, 99.0], [95.0, 96.0, 97.0], [10.0, 11.0, 12.0]]
+    assert median_rule.replay(curves, [0, 1, 2], 1, 1) == [None, None, 1]  # the last epoch is never judged
+    assert median_rule.replay(curves, [0, 1, 2], 1, 2) == [None, None, 2]
+    assert median_rule.replay(curves, [0, 1, 2], 3, 1) == [None, None, None]  # 2 complete: the rule waits for 3
+    assert median_rule.replay(curves, [2, 0, 1], 1, 1) == [None, None, None]  # judged against a weak one only
+    assert median_rule.setting("2/12") == (2, 12)
+    with pytest.raises(argparse.ArgumentTypeError):
+        median_rule.setting("5")
+
+    lines = median_rule.study_curves(f"sqlite:///{crafted_db}")
+    complete = [r for r in read_trials(optuna.load_study(study_name="crafted", storage=f"sqlite:///{crafted_db}"))
+                if r.outcome == Outcome.COMPLETE]
+    assert [c["trial"] for c in lines] == [r.number for r in complete] and len(lines) >= 3
+    assert all(c["curve"] == [r.curve[e] for e in (1, 2, 3)] for c, r in zip(lines, complete))
+    kept = tmp_path / "curves.jsonl"
+    assert median_rule.add_curves(kept, lines) == len(lines) and median_rule.add_curves(kept, lines) == 0
+    median_rule.report(median_rule.read_curves(kept), [(1, 1), (99, 1)], orders=5, seed=0, time_shares=(1.0, 0.01))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{len(lines)} full trainings of 3 epochs from 1 searches")
+    assert out[2].split() == ["1:", "+1.00", "2:", "+1.00"]  # every crafted curve is its final score shifted
+    rows = {line[:16].strip(): line[16:].split() for line in out[5:]}
+    assert rows["no rule"] == ["0%", "0%", "0%", "100%", "0%"]  # in 1 % of the time not one training ends
+    assert rows["1/1"][2:4] == ["0%", "100%"]  # the best is above every median: never stopped
+    assert rows["99/1"] == rows["no rule"]  # never enough complete candidates: nothing stopped
+    two, second_completes = [[1.0, 2.0], [3.0, 4.0]], [1, None]  # the first stopped after 1 epoch
+    assert median_rule.best_in_time(two, [1, 0], second_completes, 2) == 4.0
+    assert median_rule.best_in_time(two, [0, 1], second_completes, 2) is None  # 1 + 2 epochs: over the time
+    assert median_rule.best_in_time(two, [0, 1], second_completes, 3) == 4.0

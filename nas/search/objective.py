@@ -235,7 +235,8 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
             # the storage may hiccup (a database restart): wait for it rather than lose the trial's epochs
             with_retry(lambda: record_epochs(trial, epoch_seconds), "recording an epoch")
             with_retry(lambda: trial.report(r.eval_acc, len(cheap_rungs) + r.epoch), "reporting an epoch")
-            pruned = with_retry(trial.should_prune, "asking the pruner")
+            # the last epoch is never judged: the training is done, and stopping it would only lose its score
+            pruned = r.epoch < r.epochs and with_retry(trial.should_prune, "asking the pruner")
             progress.show([*where, *(at(len(climb) - 1) if cheap_rungs else []), *epoch_fields(r),
                            *([(KEEP, " pruned")] if pruned else [])], final=pruned or r.epoch == r.epochs)
             if pruned:

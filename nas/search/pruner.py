@@ -10,9 +10,10 @@ from ..fidelity import REDUCTION_FACTOR
 from ..store.record import Outcome, outcome_of, promoted_as, promotion_of, warm_start_of
 from ..store.storage import exclusive
 
-# median stopping inside the full training (as the earlier search did): a trial is stopped when its
-# accuracy at an epoch is below the median of the completed trials at that epoch; epochs 1-2 are never
-# judged (warm-up), so Optuna (judging steps >= warm-up) first stops at epoch 3
+# median stopping inside the full training (as the earlier search did): a trial is stopped when its best
+# accuracy so far is below the median of the completed trials at this epoch (Optuna's MedianPruner); epochs
+# 1-2 are never judged (warm-up), so Optuna (judging steps >= warm-up) first stops at epoch 3, and the
+# objective never asks at the last epoch
 MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS = 5, 3
 
 
@@ -40,12 +41,15 @@ class RungPruner(optuna.pruners.BasePruner):
     at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
     known design, queued with `record.queued_as`) climbs every cheap rung: what is known of it
     is its full training, and a study's first few scores at a rung are too few to screen it on.
-    `hold`: the promotion rule's (`promoted`); late promotions are then queued by `queue_late_promotions`."""
+    `hold`: the promotion rule's (`promoted`); late promotions are then queued by `queue_late_promotions`.
+    `median_startup`, `median_warmup`: how many complete trials the median rule waits for, and the first epoch
+    of the full training it judges (benchmarks/median_rule.py replays other settings on recorded trainings)."""
 
-    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR, hold: bool = False) -> None:
+    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR, hold: bool = False,
+                 median_startup: int = MEDIAN_STARTUP_TRIALS, median_warmup: int = MEDIAN_WARMUP_EPOCHS) -> None:
         self.cheap_rungs, self.eta, self.hold = cheap_rungs, eta, hold
-        self.median = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS,
-                                                  n_warmup_steps=cheap_rungs + MEDIAN_WARMUP_EPOCHS)
+        self.median = optuna.pruners.MedianPruner(n_startup_trials=median_startup,
+                                                  n_warmup_steps=cheap_rungs + median_warmup)
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         step = trial.last_step
