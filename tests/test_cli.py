@@ -24,6 +24,7 @@ def test_every_help_is_complete(name):
     assert "evaluate" not in name or "where to evaluate" in parser.format_help()
 
 
+@pytest.mark.slow  # three interpreters that import torch: 5 s
 def test_console_command_lists_commands_and_shares_their_parsers(tmp_path):
     nas = [sys.executable, "-m", "nas"]
     listing = subprocess.run([*nas, "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120,

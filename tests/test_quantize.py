@@ -44,7 +44,12 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("name", SHAPES)
+# the designs the search ships in the default run; the other shapes (2-3 s each: an ONNX export) with the slow tests
+DEFAULT_RUN_SHAPES = ("4_final", "b8000_silu_sep", "b2000_prelu_pool")
+
+
+@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name in DEFAULT_RUN_SHAPES else pytest.mark.slow)
+                                  for name in SHAPES])
 def test_fake_quant_runs_a_float_graph_as_pytorch_does(name, tmp_path):
     """Without QDQ nodes FakeQuant is the float model: its ops are run as ONNX defines them."""
     torch.manual_seed(0)
