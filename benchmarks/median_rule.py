@@ -40,7 +40,7 @@ from optuna.trial import TrialState, create_trial
 from scipy.stats import spearmanr
 
 from nas.cli import run_script
-from nas.search.pruner import MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS, RungPruner
+from nas.search.pruner import MEDIAN_STARTUP_TRIALS, RungPruner, median_first_epoch
 from nas.store.record import Outcome, read_trials
 from nas.store.storage import open_storage
 
@@ -163,7 +163,7 @@ def main() -> None:
                    help="add the complete full trainings of every study in these storages to --curves")
     p.add_argument("--curves", type=Path, default=Path("benchmarks/results/full_curves_b8000.jsonl"))
     p.add_argument("--settings", type=setting, nargs="+",
-                   default=[(MEDIAN_STARTUP_TRIALS, MEDIAN_WARMUP_EPOCHS), (5, 8), (5, 12), (2, 3), (2, 12)],
+                   default=[(MEDIAN_STARTUP_TRIALS, median_first_epoch(15)), (5, 3), (5, 8), (5, 10), (2, 12)],
                    help="median-rule settings to replay, as STARTUP/WARMUP (default: the search's own first)")
     p.add_argument("--orders", type=int, default=500)
     p.add_argument("--time-shares", type=float, nargs="+", default=[0.4, 0.6],

@@ -19,7 +19,8 @@ from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
 from nas.fidelity import ladder, parse_rung, rung_images
-from nas.search.pruner import RungPruner, holds, late_promotions, promoted, queue_late_promotions
+from nas.search.pruner import (RungPruner, holds, late_promotions, median_first_epoch, promoted,
+                              queue_late_promotions)
 from nas.search.summary import summary
 from nas.report.figures import rungs_figure, tradeoff_figure
 from nas.search.finalists import pending, reevaluate, seeds_of
@@ -133,6 +134,27 @@ def test_the_median_rule_stops_a_full_training_below_the_median_but_never_at_its
     records = read_trials(study)
     assert [(r.outcome, r.value) for r in records[:2]] == [(Outcome.COMPLETE, 99.0), (Outcome.COMPLETE, 97.0)]
     assert records[2].outcome == Outcome.PRUNED and records[2].curve == {1: 10.0}  # judged from epoch 1 on
+
+
+def test_the_median_rule_judges_only_the_last_fifth_of_the_full_training():
+    """The search's median rule waits until 4/5 of the full training (epoch 12 of 15): before, a candidate far
+    below every complete one trains on; from there it is stopped. Its best score so far is its full training's:
+    its cheap rungs' scores (another fidelity, here above the median) do not keep it going, as they did in
+    Optuna's MedianPruner."""
+    assert [median_first_epoch(e) for e in (1, 3, 5, 10, 15, 30)] == [1, 3, 4, 8, 12, 24]
+    study = optuna.create_study(direction="maximize",
+                                pruner=RungPruner(2, median_startup=1, median_warmup=median_first_epoch(15)))
+    done = study.ask()
+    for step in range(2 + 15 + 1):  # its rungs at steps 0 and 1, epochs 1-15 at steps 3-17
+        done.report(99.0, step)
+    study.tell(done, 99.0)
+    weak = study.ask()
+    weak.report(99.5, 0), weak.report(99.5, 1)  # through both rungs, each far above the median
+    judged = []
+    for epoch in range(1, 15):
+        weak.report(50.0, 2 + epoch)  # epoch e of the full training is step K + e
+        judged.append(weak.should_prune())
+    assert judged == [False] * 11 + [True] * 3
 
 
 def test_a_warm_start_climbs_every_cheap_rung():

@@ -40,7 +40,7 @@ from ..store.storage import local_file, open_storage, retry_seconds, storage_fai
 from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
 from .objective import BEST, Progress, budget_screen, make_objective
-from .pruner import RungPruner, queue_late_promotions
+from .pruner import RungPruner, median_first_epoch, queue_late_promotions
 from .sampler import make_sampler
 from .signals import Interrupted, interruptible, on_signals
 
@@ -128,7 +128,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets),
                                  sampler_seed(job.seed, len(study.trials), job.index))
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
-    study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold)
+    study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold, median_warmup=median_first_epoch(job.epochs))
     promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage))
                if job.hold and cheap_rungs else None)
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
