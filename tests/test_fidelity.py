@@ -21,6 +21,7 @@ from nas.errors import UsageError
 from nas.fidelity import ladder, parse_rung, rung_images
 from nas.search.pruner import (RungPruner, holds, late_promotions, median_first_epoch, promoted,
                               queue_late_promotions)
+from nas.search.header import median_rule
 from nas.search.summary import summary
 from nas.report.figures import rungs_figure, tradeoff_figure
 from nas.search.finalists import pending, reevaluate, seeds_of
@@ -142,6 +143,9 @@ def test_the_median_rule_judges_only_the_last_fifth_of_the_full_training():
     its cheap rungs' scores (another fidelity, here above the median) do not keep it going, as they did in
     Optuna's MedianPruner."""
     assert [median_first_epoch(e) for e in (1, 3, 5, 10, 15, 30)] == [1, 3, 4, 8, 12, 24]
+    assert [median_first_epoch(e, behind_rungs=False) for e in (1, 5, 15)] == [1, 1, 3]  # every draw in full
+    assert median_rule(15) == "the median rule from epoch 12, once 5 have completed"  # the run's header says so
+    assert median_rule(3) == "no median rule (too few epochs)"  # 3 of 3 is the last epoch: never judged
     study = optuna.create_study(direction="maximize",
                                 pruner=RungPruner(2, median_startup=1, median_warmup=median_first_epoch(15)))
     done = study.ask()
@@ -422,7 +426,8 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
             "--no-report", "--device", "cpu"]
     result = cli("search", *args, "--trials", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on)" in result.stderr
+    assert ("rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on); in the full "
+            "training no median rule (too few epochs)") in result.stderr
     study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db")
     assert study.user_attrs["rungs"] == [[1, 300], [1, 750]] and study.user_attrs["rung_unit"] == "images"
     trained = [r for r in read_trials(study) if r.rungs]

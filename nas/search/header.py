@@ -13,7 +13,7 @@ from ..fidelity import STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
-from .pruner import holds
+from .pruner import MEDIAN_STARTUP_TRIALS, holds, median_first_epoch
 from .sampler import describe_sampler
 
 if TYPE_CHECKING:
@@ -36,8 +36,8 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
          + (f"; cheap rungs in optimiser steps: images for a batch of {STEP_BATCH}, batch b trains on b/{STEP_BATCH}"
             if rung_unit == "steps" else "") + f"; the best 1/{args.eta:g} at each cheap rung go on"
          + (f", once it has {args.eta:g} scores, or later as it ranks them" if holds(plan.trials, len(cheap), args.eta)
-            else "") + ")" if cheap else
-         "rungs: none (every candidate at full fidelity, median stopping)")
+            else "") + f"); in the full training {median_rule(args.epochs)}" if cheap else
+         f"rungs: none (every candidate at full fidelity; {median_rule(args.epochs, behind_rungs=False)})")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
         f"sampler: {describe_sampler(args.sampler)}",
@@ -51,6 +51,14 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
     if started:
         lines.append(f"warm start: {'; '.join(started)}")
     return "\n".join(lines)
+
+
+def median_rule(epochs: int, behind_rungs: bool = True) -> str:
+    """When the median rule stops a full training of `epochs` (nas.search.pruner), in words."""
+    first = median_first_epoch(epochs, behind_rungs)
+    if first >= epochs:  # the last epoch is never judged
+        return "no median rule (too few epochs)"
+    return f"the median rule from epoch {first}, once {MEDIAN_STARTUP_TRIALS} have completed"
 
 
 def fixed_arch_code(plan: Plan) -> str:

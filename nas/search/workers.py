@@ -128,7 +128,8 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets),
                                  sampler_seed(job.seed, len(study.trials), job.index))
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
-    study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold, median_warmup=median_first_epoch(job.epochs))
+    study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold,
+                              median_warmup=median_first_epoch(job.epochs, behind_rungs=bool(cheap_rungs)))
     promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage))
                if job.hold and cheap_rungs else None)
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
