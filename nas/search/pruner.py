@@ -74,7 +74,6 @@ class RungPruner(optuna.pruners.BasePruner):
         score = trial.intermediate_values[step]
         return not promoted(score, rung_scores(study, step, trial.number), self.eta, self.hold)
 
-
     def below_median(self, study: optuna.Study, trial: FrozenTrial, step: int) -> bool:
         """The median rule at a step of the full training: Optuna's MedianPruner, but the trial's best score
         so far is taken over its full training only. Optuna's takes it over all its steps, so a cheap rung's
@@ -84,11 +83,13 @@ class RungPruner(optuna.pruners.BasePruner):
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(complete) < self.median_startup:
             return False
-        at_step = [v for t in complete if not math.isnan(v := t.intermediate_values.get(step, math.nan))]
+        at_step = [t.intermediate_values[step] for t in complete if step in t.intermediate_values]
+        at_step = [v for v in at_step if not math.isnan(v)]
         if not at_step:
             return False
         own = [v for s, v in trial.intermediate_values.items() if s >= self.cheap_rungs and not math.isnan(v)]
         return not own or max(own) < statistics.median(at_step)  # only NaN so far: it diverged
+
 
 RANKED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # whose rung scores count: finished or running
 
