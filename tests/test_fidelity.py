@@ -16,7 +16,7 @@ from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
 from nas.fidelity import ladder, parse_rung, rung_images
-from nas.search.pruner import (RungPruner, holds, late_promotions, median_first_epoch, promoted,
+from nas.search.pruner import (RungPruner, hold_scores, holds, late_promotions, median_first_epoch, promoted,
                               queue_late_promotions)
 from nas.search.header import median_rule
 from nas.search.summary import summary
@@ -84,11 +84,17 @@ def test_promotion_keeps_the_best_third_so_far():
     assert not promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0])
     assert promoted(55.0, [70.0, 60.0, 50.0, 40.0, 30.0], eta=2)  # best 3 of 6
     # holding, a rung promotes nobody before it has eta scores, then as before
-    assert not promoted(50.0, [], hold=True) and not promoted(70.0, [60.0], hold=True)
-    assert promoted(70.0, [60.0, 50.0], hold=True) and not promoted(60.0, [70.0, 50.0], hold=True)
-    assert promoted(65.0, [70.0, 60.0, 50.0, 40.0, 30.0], hold=True)
+    assert not promoted(50.0, [], hold=3) and not promoted(70.0, [60.0], hold=3)
+    assert promoted(70.0, [60.0, 50.0], hold=3) and not promoted(60.0, [70.0, 50.0], hold=3)
+    assert promoted(65.0, [70.0, 60.0, 50.0, 40.0, 30.0], hold=3)
+    # --promote-after 9: nobody before 9 scores, then the best third of them
+    eight = [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0]
+    assert not promoted(99.0, eight, hold=9) and promoted(99.0, [*eight, 20.0], hold=9)
+    assert promoted(75.0, [*eight, 20.0], hold=9) and not promoted(65.0, [*eight, 20.0], hold=9)
     # runs that can wait: unlimited, or enough trials for late promotions up every cheap rung
     assert holds(None, 2) and holds(27, 2) and not holds(26, 2) and holds(9, 1) and not holds(None, 0)
+    assert hold_scores(None, 2) == 3 and hold_scores(None, 2, promote_after=9) == 9 and hold_scores(26, 2, 3, 9) == 0
+    assert hold_scores(None, 2, eta=4, promote_after=2) == 4  # never fewer than a best 1/eta needs
 
 
 def test_the_pruner_compares_one_step_at_a_time():
@@ -184,12 +190,13 @@ def screened(study: optuna.Study, score: float, step: int = 0) -> optuna.trial.F
 
 
 def test_a_held_candidate_is_promoted_late_once_the_rung_ranks_it_and_only_once():
-    study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2, hold=True))
+    study = optuna.create_study(direction="maximize", pruner=RungPruner(cheap_rungs=2, hold=3))
     best = screened(study, 90.0)  # alone at rung 0: held
     screened(study, 50.0)
     assert late_promotions(study.trials, 0) == []  # two scores: no best third yet
     screened(study, 60.0)
     assert [t.number for t in late_promotions(study.trials, 0)] == [best.number]
+    assert late_promotions(study.trials, 0, hold=4) == []  # a rung told to wait for 4 scores (--promote-after)
     assert late_promotions(study.trials, 1) == []
     assert queue_late_promotions(study, 0, 3, None, None) == [best.number]
     assert queue_late_promotions(study, 0, 3, None, None) == []  # queued already: never twice
@@ -254,7 +261,7 @@ def test_a_search_that_holds_promotes_late_and_trains_each_promotion_from_the_ru
     calls: list = []
     space = load_space(TINY)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0),
-                                pruner=RungPruner(len(CHEAP), hold=True))
+                                pruner=RungPruner(len(CHEAP), hold=3))
     objective = make_objective(space, fake_data(), BUDGET, FULL.epochs, 0, Progress(True, None, None, FULL.epochs),
                                trainer=stand_in(calls), cheap_rungs=CHEAP,
                                promote=lambda step: queue_late_promotions(study, step, 3, None, None))
@@ -444,6 +451,8 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert steps.returncode == 0, steps.stderr
     assert "cheap rungs in optimiser steps: images for a batch of 128" in steps.stderr
     assert "\nsampler: random search (every draw independent" in steps.stderr and "sampler: TPE" in result.stderr
+    waits = cli("search", *args, "--timeout", "1", "--study", "waits", "--promote-after", "9", cwd=tmp_path)
+    assert waits.returncode == 0 and "the best 1/3 at each cheap rung go on, once it has 9 scores" in waits.stderr
     refused = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "images", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs-in steps, not images" in refused.stderr
     assert len(optuna.load_study(study_name="mnist_tiny-b3000",

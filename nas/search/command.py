@@ -35,7 +35,7 @@ from ..store.winner import write_best
 from .finalists import table
 from .header import run_header, space_changed
 from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
-from .pruner import holds
+from .pruner import hold_scores
 from .sampler import SAMPLERS
 from .signals import interruptible
 from .summary import rejection_report, summary
@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEFAULT_RUNG_UNIT}; a study keeps what it was created with")
     p.add_argument("--eta", type=positive_float, default=REDUCTION_FACTOR,
                    help="promote the best 1/ETA of the candidates at each cheap rung (must be > 1)")
+    p.add_argument("--promote-after", type=positive_int, metavar="N",
+                   help="a cheap rung promotes nobody until it holds N scores, then its best 1/ETA go on, and later "
+                        "ones as they rank (default: ETA's own, 3): more waits longer for the first full training "
+                        "and starts it on the best of more candidates; a run's choice. Runs of fewer --trials than "
+                        "a candidate needs to climb do not wait")
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                    help="how candidates are drawn: tpe (learns from every trial, screens its proposals with the "
                         "budgets) or random (random search: the baseline); a run's choice, workers may differ")
@@ -147,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), rung_unit=rung_unit, eta=args.eta,
-              hold=holds(plan.trials, len(cheap), args.eta), sampler=args.sampler,
+              hold=hold_scores(plan.trials, len(cheap), args.eta, args.promote_after), sampler=args.sampler,
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
               max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source)
     start = time.perf_counter()

@@ -13,7 +13,7 @@ from ..fidelity import STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
-from .pruner import MEDIAN_STARTUP_TRIALS, holds, median_first_epoch
+from .pruner import MEDIAN_STARTUP_TRIALS, hold_scores, median_first_epoch
 from .sampler import describe_sampler
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
                started: list[str], space_before: str | None = None, rung_unit: str = "images") -> str:
     """What this run will do, before it starts."""
     trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
+    hold = hold_scores(plan.trials, len(cheap), args.eta, args.promote_after)
     lines = [
         f"{'continuing' if n_before else 'new'} study {plan.study_name!r}"
         + (f" ({n_before} trials so far)" if n_before else "") + f" in {redact(plan.url)}",
@@ -35,8 +36,8 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
         (f"rungs: {' -> '.join(f'{r.epochs}x{r.train_images:,}' for r in (*cheap, plan.full))} (epochs x images"
          + (f"; cheap rungs in optimiser steps: images for a batch of {STEP_BATCH}, batch b trains on b/{STEP_BATCH}"
             if rung_unit == "steps" else "") + f"; the best 1/{args.eta:g} at each cheap rung go on"
-         + (f", once it has {args.eta:g} scores, or later as it ranks them" if holds(plan.trials, len(cheap), args.eta)
-            else "") + f"); in the full training {median_rule(args.epochs)}" if cheap else
+         + (f", once it has {hold} scores, or later as it ranks them" if hold else "")
+         + f"); in the full training {median_rule(args.epochs)}" if cheap else
          f"rungs: none (every candidate at full fidelity; {median_rule(args.epochs, behind_rungs=False)})")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),

@@ -30,14 +30,15 @@ def median_first_epoch(epochs: int, behind_rungs: bool = True) -> int:
     return max(1, -(-fifths * epochs // 5))
 
 
-def promoted(score: float, peers: list[float], eta: float = REDUCTION_FACTOR, hold: bool = False) -> bool:
+def promoted(score: float, peers: list[float], eta: float = REDUCTION_FACTOR, hold: int = 0) -> bool:
     """Successive halving's rule, asynchronously (ASHA): is `score` among the best 1/eta of the scores
     at this rung so far (the peers and itself)? While a rung holds fewer than eta scores it has no best
-    1/eta: with `hold` nobody goes on yet (a late promotion takes the best on once it has), without it
-    the best one so far does (a run too short to wait)."""
+    1/eta: with `hold` (a number of scores, at least 1) nobody goes on until the rung has eta scores and
+    `hold` of them (a late promotion takes the best on then), without it the best one so far does (a run
+    too short to wait)."""
     ranked = sorted([*peers, score], reverse=True)
     keep = int(len(ranked) // eta)
-    if keep == 0 and hold:
+    if hold and (keep == 0 or len(ranked) < hold):
         return False
     return score >= ranked[max(1, keep) - 1]
 
@@ -49,6 +50,15 @@ def holds(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR) -
     return cheap_rungs > 0 and (trials is None or trials >= eta ** (cheap_rungs + 1))
 
 
+def hold_scores(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR,
+                promote_after: int | None = None) -> int:
+    """How many scores a run's cheap rungs wait for before anyone goes on (`promoted`'s `hold`): 0 where the
+    run does not hold (`holds`), else `promote_after` (--promote-after), and at least eta's own (3)."""
+    if not holds(trials, cheap_rungs, eta):
+        return 0
+    return max(math.ceil(eta), promote_after or 0)
+
+
 class RungPruner(optuna.pruners.BasePruner):
     """One pruner for the whole ladder: the promotion rule at the cheap rungs' steps, the median rule
     at the full training's epochs. Both compare one step, i.e. one fidelity, at a time. A warm start (a
@@ -58,7 +68,7 @@ class RungPruner(optuna.pruners.BasePruner):
     `median_startup`, `median_warmup`: how many complete trials the median rule waits for, and the first epoch
     of the full training it judges (benchmarks/median_rule.py replays other settings on recorded trainings)."""
 
-    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR, hold: bool = False,
+    def __init__(self, cheap_rungs: int, eta: float = REDUCTION_FACTOR, hold: int = 0,
                  median_startup: int = MEDIAN_STARTUP_TRIALS, median_warmup: int = median_first_epoch(15)) -> None:
         self.cheap_rungs, self.eta, self.hold = cheap_rungs, eta, hold
         self.median_startup, self.median_warmup = median_startup, median_warmup
@@ -105,13 +115,14 @@ def rung_scores(study: optuna.Study, step: int, but: int | None = None) -> list[
     return scores_at(study.get_trials(deepcopy=False, states=RANKED), step, but)
 
 
-def late_promotions(trials: list[FrozenTrial], step: int, eta: float = REDUCTION_FACTOR) -> list[FrozenTrial]:
+def late_promotions(trials: list[FrozenTrial], step: int, eta: float = REDUCTION_FACTOR,
+                    hold: int = 0) -> list[FrozenTrial]:
     """ASHA's late promotion: the trials screened out at cheap rung `step` whose score now ranks among the
     rung's best 1/eta (more scores have come in since they finished, and the rung keeps more of them), and
-    whose candidate no trial trains on yet."""
+    whose candidate no trial trains on yet; none while the rung holds fewer than `hold` scores."""
     scores = sorted(scores_at(trials, step), reverse=True)
     keep = int(len(scores) // eta)
-    if keep == 0:
+    if keep == 0 or len(scores) < hold:
         return []
     taken = {p[0] for t in trials if (p := promotion_of(t)) is not None}
     return [t for t in trials if t.state == TrialState.PRUNED and t.last_step == step and t.number not in taken
@@ -119,13 +130,13 @@ def late_promotions(trials: list[FrozenTrial], step: int, eta: float = REDUCTION
 
 
 def queue_late_promotions(study: optuna.Study, step: int, eta: float, storage: optuna.storages.BaseStorage,
-                          url: str | None) -> list[int]:
+                          url: str | None, hold: int = 0) -> list[int]:
     """Queue each late promotion at rung `step` (`late_promotions`) as a trial of the same parameters that
     starts at the next rung (`record.promoted_as`); returns the screened trials' numbers. Read and queued
     under the study's lock (`exclusive`), so workers finishing the rung together queue each candidate once.
     A queued trial runs before any new candidate is drawn (Optuna takes waiting trials first)."""
     with exclusive(storage, url, study.study_name):
-        promotions = late_promotions(study.get_trials(deepcopy=False), step, eta)
+        promotions = late_promotions(study.get_trials(deepcopy=False), step, eta, hold)
         for trial in promotions:
             study.enqueue_trial(trial.params, user_attrs=promoted_as(trial.number, step + 1))
     return [t.number for t in promotions]

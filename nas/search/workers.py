@@ -65,7 +65,7 @@ class Job:
     rungs: tuple[tuple[int, int], ...] = ()  # the cheap rungs (epochs, images), cheapest first
     rung_unit: str = "images"  # what the cheap rungs count: images or optimiser steps (nas.fidelity.rung_images)
     eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
-    hold: bool = False  # the rungs wait for eta scores, then promote late (nas.search.pruner.holds)
+    hold: int = 0  # the scores a cheap rung waits for, then it promotes late; 0: no wait (pruner.hold_scores)
     sampler: str = "tpe"  # --sampler (nas.search.sampler.make_sampler)
     index: int = 0
     workers: int = 1
@@ -130,7 +130,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold,
                               median_warmup=median_first_epoch(job.epochs, behind_rungs=bool(cheap_rungs)))
-    promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage))
+    promote = ((lambda step: queue_late_promotions(study, step, job.eta, storage, job.storage, job.hold))
                if job.hold and cheap_rungs else None)
     progress = Progress(job.quiet, job.trials, job.timeout, job.epochs, label, finalist_trainings(job))
     progress.best = study_best(study)
