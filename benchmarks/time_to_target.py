@@ -8,13 +8,13 @@ No finalists: the question is how soon a good enough candidate is found, not whi
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
         [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...] [--sampler tpe|random]
-        [--promote-after N]
+        [--promote-after N] [--max-macs SIZE]
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
-default without warm start. `--jobs`, `--space`, `--rungs`, `--sampler` and `--promote-after` are given to the new
-variants' command
+default without warm start. `--jobs`, `--space`, `--rungs`, `--sampler`, `--promote-after` and `--max-macs` are given
+to the new variants' command
 (default: the command's own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
 complete trial within the cap (its validation accuracy, number, minute and design); never
@@ -104,14 +104,15 @@ class Search(NamedTuple):
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
     """The `nas search` command of one variant, with its study, storage and flags."""
     study = f"ttt-{name}"
-    new = name != "old"  # --jobs, --space, --rungs, --sampler and --promote-after are the new variants' settings
+    new = name != "old"  # --jobs, --space, --rungs, --sampler, --promote-after, --max-macs: the new variants' settings
     jobs = args.jobs if new and args.jobs else 1
     space = str(Path(args.space).resolve()) if args.space and Path(args.space).is_file() else args.space
     flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
              + (["--space", space] if new and space else [])
              + (["--rungs", *args.rungs] if new and args.rungs else [])
              + (["--sampler", args.sampler] if new and args.sampler else [])
-             + (["--promote-after", str(args.promote_after)] if new and args.promote_after else []))
+             + (["--promote-after", str(args.promote_after)] if new and args.promote_after else [])
+             + (["--max-macs", args.max_macs] if new and args.max_macs else []))
     folder = folder.resolve()
     # several workers share a journal file, as the search's own default storage does for --jobs > 1
     storage = str(folder / "study.journal") if jobs > 1 else f"sqlite:///{folder / 'study.db'}"
@@ -174,6 +175,8 @@ def main() -> None:
     p.add_argument("--sampler", choices=SAMPLERS, help="the new variants' sampler (default: the command's own, tpe)")
     p.add_argument("--promote-after", type=int, metavar="N",
                    help="the new variants' --promote-after (default: the command's own, eta's 3 scores)")
+    p.add_argument("--max-macs", metavar="SIZE",
+                   help="the new variants' --max-macs, e.g. 1.2M: only designs this cheap to run, and so to train")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")
