@@ -94,6 +94,7 @@ def test_promotion_keeps_the_best_third_so_far():
     # runs that can wait: unlimited, or enough trials for late promotions up every cheap rung
     assert holds(None, 2) and holds(27, 2) and not holds(26, 2) and holds(9, 1) and not holds(None, 0)
     assert hold_scores(None, 2) == 3 and hold_scores(None, 2, promote_after=9) == 9 and hold_scores(26, 2, 3, 9) == 0
+    assert hold_scores(81, 2, 3, 9) == 9 and hold_scores(80, 2, 3, 9) == 3  # too few trials to climb past 9 scores
     assert hold_scores(None, 2, eta=4, promote_after=2) == 4  # never fewer than a best 1/eta needs
 
 

@@ -74,8 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--promote-after", type=positive_int, metavar="N",
                    help="a cheap rung promotes nobody until it holds N scores, then its best 1/ETA go on, and later "
                         "ones as they rank (default: ETA's own, 3): more waits longer for the first full training "
-                        "and starts it on the best of more candidates; a run's choice. Runs of fewer --trials than "
-                        "a candidate needs to climb do not wait")
+                        "and starts it on the best of more candidates; a run's choice. A run of fewer --trials than "
+                        "N x ETA^rungs (81 for 9) waits for ETA's own")
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                    help="how candidates are drawn: tpe (learns from every trial, screens its proposals with the "
                         "budgets) or random (random search: the baseline); a run's choice, workers may differ")

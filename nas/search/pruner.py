@@ -53,10 +53,14 @@ def holds(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR) -
 def hold_scores(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR,
                 promote_after: int | None = None) -> int:
     """How many scores a run's cheap rungs wait for before anyone goes on (`promoted`'s `hold`): 0 where the
-    run does not hold (`holds`), else `promote_after` (--promote-after), and at least eta's own (3)."""
+    run does not hold (`holds`), else `promote_after` (--promote-after), and at least eta's own (3). A run of
+    fewer trials than a candidate needs to climb that way (N * eta ** rungs: 81 for N 9, as `holds` asks 27
+    for 3) waits for eta's own only."""
     if not holds(trials, cheap_rungs, eta):
         return 0
-    return max(math.ceil(eta), promote_after or 0)
+    own = math.ceil(eta)
+    wait = max(own, promote_after or 0)
+    return wait if trials is None or trials >= wait * eta ** cheap_rungs else own
 
 
 class RungPruner(optuna.pruners.BasePruner):
