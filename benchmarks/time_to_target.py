@@ -7,15 +7,14 @@ fidelity, final epoch) at or above the target. The search is stopped there, or a
 No finalists: the question is how soon a good enough candidate is found, not which one wins.
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
-        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...] [--sampler tpe|random]
-        [--promote-after N] [--max-macs SIZE]
+        [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...]
+        [--rungs-in images|steps] [--sampler tpe|random] [--promote-after N] [--max-macs SIZE]
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
-default without warm start. `--jobs`, `--space`, `--rungs`, `--sampler`, `--promote-after` and `--max-macs` are given
-to the new variants' command
-(default: the command's own defaults).
+default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after` and
+`--max-macs` are given to the new variants' command (default: the command's own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
 complete trial within the cap (its validation accuracy, number, minute and design); never
 run two variants, or anything else CPU-heavy, at the same time on one machine.
@@ -104,12 +103,13 @@ class Search(NamedTuple):
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
     """The `nas search` command of one variant, with its study, storage and flags."""
     study = f"ttt-{name}"
-    new = name != "old"  # --jobs, --space, --rungs, --sampler, --promote-after, --max-macs: the new variants' settings
+    new = name != "old"  # --jobs, --space, --rungs(-in), --sampler, --promote-after, --max-macs: the new variants' settings
     jobs = args.jobs if new and args.jobs else 1
     space = str(Path(args.space).resolve()) if args.space and Path(args.space).is_file() else args.space
     flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
              + (["--space", space] if new and space else [])
              + (["--rungs", *args.rungs] if new and args.rungs else [])
+             + (["--rungs-in", args.rungs_in] if new and args.rungs_in else [])
              + (["--sampler", args.sampler] if new and args.sampler else [])
              + (["--promote-after", str(args.promote_after)] if new and args.promote_after else [])
              + (["--max-macs", args.max_macs] if new and args.max_macs else []))
@@ -172,6 +172,8 @@ def main() -> None:
     p.add_argument("--space", help="the new variants' search space (default: the command's default)")
     p.add_argument("--rungs", nargs="+", metavar="EPOCHSxIMAGES",
                    help="the new variants' cheap rungs (default: the command's own ladder)")
+    p.add_argument("--rungs-in", choices=("images", "steps"),
+                   help="what the new variants' cheap rungs count (default: the command's own, images)")
     p.add_argument("--sampler", choices=SAMPLERS, help="the new variants' sampler (default: the command's own, tpe)")
     p.add_argument("--promote-after", type=int, metavar="N",
                    help="the new variants' --promote-after (default: the command's own, eta's 3 scores)")
