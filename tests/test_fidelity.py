@@ -16,7 +16,7 @@ from nas import build, count_params
 from nas.data import Split, Splits
 from nas.errors import UsageError
 from nas.fidelity import ladder, parse_rung, rung_images
-from nas.search.pruner import (RungPruner, hold_scores, holds, late_promotions, median_first_epoch, promoted,
+from nas.search.pruner import (RungPruner, hold_scores, late_promotions, median_first_epoch, promoted,
                               queue_late_promotions)
 from nas.search.header import median_rule
 from nas.search.summary import summary
@@ -92,8 +92,9 @@ def test_promotion_keeps_the_best_third_so_far():
     assert not promoted(99.0, eight, hold=9) and promoted(99.0, [*eight, 20.0], hold=9)
     assert promoted(75.0, [*eight, 20.0], hold=9) and not promoted(65.0, [*eight, 20.0], hold=9)
     # runs that can wait: unlimited, or enough trials for late promotions up every cheap rung
-    assert holds(None, 2) and holds(27, 2) and not holds(26, 2) and holds(9, 1) and not holds(None, 0)
-    assert hold_scores(None, 2) == 3 and hold_scores(None, 2, promote_after=9) == 9 and hold_scores(26, 2, 3, 9) == 0
+    assert hold_scores(None, 2) == hold_scores(27, 2) == hold_scores(9, 1) == 3
+    assert hold_scores(26, 2) == hold_scores(None, 0) == 0
+    assert hold_scores(None, 2, promote_after=9) == 9 and hold_scores(26, 2, 3, 9) == 0
     assert hold_scores(81, 2, 3, 9) == 9 and hold_scores(80, 2, 3, 9) == 3  # too few trials to climb past 9 scores
     assert hold_scores(None, 2, eta=4, promote_after=2) == 4  # never fewer than a best 1/eta needs
 

@@ -43,24 +43,18 @@ def promoted(score: float, peers: list[float], eta: float = REDUCTION_FACTOR, ho
     return score >= ranked[max(1, keep) - 1]
 
 
-def holds(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR) -> bool:
-    """Whether a run's rungs wait for eta scores before promoting (`promoted`'s `hold`): a run of unlimited
-    trials, or of enough for a candidate to climb by late promotions (eta ** (rungs + 1): 27 with the default
-    two cheap rungs and eta 3). A shorter one promotes each rung's first, or it might end with nothing trained."""
-    return cheap_rungs > 0 and (trials is None or trials >= eta ** (cheap_rungs + 1))
-
-
 def hold_scores(trials: int | None, cheap_rungs: int, eta: float = REDUCTION_FACTOR,
                 promote_after: int | None = None) -> int:
-    """How many scores a run's cheap rungs wait for before anyone goes on (`promoted`'s `hold`): 0 where the
-    run does not hold (`holds`), else `promote_after` (--promote-after), and at least eta's own (3). A run of
-    fewer trials than a candidate needs to climb that way (N * eta ** rungs: 81 for N 9, as `holds` asks 27
-    for 3) waits for eta's own only."""
-    if not holds(trials, cheap_rungs, eta):
-        return 0
+    """How many scores a run's cheap rungs wait for before anyone goes on (`promoted`'s `hold`):
+    `promote_after` (--promote-after), and at least eta's own (3). A candidate climbs by late promotions
+    once a run has `wait * eta ** rungs` trials (27 for eta's own 3 with two cheap rungs, 81 for 9): a
+    shorter run waits for eta's own only, and one too short for that (or without cheap rungs) does not
+    hold (0): each rung's first goes on, or the run might end with nothing trained."""
     own = math.ceil(eta)
-    wait = max(own, promote_after or 0)
-    return wait if trials is None or trials >= wait * eta ** cheap_rungs else own
+    for wait in (max(own, promote_after or 0), own):
+        if cheap_rungs and (trials is None or trials >= wait * eta ** cheap_rungs):
+            return wait
+    return 0
 
 
 class RungPruner(optuna.pruners.BasePruner):
