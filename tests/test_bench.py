@@ -238,6 +238,7 @@ def test_usual_pipeline_uses_the_same_images(data_dir, small_data):
     assert torch.equal(torch.stack(images), small_data.held_out.x)
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_usual_pipeline_measures_accuracy_as_the_trainer_does(data_dir, small_data, monkeypatch):
     models = []
 

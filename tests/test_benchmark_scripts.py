@@ -61,6 +61,7 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     assert old.storage == f"sqlite:///{here / 'o' / 'study.db'}"
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_time_to_target_records_the_best_complete_trial_that_ended_within_the_cap(crafted):
     """benchmarks/time_to_target.py's `best_within`: a trial that ended after the cap does not count; `reached`:
     the first complete trial at or above the target."""

@@ -145,6 +145,7 @@ def write_folder(root, images: np.ndarray, labels, names=None, fmt="png") -> Non
         Image.fromarray(image).save(d / f"{i:05d}.{fmt}")
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_mnist_as_a_png_folder_gives_the_idx_tensors(data_dir, tmp_path):
     mnist = DataSource("mnist", str(data_dir))
     x, y, _ = loader._raw(mnist, "train")

@@ -43,6 +43,7 @@ def readme_snippet(path, image):
     return json.loads(meta["class_labels"])[int(logits.argmax())], logits
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_onnx_file_carries_its_metadata(tmp_path, data_dir):
     spec, model = _final()
     params = count_params(model)
@@ -67,6 +68,7 @@ def test_onnx_file_carries_its_metadata(tmp_path, data_dir):
     assert torch.allclose(torch.from_numpy(logits), expected, atol=1e-4) and label == int(expected.argmax())
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_old_export_call_still_works_without_a_spec(tmp_path):
     _, model = _final()
     diffs = export_models(model, torch.randn(8, 1, 28, 28), tmp_path)

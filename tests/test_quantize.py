@@ -80,9 +80,19 @@ def trained(small_data):
     return spec, result.model.cpu().eval()
 
 
-def test_int8_onnx_runs_and_agrees_with_the_fake_quantised_model(trained, small_data, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained, small_data, tmp_path_factory) -> Path:
+    """The trained model's float files, written once (an export takes seconds): each test copies the ONNX file."""
     spec, model = trained
-    export_models(model, small_data.held_out.x[:64], tmp_path, spec=spec)
+    folder = tmp_path_factory.mktemp("exported")
+    export_models(model, small_data.held_out.x[:64], folder, spec=spec)
+    return folder / ONNX_FILE
+
+
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
+def test_int8_onnx_runs_and_agrees_with_the_fake_quantised_model(trained, exported, small_data, tmp_path):
+    spec, model = trained
+    shutil.copy(exported, tmp_path / ONNX_FILE)
     calibration = calibration_images(small_data.train.x, 256)
     images = small_data.held_out.x[:1000]  # validation images: neither calibrated on nor checked by the writer
     checks = quantize_onnx(tmp_path / ONNX_FILE, calibration, tmp_path / INT8_ONNX_FILE, images[:64])
@@ -123,10 +133,10 @@ def test_int8_onnx_runs_and_agrees_with_the_fake_quantised_model(trained, small_
     assert float_acc > 50 and abs(float_acc - int8_acc) < 2, (float_acc, int8_acc)
 
 
-def test_the_check_fails_on_a_graph_that_is_not_the_file(trained, small_data, tmp_path):
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
+def test_the_check_fails_on_a_graph_that_is_not_the_file(exported, small_data, tmp_path):
     """The check can fail: a fake-quantised model with one activation scale off does not pass for the file."""
-    spec, model = trained
-    export_models(model, small_data.held_out.x[:64], tmp_path, spec=spec)
+    shutil.copy(exported, tmp_path / ONNX_FILE)
     quantize_onnx(tmp_path / ONNX_FILE, calibration_images(small_data.train.x, 256), tmp_path / INT8_ONNX_FILE,
                   small_data.held_out.x[:64])
     proto = onnx.load(str(tmp_path / INT8_ONNX_FILE))
@@ -141,13 +151,13 @@ def test_the_check_fails_on_a_graph_that_is_not_the_file(trained, small_data, tm
         check_int8(session, FakeQuant(proto), small_data.held_out.x[:256])
 
 
-def test_a_file_onnxruntime_cannot_run_exactly_at_8_bits_is_written_with_7_bit_weights(trained, small_data, tmp_path,
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
+def test_a_file_onnxruntime_cannot_run_exactly_at_8_bits_is_written_with_7_bit_weights(exported, small_data, tmp_path,
                                                                                          monkeypatch):
     """On a CPU without VNNI onnxruntime's int8 kernels saturate on 8-bit weights and the check fails (seen on an
     AVX2-only AMD EPYC: 15x the bound); the file is then quantised again with 7-bit weights, checked, and says so.
     The first check is made to fail here, so the path runs on any CPU."""
-    spec, model = trained
-    export_models(model, small_data.held_out.x[:64], tmp_path, spec=spec)
+    shutil.copy(exported, tmp_path / ONNX_FILE)
     real, calls = nas.quantize.check_int8, []
 
     def failing_once(session, fake, images):
@@ -177,6 +187,7 @@ def test_calibration_images_are_a_fixed_spread_of_the_given_images():
     assert calibration_images(x[:300], 1000).flatten().tolist() == list(range(300))  # fewer: all of them
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_an_old_checkpoint_exports_float_and_int8_without_opening_the_test_set(tmp_path, cli):
     """`nas export --checkpoint` on a checkpoint from before the preprocessing key: both ONNX files, the int8 one
     calibrated and checked on training images; the test files are never opened."""
@@ -217,6 +228,7 @@ def test_export_checkpoint_bad_input_is_one_line_and_writes_nothing(args, messag
     assert tree_hashes(tmp_path) == before
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_an_int8_file_that_fails_its_check_is_not_written(tmp_path, cli, monkeypatch):
     shutil.copy(STORED / "seed0.pt", tmp_path / "seed0.pt")
     monkeypatch.setattr("nas.quantize.MIN_ARGMAX_AGREEMENT", 1.01)  # no file can pass: the failure path

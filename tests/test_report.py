@@ -298,6 +298,7 @@ def test_a_queued_trial_is_said_queued_not_running(tmp_path):
     assert rows[2].startswith("1,queued,")
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_cli_writes_the_report_and_refuses_bad_input(crafted_db, tmp_path, monkeypatch, capsys, cli):
     db = tmp_path / "copy.db"
     shutil.copy(crafted_db, db)

@@ -141,6 +141,7 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     assert (Spec.from_dict(records[0].spec).arch == first) == bool(expected)
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
     args = ("search", "--space", "mnist_small", "--budget", "4000", "--trials", "2", "--epochs", "1", "--subset", "64",
             "--no-report", "--finalists", "0")

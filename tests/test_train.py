@@ -106,6 +106,7 @@ def test_gate_rejects_over_budget_candidates_without_training(small_data):
         assert trial.constraints["params"] > 0  # infeasible, so the sampler learns from it
 
 
+@pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_candidates_under_budget_train_with_the_given_trainer(small_data):
     """The objective trains through the trainer it is given, and records each epoch and the outcome."""
     seen = []
