@@ -103,7 +103,7 @@ class Search(NamedTuple):
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
     """The `nas search` command of one variant, with its study, storage and flags."""
     study = f"ttt-{name}"
-    new = name != "old"  # --jobs, --space, --rungs(-in), --sampler, --promote-after, --max-macs: the new variants' settings
+    new = name != "old"  # --jobs, --space, --rungs, --rungs-in, ...: the new variants' settings only
     jobs = args.jobs if new and args.jobs else 1
     space = str(Path(args.space).resolve()) if args.space and Path(args.space).is_file() else args.space
     flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
