@@ -36,6 +36,7 @@ from typing import NamedTuple
 import optuna
 
 from nas.device import cpu_model, usable_cores
+from nas.fidelity import DEFAULT_RUNG_UNIT, RUNG_UNITS
 from nas.search.sampler import SAMPLERS
 from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
 
@@ -100,19 +101,21 @@ class Search(NamedTuple):
     flags: list[str]  # the variant's own flags, as recorded
 
 
+# the settings given on to the new variants' `nas search`, in this order (unset: the command's own default)
+PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "promote_after", "max_macs")
+
+
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
     """The `nas search` command of one variant, with its study, storage and flags."""
     study = f"ttt-{name}"
-    new = name != "old"  # --jobs, --space, --rungs, --rungs-in, ...: the new variants' settings only
+    new = name != "old"  # PASSED_ON: the new variants' settings only
     jobs = args.jobs if new and args.jobs else 1
     space = str(Path(args.space).resolve()) if args.space and Path(args.space).is_file() else args.space
-    flags = (VARIANTS[name] + (["--jobs", str(args.jobs)] if new and args.jobs else [])
-             + (["--space", space] if new and space else [])
-             + (["--rungs", *args.rungs] if new and args.rungs else [])
-             + (["--rungs-in", args.rungs_in] if new and args.rungs_in else [])
-             + (["--sampler", args.sampler] if new and args.sampler else [])
-             + (["--promote-after", str(args.promote_after)] if new and args.promote_after else [])
-             + (["--max-macs", args.max_macs] if new and args.max_macs else []))
+    given = {**vars(args), "space": space}
+    flags = list(VARIANTS[name])
+    for option in PASSED_ON if new else ():
+        if value := given.get(option):
+            flags += [f"--{option.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
     folder = folder.resolve()
     # several workers share a journal file, as the search's own default storage does for --jobs > 1
     storage = str(folder / "study.journal") if jobs > 1 else f"sqlite:///{folder / 'study.db'}"
@@ -172,8 +175,8 @@ def main() -> None:
     p.add_argument("--space", help="the new variants' search space (default: the command's default)")
     p.add_argument("--rungs", nargs="+", metavar="EPOCHSxIMAGES",
                    help="the new variants' cheap rungs (default: the command's own ladder)")
-    p.add_argument("--rungs-in", choices=("images", "steps"),
-                   help="what the new variants' cheap rungs count (default: the command's own, images)")
+    p.add_argument("--rungs-in", choices=RUNG_UNITS,
+                   help=f"what the new variants' cheap rungs count (default: the command's own, {DEFAULT_RUNG_UNIT})")
     p.add_argument("--sampler", choices=SAMPLERS, help="the new variants' sampler (default: the command's own, tpe)")
     p.add_argument("--promote-after", type=int, metavar="N",
                    help="the new variants' --promote-after (default: the command's own, eta's 3 scores)")
