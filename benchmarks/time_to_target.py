@@ -15,8 +15,9 @@ Variants: old = the search before this one: its space (mnist_classic), every can
 with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
 default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after` and
 `--max-macs` are given to the new variants' command (default: the command's own defaults).
-Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity and the best
-complete trial within the cap (its validation accuracy, number, minute and design); never
+Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
+complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
+timed just before (`speed_probe`: found/b8000's epochs on 11,000 images, one thread); never
 run two variants, or anything else CPU-heavy, at the same time on one machine.
 """
 
@@ -34,10 +35,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import optuna
+import torch
 
+from nas.bench.timing import run_ours
+from nas.bundled import find_spec
+from nas.data.load import load_search_data
+from nas.data.source import resolve_data_dir
 from nas.device import cpu_model, usable_cores
 from nas.fidelity import DEFAULT_RUNG_UNIT, RUNG_UNITS
 from nas.search.sampler import SAMPLERS
+from nas.spec import load_spec
 from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
 
 VARIANTS = {
@@ -46,6 +53,7 @@ VARIANTS = {
     "new-no-warm": ["--no-warm-start"],
 }
 POLL_SECONDS = 10
+PROBE_SPEC, PROBE_IMAGES, PROBE_EPOCHS = "found/b8000", 11_000, 2  # the machine's speed, timed before each variant
 # the checkout this script belongs to: the search runs there, so `python -m nas.search` measures this
 # checkout's code (a `-m` module is found in the working directory before PYTHONPATH and installs)
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +92,20 @@ def worker_time(records: list[TrialRecord], started: datetime.datetime) -> dict:
             "full_training_seconds": round(sum(sum(r.epoch_seconds) for r in full)),
             "full_trainings": [{"trial": r.number, "outcome": r.outcome.value, "epochs": len(r.epoch_seconds),
                                 "value": r.value, "start_minute": minute(r)} for r in full]}
+
+
+def speed_probe(data_dir: Path, images: int = PROBE_IMAGES, epochs: int = PROBE_EPOCHS) -> dict:
+    """How fast this machine trains right now: PROBE_SPEC's epochs on `images` search images, one thread (as each
+    of the search's workers), after a short warm-up. The same VM has trained 1.3-1.5x slower at some hours
+    than at others, so runs are compared in time only beside their probes."""
+    data = load_search_data(data_dir, torch.device("cpu"), subset=images)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = run_ours(load_spec(find_spec(PROBE_SPEC)), data, epochs, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    return {"spec": PROBE_SPEC, "train_images": images, "epoch_seconds": [round(s, 2) for s in run.train_seconds]}
 
 
 def poll(study: str, storage: str) -> list[TrialRecord]:
@@ -132,7 +154,9 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         raise SystemExit(f"time_to_target: {folder} exists: remove it or pick another --out")
     folder.mkdir(parents=True)
     command, study, storage, flags = search_command(name, args, folder)
-    load_before = os.getloadavg()[0]
+    load_before = os.getloadavg()[0]  # before the probe, which loads a core itself
+    # the search's own data folder: --data-dir, else $NAS_DATA_DIR, else ./data where the search runs (ROOT)
+    probe = speed_probe(Path(args.data_dir).resolve() if args.data_dir else ROOT / resolve_data_dir(None))
     started = datetime.datetime.now()
     clock = time.perf_counter()
     with open(folder / "search.log", "w") as log:
@@ -157,7 +181,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
               "wall_seconds": wall, "trials": len(records), "trials_per_fidelity": per_fidelity,
               "best_within_cap": best_within(records, started, args.cap_minutes * 60),
               "worker_time": worker_time(records, started), "command": " ".join(command),
-              "load_before": load_before, "hardware": f"{cpu_model()}, {usable_cores()} cores",
+              "load_before": load_before, "speed_probe": probe, "hardware": f"{cpu_model()}, {usable_cores()} cores",
               "started": started.isoformat(timespec="seconds")}
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")
@@ -195,7 +219,8 @@ def main() -> None:
         best = r["best_within_cap"]
         best = f"best {best['value']:.2f} % (trial {best['trial']}, minute {best['minute']})" if best else "none complete"
         print(f"{name:<12} {shown:>10} to a full-fidelity candidate >= {args.target} % val; {best} "
-              f"({r['trials']} trials, {r['trials_per_fidelity']} trained per fidelity, load {r['load_before']:.2f} at the start)", flush=True)
+              f"({r['trials']} trials, {r['trials_per_fidelity']} trained per fidelity, load {r['load_before']:.2f} at the start; "
+              f"speed probe {r['speed_probe']['epoch_seconds']} s an epoch)", flush=True)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from conftest import ROOT
+from nas.bench import timing
+from nas.bundled import find_spec
+from nas.spec import load_spec
 from nas.store.record import Outcome, read_trials
+from nas.train import train
 
 
 def test_the_rank_table_lists_each_cheap_fidelity_every_candidate_holds_in_images_and_in_steps(capsys):
@@ -59,6 +64,23 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     old = time_to_target.search_command("old", args, Path("o"))  # the old variant: its own space, one process
     assert old.flags == ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"]
     assert old.storage == f"sqlite:///{here / 'o' / 'study.db'}"
+
+
+def test_the_speed_probe_trains_the_probe_spec_on_one_thread_and_leaves_the_threads_as_they_were(data_dir,
+                                                                                                 monkeypatch):
+    time_to_target = benchmark("time_to_target")
+    threads, seen = torch.get_num_threads(), []
+
+    def watched(spec, data, **kwargs):  # nas.bench.timing's trainer, as the probe calls it
+        seen.append((spec.code, torch.get_num_threads()))
+        return train(spec, data, **kwargs)
+
+    monkeypatch.setattr(timing, "train", watched)
+    probe = time_to_target.speed_probe(data_dir, images=256, epochs=2)
+    assert probe["spec"] == "found/b8000" and probe["train_images"] == 256
+    assert len(probe["epoch_seconds"]) == 2 and all(s > 0 for s in probe["epoch_seconds"])
+    code = load_spec(find_spec("found/b8000")).code
+    assert seen == [(code, 1), (code, 1)] and torch.get_num_threads() == threads  # the warm-up, then the timed run
 
 
 @pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
