@@ -2,15 +2,15 @@ from nas import build, count_params
 from nas.bundled import find_spec, reference_files
 from nas.space import load_space
 from nas.spec import load_spec
-from nas.search.warm_start import narrowed, warm_starts
+from nas.search.warm_start import narrowed, warm_starts, widened
 
 
 def test_a_reference_too_large_for_the_budget_is_narrowed_until_it_fits():
     space, final = load_space("mnist_small"), load_spec(reference_files()[-1])  # 7,416 parameters
     starts = warm_starts(space, 4000, [])
-    # the model found at this budget first; 3_gap: a constant LR, not drawn
-    assert [name for name, _, _ in starts] == ["found/b4000", "4_final at widths x0.68"]
-    name, params, moved = starts[1]
+    # the model found at this budget first, then the one found below it widened; 3_gap: a constant LR, not drawn
+    assert [name for name, _, _ in starts] == ["found/b4000", "found/b2000 at widths x2.38", "4_final at widths x0.68"]
+    name, params, moved = starts[2]
     spec = space.spec_from_params(params)
     # every width at 68 % of the design's, moved onto the space's grid (even widths from 4): the widest under 4,000
     assert spec.code == "v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128 ls0 wd1e-06 a.5"
@@ -48,22 +48,46 @@ def test_narrowing_finds_the_widest_factor_that_fits_as_a_scan_of_every_factor_d
 
 
 def test_the_found_models_nearest_the_budget_start_a_search_at_any_budget():
-    """At a found model's budget that model; between two, the one above narrowed to fit and the one below as it is."""
+    """At a found model's budget that model, else the one above narrowed to fit; and the one below widened to fill
+    the budget."""
     from nas.search.warm_start import nearest_found
 
-    assert [p.stem for p in nearest_found(8000)] == ["b8000"]
+    assert [p.stem for p in nearest_found(8000)] == ["b8000", "b4000"]
     assert [p.stem for p in nearest_found(5000)] == ["b8000", "b4000"]
+    assert [p.stem for p in nearest_found(4000)] == ["b4000", "b2000"] and [p.stem for p in nearest_found(2000)] == ["b2000"]
     assert [p.stem for p in nearest_found(1000)] == ["b2000"] and [p.stem for p in nearest_found(50_000)] == ["b8000"]
     space = load_space("mnist_focused")
     starts = warm_starts(space, 5000, [])
-    assert [name for name, _, _ in starts] == ["found/b8000 at widths x0.75", "found/b4000", "4_final at widths x0.84"]
-    narrow = space.spec_from_params(starts[0][1])
-    b8000 = load_spec(find_spec("found/b8000"))
+    assert [name for name, _, _ in starts] == ["found/b8000 at widths x0.75", "found/b4000 at widths x1.09",
+                                               "4_final at widths x0.84"]
+    narrow, wide = (space.spec_from_params(params) for _, params, _ in starts[:2])
+    b8000, b4000 = (load_spec(find_spec(name)) for name in ("found/b8000", "found/b4000"))
     assert count_params(build(narrow)) < 5000 and narrow.train == b8000.train  # its recipe, narrower widths
     assert [len(stage) for stage in narrow.arch.stages] == [len(stage) for stage in b8000.arch.stages]
+    assert 3904 < count_params(build(wide)) < 5000 and wide.train == b4000.train  # its recipe, wider widths
+    assert wide.arch.kinds == b4000.arch.kinds and wide.arch.head == b4000.arch.head
+
+
+def test_a_model_found_at_a_smaller_budget_is_widened_within_every_budget():
+    """The widest copy under all the budgets, at one factor above 1; none without room; references stay as made."""
+    from nas.cost import Budgets, spec_costs
+
+    space, b4000 = load_space("mnist_focused"), load_spec(find_spec("found/b4000"))
+    spec, factor, params = widened(b4000, space, 8000)
+    assert factor > 1 and params == count_params(build(spec)) < 8000
+    assert all(w >= w0 for stage, stage0 in zip(spec.arch.stages, b4000.arch.stages) for w, w0 in zip(stage, stage0))
+    assert widened(b4000, space, 3905) is None  # room for one parameter: no wider copy fits
+    capped = widened(b4000, space, Budgets(8000, macs=600_000))  # the MACs bind before the parameters
+    assert capped[2] < params and spec_costs(capped[0]).macs <= 600_000 < spec_costs(spec).macs
+    # above the largest found model: that model widened; the hand-made design is queued as people made it
+    starts = warm_starts(load_space("mnist"), 20_000, [])
+    assert [name.split(" at widths x")[0] for name, _, _ in starts] == ["found/b8000", "4_final"]
+    assert starts[0][0] != "found/b8000" and starts[1][0] == "4_final"
+    assert 7948 < count_params(build(load_space("mnist").spec_from_params(starts[0][1]))) < 20_000
 
 
 def test_a_reference_that_fits_is_queued_as_it_is_and_none_without_references():
     space = load_space("mnist")
-    assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["found/b8000", "4_final"]
+    assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["found/b8000", "found/b4000 at widths x1.46",
+                                                                     "4_final"]
     assert warm_starts(space, 4000, [], references=False) == []

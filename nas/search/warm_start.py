@@ -1,7 +1,8 @@
-"""Known designs as a starting point: the models our searches found at the budgets nearest this one, the
-hand-made references that fit the budget and the space (a too-large design narrowed until it fits), and any
-spec files the user names, enqueued as a study's first trials: once, however many commands start together on
-the study (`exclusive`), and again only while none of a design's trials reached a result."""
+"""Known designs as a starting point: the models our searches found at the budgets nearest this one (one found
+at a smaller budget widened to fill this one), the hand-made references that fit the budget and the space (a
+too-large design narrowed until it fits), and any spec files the user names, enqueued as a study's first
+trials: once, however many commands start together on the study (`exclusive`), and again only while none of a
+design's trials reached a result."""
 
 from __future__ import annotations
 
@@ -27,22 +28,25 @@ from ..spec import Spec, load_spec
 # Narrowing tries every width at 99 %, 98 %, ... of the design's (a count takes a few milliseconds); below a
 # quarter it is no longer the design people made (and, clamped at the space's narrowest widths, stops shrinking)
 NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
+# Widening a model found at a smaller budget tries 4x, 3.99x, ... 1.01x (the space's widest widths cap it sooner)
+WIDENING_STEPS = tuple(p / 100 for p in range(400, 100, -1))
 
 
 def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
                 ) -> list[tuple[str, dict, dict]]:
     """(name, parameters, moved) of every design to enqueue: the spec a space's `arch:` names, the found
-    models nearest the budget (`nearest_found`) and the bundled references, each that fits the budget(s) and
-    the space, a too-large one narrowed to fit (`narrowed`; the others are skipped), then `files` (one that
-    does not fit is refused: UsageError)."""
+    models nearest the budget (`nearest_found`; one found at a smaller budget widened to fill this one:
+    `widened`) and the bundled references, each that fits the budget(s) and the space, a too-large one
+    narrowed to fit (`narrowed`; the others are skipped), then `files` (one that does not fit is refused:
+    UsageError)."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     budget = budgets.params
     chosen = []
-    named = [(str(f), load_spec(f), True) for f in files]
-    own = [(space.fixed_from, space.fixed, False)] if space.fixed is not None else []  # the space's `arch: <spec>`
-    bundled = (own + [(f"found/{p.stem}", load_spec(p), False) for p in nearest_found(budget)]
-               + [(p.stem, load_spec(p), False) for p in reference_files()]) if references else []
-    for name, spec, required in bundled + named:
+    named = [(str(f), load_spec(f), True, False) for f in files]
+    own = [(space.fixed_from, space.fixed, False, False)] if space.fixed is not None else []  # `arch: <spec>`
+    found = [(f"found/{p.stem}", load_spec(p), False, _found_budget(p) < budget) for p in nearest_found(budget)]
+    bundled = (own + found + [(p.stem, load_spec(p), False, False) for p in reference_files()]) if references else []
+    for name, spec, required, widen in bundled + named:
         check_buildable(spec, name, UsageError)  # a named file's design is counted before it is built
         if any(getattr(spec.arch, key) != value for key, value in space.shape):  # made for other data: said
             stem = dict(space.shape).get("stem", spec.arch.stem)
@@ -55,6 +59,9 @@ def warm_starts(space: Space, budget: int | Budgets, files: list[str], reference
             spec, factor, params = narrow
             name = f"{name} at widths x{factor:.2f}"
             over = []
+        elif widen and not over and (wide := widened(spec, space, budgets)):
+            spec, factor, params = wide
+            name = f"{name} at widths x{factor:.2f}"
         fit = space.params_for(spec)
         if not required and fit is not None and any(fit[0] == params for _, params, _ in chosen):
             continue  # the same design under another name (the space's own spec is a found model)
@@ -69,40 +76,68 @@ def warm_starts(space: Space, budget: int | Budgets, files: list[str], reference
 
 def nearest_found(budget: int) -> list[Path]:
     """The found models to start a search at `budget` parameters from: the one found at that budget, else the
-    nearest found at a larger budget (narrowed to fit by warm_starts) and the nearest found at a smaller one
-    (as it is): the best known designs on either side."""
-    by_budget = sorted((json.loads(p.read_text())["search"]["budget"], p) for p in found_files())
+    nearest found at a larger budget (narrowed to fit by warm_starts); and the nearest found at a smaller one
+    (widened to fill the budget by warm_starts): the best known designs on either side."""
+    by_budget = sorted((_found_budget(p), p) for p in found_files())
     exact = [p for b, p in by_budget if b == budget]
-    if exact:
-        return exact
-    above = [p for b, p in by_budget if b > budget][:1]
+    above = exact or [p for b, p in by_budget if b > budget][:1]
     below = [p for b, p in by_budget if b < budget][-1:]
     return above + below
 
 
+def _found_budget(path: Path) -> int:
+    """The parameter budget a found model was searched at (its file's `search.budget`)."""
+    return json.loads(path.read_text())["search"]["budget"]
+
+
 def narrowed(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, float, int] | None:
-    """The widest copy of `spec` under `budget` (the parameters, or every budget) with every width (blocks, transition, head) scaled by one
-    factor and moved to the nearest width the space draws, with that factor and its parameter count;
-    None if none fits. Its shape (stages, blocks, head) and its training recipe stay the design's own."""
-    a = spec.arch
+    """The widest copy of `spec` under `budget` (the parameters, or every budget) with every width (blocks,
+    transition, head) scaled by one factor below 1 and moved to the nearest width the space draws, with that
+    factor and its parameter count; None if none fits. Its shape (stages, blocks, head) and its training
+    recipe stay the design's own."""
+    return _widest_fit(spec, space, budget, NARROWING_STEPS)
+
+
+def widened(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, float, int] | None:
+    """As `narrowed`, with factors above 1: the widest copy of a design that fits `budget` with room to spare
+    (a model found at a smaller budget); None if no wider copy fits, or the space's widest widths stop it
+    from growing."""
+    wide = _widest_fit(spec, space, budget, WIDENING_STEPS)
+    if wide is None or wide[0].arch == spec.arch:
+        return None
+    # the space's widest widths stop some widths growing, so several factors give this copy: name the smallest
+    factor = min(f for f in WIDENING_STEPS if f <= wide[1] and _scaled(spec, space, f).arch == wide[0].arch)
+    return wide[0], factor, wide[2]
+
+
+def _widest_fit(spec: Spec, space: Space, budget: int | Budgets, factors: tuple[float, ...]
+                ) -> tuple[Spec, float, int] | None:
+    """The copy of `spec` at the first of `factors` (widest first) that is within every budget, with that
+    factor and its parameter count; None if none is."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
-
-    def scaled(width: int, key: str, factor: float) -> int:
-        return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
-
     too_large = set()  # snapped to the space's widths, most factors repeat a design already counted (75 -> ~10)
-    for factor in NARROWING_STEPS:
-        arch = replace(a, stages=tuple(tuple(scaled(w, "arch.width", factor) for w in stage) for stage in a.stages),
-                       transition_width=scaled(a.transition_width, "arch.transition_width", factor),
-                       head_width=scaled(a.head_width, "arch.head_width", factor))
-        if arch in too_large:
+    for factor in factors:
+        candidate = _scaled(spec, space, factor)
+        if candidate.arch in too_large:
             continue
-        candidate = replace(spec, arch=arch)
         cost = spec_costs(candidate)  # the gate's counts, from the spec (a few milliseconds)
         if not over_budget(cost, budgets):
             return candidate, factor, cost.params
-        too_large.add(arch)
+        too_large.add(candidate.arch)
     return None
+
+
+def _scaled(spec: Spec, space: Space, factor: float) -> Spec:
+    """`spec` with every width (blocks, transition, head) times `factor`, moved to the nearest the space draws."""
+    a = spec.arch
+
+    def scaled(width: int, key: str) -> int:
+        return int(space.nearest(key, max(1, round(width * factor)))) if width else 0
+
+    return replace(spec, arch=replace(a, stages=tuple(tuple(scaled(w, "arch.width") for w in stage)
+                                                      for stage in a.stages),
+                                      transition_width=scaled(a.transition_width, "arch.transition_width"),
+                                      head_width=scaled(a.head_width, "arch.head_width")))
 
 
 def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]],
