@@ -17,8 +17,9 @@ default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sam
 `--max-macs` are given to the new variants' command (default: the command's own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
 complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
-timed just before (`speed_probe`: found/b8000's epochs on 11,000 images, one thread); never
-run two variants, or anything else CPU-heavy, at the same time on one machine.
+timed just before (`speed_probe`: 2 epochs of results/b8000_search3/best.json, found/b8000 until 2026-12-05,
+on 11,000 images, one thread); never run two variants, or anything else CPU-heavy, at the same time on one
+machine.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ VARIANTS = {
     "new-no-warm": ["--no-warm-start"],
 }
 POLL_SECONDS = 10
-PROBE_SPEC, PROBE_IMAGES, PROBE_EPOCHS = "found/b8000", 11_000, 2  # the machine's speed, timed before each variant
+# the machine's speed, timed before each variant: one fixed design (found/b8000 until 2026-12-05), so every
+# recorded probe times the same training
+PROBE_SPEC = str(Path(__file__).resolve().parent / "results" / "b8000_search3" / "best.json")
+PROBE_IMAGES, PROBE_EPOCHS = 11_000, 2
 # the checkout this script belongs to: the search runs there, so `python -m nas.search` measures this
 # checkout's code (a `-m` module is found in the working directory before PYTHONPATH and installs)
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +109,7 @@ def speed_probe(data_dir: Path, images: int = PROBE_IMAGES, epochs: int = PROBE_
         run = run_ours(load_spec(find_spec(PROBE_SPEC)), data, epochs, seed=0)
     finally:
         torch.set_num_threads(threads)
-    return {"spec": PROBE_SPEC, "train_images": images, "epoch_seconds": [round(s, 2) for s in run.train_seconds]}
+    return {"spec": "results/b8000_search3/best.json", "train_images": images, "epoch_seconds": [round(s, 2) for s in run.train_seconds]}
 
 
 def poll(study: str, storage: str) -> list[TrialRecord]:

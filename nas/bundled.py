@@ -36,7 +36,7 @@ def reference_files() -> list[Path]:
 
 
 def found_files() -> list[Path]:
-    """The winners of the measured searches (found/b8000.json, ...): spec files with their retrain results."""
+    """The models our searches found (found/b8000.json, ...): spec files with their retrain results."""
     return sorted((ROOT / "found").glob("*.json"))
 
 

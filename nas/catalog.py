@@ -68,7 +68,8 @@ def model_row(name: str, path: Path) -> dict[str, Any]:
         acc = f"{data['published']} (published)"
     else:
         acc = ""
-    int8 = (data.get("int8") or {}).get("int8") or {}  # measured for some found models only
+    # measured for some found models only: by a separate int8 retrain (`int8`), else by their own (`retrain`)
+    int8 = (data.get("int8") or {}).get("int8") or retrain.get("int8") or {}
     row = {"name": name, "acc": acc, "code": data.get("code", ""),
            "int8": f"{int8['mean']:.2f} ± {int8.get('std', 0):.2f} %" if "mean" in int8 else ""}
     try:

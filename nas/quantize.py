@@ -152,7 +152,7 @@ def export_checkpoint(checkpoint: Path, out: Path, train_x: torch.Tensor, data: 
 
 def _strip_debug_info(proto) -> None:
     """Drop the exporter's per-node stack traces and doc strings: they do not change what the model computes and
-    were about 40 % of the file's bytes (25 of 59 KB for found/b8000)."""
+    were about 40 % of the file's bytes (25 of 59 KB for the 7,948-parameter found/b8000)."""
     proto.graph.doc_string = ""
     for node in proto.graph.node:
         node.doc_string = ""
