@@ -142,6 +142,30 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     assert (Spec.from_dict(records[0].spec).arch == first) == bool(expected)
 
 
+def test_widen_best_follows_a_new_best_with_its_widest_copy(tmp_path, cli):
+    """A small design with room in the budget becomes the best; the next trial is its widest copy."""
+    from nas.bundled import reference_files
+    from nas.cost import count_params
+    from nas.model import build
+    from nas.search.warm_start import narrowed, widened
+
+    space = load_space(TINY)
+    small, _, _ = narrowed(load_spec(reference_files()[-1]), space, 1200)  # 4_final at 1,006 parameters
+    (tmp_path / "small.json").write_text(json.dumps(small.to_dict()))
+    result = cli("search", "--space", TINY, "--budget", "5000", "--no-warm-start", "--warm-start", "small.json",
+                 "--widen-best", "--trials", "2", "--epochs", "1", "--subset", "64", "--rungs", "none",
+                 "--finalists", "0", "--no-report", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    wide, factor, params = widened(small, space, 5000)
+    assert "followed by its widest copy (--widen-best)" in result.stderr  # the header says it
+    assert f"trial 0 is the new best, wrote studies/mnist_tiny-b5000/best.json; queued trial 0 at widths " \
+           f"x{factor:.2f}" in result.stderr
+    study = optuna.load_study(study_name="mnist_tiny-b5000", storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b5000.db")
+    first, second = read_trials(study)
+    assert first.warm_start == "small.json" and second.warm_start == f"trial 0 at widths x{factor:.2f}"
+    assert Spec.from_dict(second.spec).arch == wide.arch and count_params(build(wide)) == params > 1.1 * 1006
+
+
 @pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
     args = ("search", "--space", "mnist_small", "--budget", "4000", "--trials", "3", "--epochs", "1", "--subset", "64",

@@ -93,3 +93,26 @@ def test_a_reference_that_fits_is_queued_as_it_is_and_none_without_references():
     assert [name for name, _, _ in warm_starts(space, 8000, [])] == ["found/b8000", "4_final"]
     assert widened(load_spec(find_spec("found/b4000")), space, 8000)[0] == load_spec(find_spec("found/b8000"))
     assert warm_starts(space, 4000, [], references=False) == []
+
+
+def test_widen_best_queues_the_widest_copy_of_the_best_once_and_none_without_room(tmp_path):
+    """--widen-best: the study's new best is followed by its widest copy, queued as a known design; not when it
+    fills the budget, when the copy would add under 10 % of its parameters, or when the study has it already."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cost import Budgets
+    from nas.search.warm_start import queue_widened_best
+    from nas.store.record import warm_start_of
+
+    space, b4000 = load_space("mnist_focused"), load_spec(find_spec("found/b4000"))
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    assert queue_widened_best(study, b4000, 7, space, Budgets(8000)) == "trial 7 at widths x1.46"
+    (queued,) = study.get_trials(states=(TrialState.WAITING,))
+    assert warm_start_of(queued) == "trial 7 at widths x1.46"
+    assert space.spec_from_params(queued.system_attrs["fixed_params"]) == widened(b4000, space, 8000)[0]
+    assert queue_widened_best(study, b4000, 7, space, Budgets(8000)) is None  # queued already: once
+    assert queue_widened_best(study, load_spec(find_spec("found/b8000")), 9, space, Budgets(8000)) is None  # full
+    assert widened(b4000, space, 4200)[2] < 1.1 * 3904  # some room, under 10 % more: that design trained again
+    assert queue_widened_best(study, b4000, 3, space, Budgets(4200)) is None
+    assert len(study.trials) == 1

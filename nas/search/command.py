@@ -91,6 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-warm-start", action="store_true",
                    help="do not enqueue the hand-made references (search_spaces/reference/) that fit the budget "
                         "and the space")
+    p.add_argument("--widen-best", action="store_true",
+                   help="when a full training becomes the study's best with room left in the budgets, queue its "
+                        "widest copy within them as the next trial (every width scaled by one factor, as a warm "
+                        "start's widening); a run's choice")
     p.add_argument("--retrain", type=positive_int, metavar="K",
                    help="after the search, retrain the winner on all 60,000 training images with K seeds and "
                         "print its final-epoch test accuracy (as nas retrain; --subset trims it too)")
@@ -154,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
               rungs=tuple((r.epochs, r.train_images) for r in cheap), rung_unit=rung_unit, eta=args.eta,
               hold=hold_scores(plan.trials, len(cheap), args.eta, args.promote_after), sampler=args.sampler,
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
-              max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source)
+              max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source, widen_best=args.widen_best)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish

@@ -41,7 +41,9 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
          f"rungs: none (every candidate at full fidelity; {median_rule(args.epochs, behind_rungs=False)})")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
-        f"sampler: {describe_sampler(args.sampler)}",
+        f"sampler: {describe_sampler(args.sampler)}"
+        + ("; each new best with room in the budgets is followed by its widest copy (--widen-best)"
+           if args.widen_best else ""),
         header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
         *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
         *([f"space: every candidate has the architecture {fixed_arch_code(plan)}; only the training is drawn"]

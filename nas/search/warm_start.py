@@ -30,6 +30,9 @@ from ..spec import Spec, load_spec
 NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 # Widening a model found at a smaller budget tries 4x, 3.99x, ... 1.01x (the space's widest widths cap it sooner)
 WIDENING_STEPS = tuple(p / 100 for p in range(400, 100, -1))
+# --widen-best: a copy of the study's best with fewer than this many times its parameters is that design
+# trained again (a widened copy that became the best has no room left), so it is not queued
+LEADER_GROWTH = 1.1
 
 
 def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
@@ -174,6 +177,22 @@ def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]],
                     notes.append(f"queued again: trial{'s' if len(same) > 1 else ''} {numbers} did not reach a result")
             said.append(name + (f" ({'; '.join(notes)})" if notes else ""))
     return said
+
+
+def queue_widened_best(study: optuna.Study, spec: Spec, number: int, space: Space, budgets: Budgets,
+                       storage: optuna.storages.BaseStorage | None = None, url: str | None = None) -> str | None:
+    """`nas search --widen-best`: queue the widest copy within every budget (`widened`) of trial `number`'s
+    design, the study's new best, as a known design named `trial N at widths xF`; nothing when it would have
+    under LEADER_GROWTH times the parameters, the space cannot draw it, or the study has it already (another
+    worker queued it, or it ran). Returns what `enqueue` said of it, or None when nothing was queued."""
+    wide = widened(spec, space, budgets)
+    if wide is None or wide[2] < LEADER_GROWTH * count_params(build(spec)):
+        return None
+    fit = space.params_for(wide[0])
+    if fit is None:
+        return None
+    said = enqueue(study, [(f"trial {number} at widths x{wide[1]:.2f}", *fit)], storage, url)[0]
+    return None if said.endswith("not queued again)") else said
 
 
 def _queued_params(trial: FrozenTrial) -> dict[str, Any]:

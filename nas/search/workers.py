@@ -34,8 +34,9 @@ from ..errors import DataError, SpaceError, SpecError, cause_line, disk_full
 from ..fidelity import REDUCTION_FACTOR, Fidelity
 from ..progress import KEEP
 from ..space import load_space
+from ..spec import Spec
 from ..store.heartbeat import HOST, heal
-from ..store.record import Outcome, read_trial
+from ..store.record import Outcome, TrialRecord, read_trial
 from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
 from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
@@ -43,6 +44,7 @@ from .objective import BEST, Progress, budget_screen, make_objective
 from .pruner import RungPruner, median_first_epoch, queue_late_promotions
 from .sampler import make_sampler
 from .signals import Interrupted, interruptible, on_signals
+from .warm_start import queue_widened_best
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,7 @@ class Job:
     max_macs: int | None = None  # the device budgets (nas.cost.Budgets); None: none
     max_ram: int | None = None
     max_flash: int | None = None
+    widen_best: bool = False  # --widen-best: each new best with room in the budgets is followed by its widest copy
 
     @property
     def budgets(self) -> Budgets:
@@ -137,7 +140,9 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
                                cheap_rungs=cheap_rungs, rung_unit=job.rung_unit, promote=promote)
-    after_trial = trial_ended(progress, Path(job.out), in_flight)
+    widen = ((lambda record: queue_widened_best(study, Spec.from_dict(record.spec), record.number, space,
+                                                job.budgets, storage, job.storage)) if job.widen_best else None)
+    after_trial = trial_ended(progress, Path(job.out), in_flight, widen)
     start = time.perf_counter()
     heal(study, in_flight)
     while True:
@@ -173,12 +178,14 @@ def study_best(study: optuna.Study) -> str:
     return "-" if winner is None else best_line(winner[0].value, winner[0].number)
 
 
-def trial_ended(progress: Progress, out: Path, in_flight: set[int]
+def trial_ended(progress: Progress, out: Path, in_flight: set[int],
+                widen: Callable[[TrialRecord], str | None] | None = None
                 ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """The callback after each of this worker's trials: count it; after a complete one, write best.json
-    from the storage's best; after any other, read the study's best again, since another worker's trial
-    may have raised it meanwhile (a worker whose own trials are screened out for a while would show a
-    stale best); then heal what a dead worker left."""
+    from the storage's best (and, when it is this trial, queue its widest copy: `widen`, --widen-best);
+    after any other, read the study's best again, since another worker's trial may have raised it
+    meanwhile (a worker whose own trials are screened out for a while would show a stale best); then heal
+    what a dead worker left."""
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
         record = read_trial(frozen)
@@ -188,8 +195,10 @@ def trial_ended(progress: Progress, out: Path, in_flight: set[int]
             if best is not None:
                 progress.best = best_line(best["val_acc"], best["trial"])
                 if best["trial"] == record.number:
+                    queued = widen(record) if widen else None
                     progress.show([(KEEP, f" trial {record.number} is the new best"),
-                                   (BEST, f", wrote {out / 'best.json'}")], final=True)
+                                   (BEST, f", wrote {out / 'best.json'}"),
+                                   (KEEP, f"; queued {queued}" if queued else "")], final=True)
         else:
             progress.best = study_best(study)
         heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again
