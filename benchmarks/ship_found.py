@@ -147,15 +147,15 @@ def from_design(args: argparse.Namespace) -> tuple[Spec, str, dict, None]:
             runs += [json.loads(line)] if line.strip() else []
         except ValueError:
             raise UsageError(f"{args.reevaluation}: line {number} is not JSON (recipe_seeds.py's --out)") from None
-    mine = sorted(((r["seed"], r["val_acc"], r) for r in runs if not r.get("changes") and r.get("code") == spec.code),
-                  key=lambda run: run[0])
-    if not mine:
+    own = {run["seed"]: run for run in runs  # the design's runs with its own recipe; a seed run twice: the last
+           if isinstance(run, dict) and run.get("code") == spec.code and not run.get("changes") and "seed" in run}
+    if not own:
         raise UsageError(f"{args.reevaluation} has no run of {spec.code} with its own recipe")
-    accs = [acc for _, acc, _ in mine]
-    reevaluation = {"seeds": [seed for seed, _, _ in mine], "val_acc": accs, "mean": round(statistics.fmean(accs), 4),
+    seeds = sorted(own)
+    accs = [own[seed]["val_acc"] for seed in seeds]
+    reevaluation = {"seeds": seeds, "val_acc": accs, "mean": round(statistics.fmean(accs), 4),
                     "std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0, "min": min(accs),
-                    "epochs": mine[0][2]["epochs"], "train_images": mine[0][2]["train_images"],
-                    "val_images": mine[0][2]["val_images"], "hardware": mine[0][2]["hardware"]}
+                    **{key: own[seeds[0]].get(key) for key in ("epochs", "train_images", "val_images", "hardware")}}
     search = {"command": args.command, "space": args.space, "budget": args.budget, "reevaluation": reevaluation}
     return spec, args.description, search, None
 

@@ -39,7 +39,6 @@ import optuna
 import torch
 
 from nas.bench.timing import run_ours
-from nas.bundled import find_spec
 from nas.data.load import load_search_data
 from nas.data.source import resolve_data_dir
 from nas.device import cpu_model, usable_cores
@@ -56,7 +55,7 @@ VARIANTS = {
 POLL_SECONDS = 10
 # the machine's speed, timed before each variant: one fixed design (found/b8000 until 2026-12-05), so every
 # recorded probe times the same training
-PROBE_SPEC = str(Path(__file__).resolve().parent / "results" / "b8000_search3" / "best.json")
+PROBE_SPEC = "results/b8000_search3/best.json"  # under benchmarks/
 PROBE_IMAGES, PROBE_EPOCHS = 11_000, 2
 # the checkout this script belongs to: the search runs there, so `python -m nas.search` measures this
 # checkout's code (a `-m` module is found in the working directory before PYTHONPATH and installs)
@@ -106,10 +105,10 @@ def speed_probe(data_dir: Path, images: int = PROBE_IMAGES, epochs: int = PROBE_
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run = run_ours(load_spec(find_spec(PROBE_SPEC)), data, epochs, seed=0)
+        run = run_ours(load_spec(Path(__file__).resolve().parent / PROBE_SPEC), data, epochs, seed=0)
     finally:
         torch.set_num_threads(threads)
-    return {"spec": "results/b8000_search3/best.json", "train_images": images, "epoch_seconds": [round(s, 2) for s in run.train_seconds]}
+    return {"spec": PROBE_SPEC, "train_images": images, "epoch_seconds": [round(s, 2) for s in run.train_seconds]}
 
 
 def poll(study: str, storage: str) -> list[TrialRecord]:

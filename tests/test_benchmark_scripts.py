@@ -11,7 +11,6 @@ import torch
 
 from conftest import ROOT
 from nas.bench import timing
-from nas.bundled import find_spec
 from nas.spec import load_spec
 from nas.store.record import Outcome, read_trials
 from nas.train import train
