@@ -24,13 +24,12 @@ import statistics
 from pathlib import Path
 
 from nas.cli import run_script
-from nas.cost import costs, count_params
+from nas.cost import costs
 from nas.errors import UsageError
 from nas.files import write_json
 from nas.store.record import TrialRecord, read_settings, read_trials, trained_per_fidelity
 from nas.store.settings import data_of
 from nas.store.winner import select_winner
-from nas.model import build
 from nas.spec import Spec, load_spec
 from nas.store.storage import load_study, studies_dir
 
@@ -136,7 +135,7 @@ def from_design(args: argparse.Namespace) -> tuple[Spec, str, dict, None]:
     if missing:
         raise UsageError(f"--design needs {', '.join(missing)}")
     spec = load_spec(args.design)
-    params = count_params(build(spec))
+    params = costs(spec).params
     if params >= args.budget:
         raise UsageError(f"{args.design}: {params:,} parameters >= budget {args.budget:,}")
     if not args.reevaluation.is_file():

@@ -33,6 +33,7 @@ WIDENING_STEPS = tuple(p / 100 for p in range(400, 100, -1))
 # --widen-best: a copy of the study's best with fewer than this many times its parameters is that design
 # trained again (a widened copy that became the best has no room left), so it is not queued
 LEADER_GROWTH = 1.1
+NOT_QUEUED = "not queued again"  # enqueue's note on a design the study has already (run, queued or running)
 
 
 def warm_starts(space: Space, budget: int | Budgets, files: list[str], references: bool = True
@@ -165,10 +166,10 @@ def enqueue(study: optuna.Study, starts: list[tuple[str, dict, dict]],
                 notes.append(", ".join(f"{k} {old} -> {new}" for k, (old, new) in moved.items())
                              + ": the nearest the space draws")
             if any(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in same):
-                notes.append("run before: not queued again")
+                notes.append(f"run before: {NOT_QUEUED}")
             elif any(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in same) or any(
                     _same_design(p, params) for p in queued):
-                notes.append("queued or running already: not queued again")
+                notes.append(f"queued or running already: {NOT_QUEUED}")
             else:
                 study.enqueue_trial(params, user_attrs=queued_as(name))
                 queued.append(params)
@@ -186,13 +187,13 @@ def queue_widened_best(study: optuna.Study, spec: Spec, number: int, space: Spac
     under LEADER_GROWTH times the parameters, the space cannot draw it, or the study has it already (another
     worker queued it, or it ran). Returns what `enqueue` said of it, or None when nothing was queued."""
     wide = widened(spec, space, budgets)
-    if wide is None or wide[2] < LEADER_GROWTH * count_params(build(spec)):
+    if wide is None or wide[2] < LEADER_GROWTH * spec_costs(spec).params:  # the counts `widened` compares
         return None
     fit = space.params_for(wide[0])
     if fit is None:
         return None
     said = enqueue(study, [(f"trial {number} at widths x{wide[1]:.2f}", *fit)], storage, url)[0]
-    return None if said.endswith("not queued again)") else said
+    return None if NOT_QUEUED in said else said
 
 
 def _queued_params(trial: FrozenTrial) -> dict[str, Any]:
