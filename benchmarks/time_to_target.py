@@ -9,12 +9,14 @@ No finalists: the question is how soon a good enough candidate is found, not whi
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
         [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...]
         [--rungs-in images|steps] [--sampler tpe|random] [--promote-after N] [--max-macs SIZE] [--widen-best]
+        [--neighbours N]
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
-with the median pruner, no warm start; new = the default (cheap rungs, warm start); new-no-warm = the
-default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after`,
-`--max-macs` and `--widen-best` are given to the new variants' command (default: the command's own defaults).
+with the median pruner, no warm start, no neighbours of the best; new = the default (cheap rungs, warm start,
+neighbours of each new best); new-no-warm = the default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after`,
+`--max-macs`, `--widen-best` and `--neighbours` are given to the new variants' command (default: the command's
+own defaults).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
 complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
 timed just before (`speed_probe`: 2 epochs of results/b8000_search3/best.json, found/b8000 until 2026-12-05,
@@ -48,7 +50,7 @@ from nas.spec import load_spec
 from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
 
 VARIANTS = {
-    "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start"],
+    "old": ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start", "--neighbours", "0"],
     "new": [],
     "new-no-warm": ["--no-warm-start"],
 }
@@ -127,7 +129,8 @@ class Search(NamedTuple):
 
 
 # the settings given on to the new variants' `nas search`, in this order (unset: the command's own default)
-PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "promote_after", "max_macs", "widen_best")
+PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "promote_after", "max_macs", "widen_best",
+             "neighbours")
 
 
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
@@ -139,7 +142,8 @@ def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
     given = {**vars(args), "space": space}
     flags = list(VARIANTS[name])
     for option in PASSED_ON if new else ():
-        if value := given.get(option):  # a flag's value: none (True), the value, or the list of values
+        value = given.get(option)
+        if value is not None and value is not False:  # a flag's value: none (True), the value (0 too), or a list
             values = [] if value is True else value if isinstance(value, list) else [value]
             flags += [f"--{option.replace('_', '-')}", *map(str, values)]
     folder = folder.resolve()
@@ -212,6 +216,9 @@ def main() -> None:
                    help="the new variants' --max-macs, e.g. 1.2M: only designs this cheap to run, and so to train")
     p.add_argument("--widen-best", action="store_true",
                    help="the new variants' search queues the widest copy of each new best (nas search --widen-best)")
+    p.add_argument("--neighbours", type=int, metavar="N",
+                   help="the new variants' --neighbours: neighbours queued after each new best (default: the "
+                        "command's own, 2; 0: none)")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")

@@ -143,7 +143,8 @@ def run_in_process(command: str, *args: str, cwd: Path) -> subprocess.CompletedP
 # (2 seeds, into studies/keep/best_retrain/, the default --out next to best.json).
 SHARED_STUDY, SHARED_BUDGET, SHARED_TRIALS = "keep", 10_000, 3
 SHARED_SEARCH = ["--budget", str(SHARED_BUDGET), "--space", TINY, "--trials", str(SHARED_TRIALS), "--epochs", "1",
-                 "--subset", "128", "--seed", "0", "--study", SHARED_STUDY, "--device", "cpu", "-q"]
+                 "--subset", "128", "--seed", "0", "--study", SHARED_STUDY, "--device", "cpu", "-q",
+                 "--neighbours", "0"]  # drawn trials only: what the report tests read
 SHARED_RETRAIN = [f"studies/{SHARED_STUDY}/best.json", "--subset", "256", "--epochs", "1", "--seeds", "2",
                   "--device", "cpu"]
 

@@ -129,7 +129,8 @@ def test_a_warm_start_counts_as_run_only_once_a_trial_of_it_reached_a_result(tmp
 def test_an_interrupted_warm_start_is_trained_on_the_next_run(tmp_path, cli):
     low = tmp_path / "low.json"
     save_spec(next(load_space("mnist_tiny").lowest_specs()), low)
-    args = ["--budget", "3000", "--space", TINY, "--no-warm-start", "--warm-start", str(low), *QUIET]
+    args = ["--budget", "3000", "--space", TINY, "--no-warm-start", "--warm-start", str(low), "--neighbours", "0",
+            *QUIET]
     queued = cli("search", *args, "--trials", "0", cwd=tmp_path)  # queued, not run
     assert queued.returncode == 0, queued.stderr
     db = f"sqlite:///{tmp_path}/studies/mnist_tiny-b3000.db"

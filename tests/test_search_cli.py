@@ -132,7 +132,7 @@ def test_warm_start_enqueues_exactly_the_designs_that_fit(tmp_path, cli, extra, 
     extra = [final if e == "FINAL" else e for e in extra]
     expected = [final if e == "FINAL" else e for e in expected]
     result = cli("search", "--budget", "8000", "--trials", "1", "--epochs", "1", "--subset", "64", "-q",
-                 "--no-report", "--finalists", "0", *extra, cwd=tmp_path)
+                 "--no-report", "--finalists", "0", "--neighbours", "0", *extra, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     study = optuna.load_study(study_name="mnist-b8000", storage=f"sqlite:///{tmp_path}/studies/mnist-b8000.db")
     records = read_trials(study)
@@ -153,7 +153,8 @@ def test_widen_best_follows_a_new_best_with_its_widest_copy(tmp_path, cli):
     small, _, _ = narrowed(load_spec(reference_files()[-1]), space, 1200)  # 4_final at 1,006 parameters
     (tmp_path / "small.json").write_text(json.dumps(small.to_dict()))
     result = cli("search", "--space", TINY, "--budget", "5000", "--no-warm-start", "--warm-start", "small.json",
-                 "--widen-best", "--trials", "2", "--epochs", "1", "--subset", "64", "--rungs", "none",
+                 "--widen-best", "--neighbours", "0", "--trials", "2", "--epochs", "1", "--subset", "64",
+                 "--rungs", "none",
                  "--finalists", "0", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     wide, factor, params = widened(small, space, 5000)

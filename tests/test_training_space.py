@@ -85,7 +85,8 @@ def test_a_search_of_the_training_runs_and_says_the_architecture_is_fixed(cli, t
     (tmp_path / "tiny.json").write_text(json.dumps(tiny))
     space = write_space(tmp_path, "tiny.json")
     result = cli("search", "--budget", "2000", "--space", space, "--trials", "3", "--epochs", "1", "--subset", "128",
-                 "--rungs", "none", "--finalists", "0", "--device", "cpu", "--no-report", cwd=tmp_path)
+                 "--rungs", "none", "--finalists", "0", "--device", "cpu", "--no-report", "--neighbours", "0",
+                 cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "every candidate has the architecture s c4 M c8 gapc bn d0; only the training is drawn" in result.stderr
     assert "warm start: tiny.json\n" in result.stderr  # the spec's own recipe first

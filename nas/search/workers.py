@@ -40,6 +40,7 @@ from ..store.record import Outcome, TrialRecord, read_trial
 from ..store.storage import local_file, open_storage, retry_seconds, storage_failed, with_retry
 from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
+from .neighbours import queue_neighbours
 from .objective import BEST, Progress, budget_screen, make_objective
 from .pruner import RungPruner, median_first_epoch, queue_late_promotions
 from .sampler import make_sampler
@@ -80,6 +81,7 @@ class Job:
     max_ram: int | None = None
     max_flash: int | None = None
     widen_best: bool = False  # --widen-best: each new best with room in the budgets is followed by its widest copy
+    neighbours: int = 0  # --neighbours: each new best is followed by this many of its neighbours (one step away)
 
     @property
     def budgets(self) -> Budgets:
@@ -140,9 +142,17 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
                                cheap_rungs=cheap_rungs, rung_unit=job.rung_unit, promote=promote)
-    widen = ((lambda record: queue_widened_best(study, Spec.from_dict(record.spec), record.number, space,
-                                                job.budgets, storage, job.storage)) if job.widen_best else None)
-    after_trial = trial_ended(progress, Path(job.out), in_flight, widen)
+
+    def follow_best(record: TrialRecord, frozen: optuna.trial.FrozenTrial) -> list[str]:
+        """What a new best is followed by (--widen-best, --neighbours): the names of the designs queued."""
+        wide = (queue_widened_best(study, Spec.from_dict(record.spec), record.number, space, job.budgets, storage,
+                                   job.storage) if job.widen_best else None)
+        near = queue_neighbours(study, frozen, space, job.budgets, job.neighbours, job.seed, storage,
+                                job.storage) if job.neighbours else []
+        return ([wide] if wide else []) + near
+
+    after_trial = trial_ended(progress, Path(job.out), in_flight,
+                              follow_best if job.widen_best or job.neighbours else None)
     start = time.perf_counter()
     heal(study, in_flight)
     while True:
@@ -179,10 +189,11 @@ def study_best(study: optuna.Study) -> str:
 
 
 def trial_ended(progress: Progress, out: Path, in_flight: set[int],
-                widen: Callable[[TrialRecord], str | None] | None = None
+                follow_best: Callable[[TrialRecord, optuna.trial.FrozenTrial], list[str]] | None = None
                 ) -> Callable[[optuna.Study, optuna.trial.FrozenTrial], None]:
     """The callback after each of this worker's trials: count it; after a complete one, write best.json
-    from the storage's best (and, when it is this trial, queue its widest copy: `widen`, --widen-best);
+    from the storage's best (and, when it is this trial, queue what follows a new best: `follow_best`,
+    --widen-best and --neighbours);
     after any other, read the study's best again, since another worker's trial may have raised it
     meanwhile (a worker whose own trials are screened out for a while would show a stale best); then heal
     what a dead worker left."""
@@ -195,10 +206,10 @@ def trial_ended(progress: Progress, out: Path, in_flight: set[int],
             if best is not None:
                 progress.best = best_line(best["val_acc"], best["trial"])
                 if best["trial"] == record.number:
-                    queued = widen(record) if widen else None
+                    queued = follow_best(record, frozen) if follow_best else []
                     progress.show([(KEEP, f" trial {record.number} is the new best"),
                                    (BEST, f", wrote {out / 'best.json'}"),
-                                   (KEEP, f"; queued {queued}" if queued else "")], final=True)
+                                   (KEEP, f"; queued {'; '.join(queued)}" if queued else "")], final=True)
         else:
             progress.best = study_best(study)
         heal(study, in_flight)  # before the next trial: a dead worker's trial is failed and queued again

@@ -1,0 +1,132 @@
+"""Local search around the study's best (`nas search --neighbours N`): when a full training becomes the best,
+N of its neighbours, each the same candidate with one sampled parameter moved one step, are queued as known
+designs (trained in full, never screened at a cheap rung), so the workers spend the next minutes next to the
+best instead of on random draws. A step: a choice swapped for another, a number moved by 10-25 % of its range
+(log ranges: by a factor of 1.2-1.6), a width by one or two of its steps; a block or stage the step adds
+copies the block before it. A neighbour over a budget, or one the study has, is passed over."""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial
+
+from ..cost import Budgets, over_budget, spec_costs
+from ..space import Space
+from .warm_start import NOT_QUEUED, enqueue
+
+NEIGHBOURS = 2  # --neighbours' default: one for each of two workers, as the time-to-target runs use
+BLOCK_PARAM = re.compile(r"(?P<kind>\w+)_s(?P<stage>\d+)(?:_b(?P<block>\d+))?")  # width_s2_b3, blocks_s2
+
+
+def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, seed: int
+               ) -> list[tuple[str, dict[str, Any], dict]]:
+    """Up to `count` neighbours of `trial` as warm_starts gives designs: (name, parameters, {}), each with one
+    parameter moved (a different one each), named `trial N, lr_sgd 0.316 -> 0.25`; those within every budget
+    the space draws. The same trial and seed give the same neighbours."""
+    rng = random.Random(f"{seed}/{trial.number}")
+    names = sorted(trial.params)
+    rng.shuffle(names)
+    found: list[tuple[str, dict[str, Any], dict]] = []
+    for name in names:
+        if len(found) == count:
+            break
+        old = trial.params[name]
+        new = step(old, trial.distributions[name], rng)
+        if new == old:
+            continue
+        try:
+            spec = space.sample(_Moved({**trial.params, name: new}))  # type: ignore[arg-type] (its suggest_* calls)
+        except _NoNeighbour:
+            continue
+        fit = space.params_for(spec)  # None: the step left what the space draws (valid padding on a small map)
+        if (fit is None or fit[0] == trial.params or any(fit[0] == p for _, p, _ in found)
+                or over_budget(spec_costs(spec), budgets)):
+            continue
+        found.append((f"trial {trial.number}, {name} {_short(old)} -> {_short(new)}", fit[0], {}))
+    return found
+
+
+def step(value: Any, distribution: BaseDistribution, rng: random.Random) -> Any:
+    """`value` moved one step within `distribution` (see the module's note); `value` itself where it cannot move."""
+    if isinstance(distribution, CategoricalDistribution):
+        others = [c for c in distribution.choices if c != value]
+        return rng.choice(others) if others else value
+    if not isinstance(distribution, (FloatDistribution, IntDistribution)):
+        return value
+    low, high = distribution.low, distribution.high
+    sign = rng.choice((-1, 1))
+    for direction in (sign, -sign):  # at an end of its range, the other way
+        if isinstance(distribution, IntDistribution) and not distribution.log:
+            moved: float = value + direction * distribution.step * rng.choice((1, 2))
+        elif distribution.log:
+            moved = value * math.exp(direction * math.log(rng.uniform(1.2, 1.6)))
+        else:
+            moved = value + direction * rng.uniform(0.10, 0.25) * (high - low)
+        moved = min(max(moved, low), high)
+        if isinstance(distribution, IntDistribution):
+            moved = low + round((moved - low) / distribution.step) * distribution.step
+            if moved != value:
+                return int(moved)
+        else:
+            if distribution.step:
+                moved = low + round((moved - low) / distribution.step) * distribution.step
+            elif low <= float(f"{moved:.3g}") <= high:  # three figures: a readable name, the same neighbour
+                moved = float(f"{moved:.3g}")
+            if moved != value:
+                return moved
+    return value
+
+
+def queue_neighbours(study: optuna.Study, trial: FrozenTrial, space: Space, budgets: Budgets, count: int,
+                     seed: int, storage: optuna.storages.BaseStorage | None = None, url: str | None = None
+                     ) -> list[str]:
+    """Queue `trial`'s neighbours (`neighbours`) through `enqueue`, each once however many workers queue them;
+    returns the names of those queued."""
+    said = enqueue(study, neighbours(trial, space, budgets, count, seed), storage, url)
+    return [name for name in said if NOT_QUEUED not in name]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class _Moved:
+    """A stand-in trial answering each suggest_* from `params`; a parameter the step brought in (a block or
+    stage it added) takes the value of the same parameter one block, else one stage, before it."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def _answer(self, name: str) -> Any:
+        if name in self.params:
+            return self.params[name]
+        match = BLOCK_PARAM.fullmatch(name)
+        if match is None:  # e.g. the transition's width once a pool becomes a 1x1 conv: no block before it
+            raise _NoNeighbour(name)
+        kind, stage, block = match["kind"], int(match["stage"]), match["block"]
+        earlier = ([f"{kind}_s{stage}_b{int(block) - 1}"] if block and int(block) > 1 else []) + \
+                  [f"{kind}_s{stage - 1}" + (f"_b{block}" if block else ""), f"{kind}_s{stage - 1}_b1"]
+        for other in earlier:
+            if other in self.params:
+                self.params[name] = self.params[other]  # a later block of an added stage copies this one
+                return self.params[name]
+        raise _NoNeighbour(name)
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return int(self._answer(name))
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return float(self._answer(name))
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        return self._answer(name)
+
+
+class _NoNeighbour(Exception):
+    pass
