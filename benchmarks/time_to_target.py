@@ -13,10 +13,10 @@ No finalists: the question is how soon a good enough candidate is found, not whi
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
-with the median pruner, no warm start, no neighbours of the best; new = the default (cheap rungs, warm start,
-neighbours of each new best); new-no-warm = the default without warm start. `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after`,
-`--max-macs`, `--widen-best` and `--neighbours` are given to the new variants' command (default: the command's
-own defaults).
+with the median pruner, no warm start, no neighbours of the best; new = the default (cheap rungs, warm
+start, neighbours of each new best); new-no-warm = the default without warm start (and so without
+neighbours). `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after`, `--max-macs`,
+`--widen-best` and `--neighbours` are given to the new variants' command (default: the command's own).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
 complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
 timed just before (`speed_probe`: 2 epochs of results/b8000_search3/best.json, found/b8000 until 2026-12-05,
@@ -218,7 +218,7 @@ def main() -> None:
                    help="the new variants' search queues the widest copy of each new best (nas search --widen-best)")
     p.add_argument("--neighbours", type=int, metavar="N",
                    help="the new variants' --neighbours: neighbours queued after each new best (default: the "
-                        "command's own, 2; 0: none)")
+                        "command's own: 2 with a warm start, else 0)")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")

@@ -281,7 +281,8 @@ def test_three_commands_started_together_train_each_warm_start_once(tmp_path, re
     low = tmp_path / "low.json"
     save_spec(next(load_space("mnist_tiny").lowest_specs()), low)  # a second design next to 4_final (narrowed)
     args = ["--budget", "3000", "--space", TINY, "--warm-start", str(low), "--storage", url, "--study", "shared",
-            "--trials", "1", "--device", "cpu", "--epochs", "1", "--subset", "128", "--no-report", "--finalists", "0"]
+            "--trials", "1", "--device", "cpu", "--epochs", "1", "--subset", "128", "--no-report", "--finalists", "0",
+            "--neighbours", "0"]
     machines = [tmp_path / f"m{k}" for k in range(3)]
     procs = []
     for machine in machines:

@@ -429,7 +429,7 @@ def test_a_search_with_finalists_never_opens_the_test_set(cli, tmp_path):
 @pytest.mark.slow  # a search through both cheap rungs, continued: about 9 s on 2 cores
 def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path):
     args = ["--budget", "3000", "--space", TINY, "--epochs", "1", "--subset", "1500", "--finalists", "0",
-            "--no-report", "--device", "cpu"]
+            "--no-report", "--device", "cpu", "--neighbours", "0"]  # drawn candidates only: each climbs the rungs
     result = cli("search", *args, "--trials", "4", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert ("rungs: 1x300 -> 1x750 -> 1x1,500 (epochs x images; the best 1/3 at each cheap rung go on); in the full "

@@ -29,9 +29,10 @@ from nas.store.record import Outcome, read_trials
 
 slow = pytest.mark.slow
 RETRY = "5"  # seconds: $NAS_STORAGE_RETRY_SECONDS for the commands these tests run
-# one trial at full fidelity (no cheap rungs): it records every epoch, so an outage or a full disk cuts it
+# one trial at full fidelity (no cheap rungs): it records every epoch, so an outage or a full disk cuts it;
+# no neighbours queued after it (the summaries below count the trials)
 SEARCH = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0", "--rungs", "none",
-          "--epochs", "3", "--subset", "1024", "--trials", "1", "--seed", "0", "-q"]
+          "--epochs", "3", "--subset", "1024", "--trials", "1", "--seed", "0", "-q", "--neighbours", "0"]
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:

@@ -6,9 +6,10 @@ import pytest
 
 from conftest import SHARED_BUDGET, TINY, one_line_error, run_cli, tree_hashes
 from nas.bundled import find_spec
+from nas.cost import Budgets
 from nas.data import PREPROCESSING
 from nas.space import load_space
-from nas.spec import Spec, load_spec
+from nas.spec import Spec, load_spec, save_spec
 from nas.store.record import Outcome, read_settings, read_trials
 from nas.store.winner import best_record, select_winner
 
@@ -27,13 +28,14 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     assert "this run: 0/3 trials, 0 rejected" in first.stderr  # counters of this run, from the start
     db = tmp_path / "studies" / "mnist_tiny-b3000.db"
     study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 3
+    ran = lambda: [t for t in study.get_trials() if t.state != optuna.trial.TrialState.WAITING]  # noqa: E731
+    assert len(ran()) == 3  # (and the neighbours of its new bests queued, not run)
     assert read_settings(study) == {"budget": 3000, "space": "mnist_tiny", "space_file": "bundled:mnist_tiny",
                                     "epochs": 2, "train_images": 256, "rungs": [], "rung_unit": "images", "finalists": 3,
                                     "finalist_seeds": 3,
                                     "space_hash": load_space(TINY).content_hash, "data": {"name": "mnist"},
                                     "preprocessing": {**PREPROCESSING, "class_labels": list(range(10))}}
-    records = read_trials(study)
+    records = [r for r in read_trials(study) if r.outcome != Outcome.QUEUED]
     assert all(r.params > 0 and r.spec and r.macs and r.fidelity.epochs == 2 for r in records)
     complete = [r for r in records if r.outcome == Outcome.COMPLETE]
     assert complete, "3 trials of the tiny space should give at least one complete trial"
@@ -47,8 +49,7 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     again = run_cli("nas.search", *SMALL, "-q", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert again.stderr == ""  # quiet
-    study = optuna.load_study(study_name="mnist_tiny-b3000", storage=f"sqlite:///{db}")
-    assert len(study.trials) == 6  # continued, not restarted
+    assert len(ran()) == 6  # continued, not restarted
 
 
 def test_studies_dir_from_flag_then_environment(tmp_path, cli):
@@ -154,8 +155,7 @@ def test_widen_best_follows_a_new_best_with_its_widest_copy(tmp_path, cli):
     (tmp_path / "small.json").write_text(json.dumps(small.to_dict()))
     result = cli("search", "--space", TINY, "--budget", "5000", "--no-warm-start", "--warm-start", "small.json",
                  "--widen-best", "--neighbours", "0", "--trials", "2", "--epochs", "1", "--subset", "64",
-                 "--rungs", "none",
-                 "--finalists", "0", "--no-report", cwd=tmp_path)
+                 "--rungs", "none", "--finalists", "0", "--no-report", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     wide, factor, params = widened(small, space, 5000)
     assert "followed by its widest copy (--widen-best)" in result.stderr  # the header says it
@@ -167,10 +167,40 @@ def test_widen_best_follows_a_new_best_with_its_widest_copy(tmp_path, cli):
     assert Spec.from_dict(second.spec).arch == wide.arch and count_params(build(wide)) == params > 1.1 * 1006
 
 
+def test_a_new_best_is_followed_by_its_neighbours(tmp_path, cli):
+    """--neighbours 2: the first trial becomes the best; the next is the first of its two neighbours, queued by
+    name and trained in full, never screened out at the cheap rungs; the other is left queued, and said so."""
+    from nas.search.neighbours import neighbours
+
+    args = ["search", "--space", TINY, "--budget", "5000", "--no-warm-start", "--trials", "2", "--epochs", "1",
+            "--subset", "1500", "--finalists", "0", "--no-report", "--seed", "3"]  # 1,500: rungs of 300 and 750
+    result = cli(*args, "--neighbours", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "each new best is followed by 2 of its neighbours, one parameter moved one step" in result.stderr
+    study = optuna.load_study(study_name="mnist_tiny-b5000", storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b5000.db")
+    first, second, *waiting = study.trials
+    (name, params, _), (other, _, _) = neighbours(first, load_space(TINY), Budgets(5000), 2, seed=3)
+    assert name.startswith("trial 0, ") and f"trial 0 is the new best, wrote studies/mnist_tiny-b5000/best.json; " \
+                                           f"queued {name}; {other}" in result.stderr
+    assert second.params == params != first.params
+    drawn, neighbour, *_ = read_trials(study)
+    # both climbed the two cheap rungs; the neighbour, never screened out there, trained in full
+    assert len(drawn.rungs) == len(neighbour.rungs) == 2 and neighbour.warm_start == name
+    assert neighbour.outcome == Outcome.COMPLETE and len(neighbour.curve) == 1
+    assert waiting[0].user_attrs["warm_start"] == other and waiting[0].state == optuna.trial.TrialState.WAITING
+    assert f"{len(waiting)} known design(s) queued, not trained yet" in result.stdout  # the summary
+    # by default: none without a warm start (the first bests are weak draws), 2 where one is queued
+    off = cli(*args, "--study", "off", cwd=tmp_path)
+    assert off.returncode == 0 and "neighbours" not in off.stderr and "queued" not in off.stderr
+    save_spec(next(load_space(TINY).lowest_specs()), tmp_path / "low.json")
+    warm = cli(*args, "--trials", "0", "--warm-start", "low.json", "--study", "warm", cwd=tmp_path)  # (queued only)
+    assert warm.returncode == 0 and "each new best is followed by 2 of its neighbours" in warm.stderr
+
+
 @pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
     args = ("search", "--space", "mnist_small", "--budget", "4000", "--trials", "3", "--epochs", "1", "--subset", "64",
-            "--no-report", "--finalists", "0")
+            "--no-report", "--finalists", "0", "--neighbours", "0")
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     # the model found at this budget, the one found at 2,000 widened to fill it, the hand-made design narrowed to fit

@@ -116,3 +116,94 @@ def test_widen_best_queues_the_widest_copy_of_the_best_once_and_none_without_roo
     assert widened(b4000, space, 4200)[2] < 1.1 * 3904  # some room, under 10 % more: that design trained again
     assert queue_widened_best(study, b4000, 3, space, Budgets(4200)) is None
     assert len(study.trials) == 1
+
+
+def _trained(space_name: str, spec, value: float = 99.0):
+    """A study (in memory) whose one complete trial is `spec`, queued as a warm start is, and that trial."""
+    import optuna
+
+    space = load_space(space_name)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(space.params_for(spec)[0])
+    trial = study.ask()
+    space.sample(trial)
+    study.tell(trial, value)
+    return space, study, study.trials[0]
+
+
+def test_the_neighbours_of_a_design_move_one_parameter_each_and_stay_within_the_budget():
+    from nas.cost import Budgets, over_budget, spec_costs
+    from nas.search.neighbours import neighbours
+
+    space, _, trial = _trained("mnist_focused", load_spec(find_spec("found/b8000")))  # 7,926 of 8,000
+    found = neighbours(trial, space, Budgets(8000), 8, seed=0)
+    assert len(found) == 8 and found == neighbours(trial, space, Budgets(8000), 8, seed=0)  # the same each time
+    assert [name for name, _, _ in found] != [name for name, _, _ in neighbours(trial, space, Budgets(8000), 8, 1)]
+    moved = set()
+    for name, params, notes in found:
+        head, what = name.split(", ", 1)
+        key, old, arrow, new = what.split(" ")
+        assert head == "trial 0" and arrow == "->" and notes == {} and key not in moved  # a different one each
+        moved.add(key)
+        spec = space.spec_from_params(params)
+        assert spec is not None and not over_budget(spec_costs(spec), Budgets(8000))
+        # that parameter alone changed (a block fewer drops that block's parameters; one more adds its own)
+        assert {k for k in trial.params.keys() & params.keys() if params[k] != trial.params[k]} == {key}
+    assert len({tuple(sorted(p.items())) for _, p, _ in found}) == 8
+    assert neighbours(trial, space, Budgets(8000), 0, seed=0) == []
+
+
+def test_neighbours_follow_a_new_best_by_default_only_where_the_search_has_a_warm_start():
+    from nas.search.neighbours import NEIGHBOURS, neighbours_default
+
+    assert neighbours_default([]) == 0 and NEIGHBOURS == 2
+    assert neighbours_default(warm_starts(load_space("mnist_focused"), 8000, [])) == NEIGHBOURS
+
+
+def test_a_step_swaps_a_choice_and_moves_a_number_within_its_range():
+    import random
+
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    from nas.search.neighbours import step
+
+    rng = random.Random(0)
+    for _ in range(50):
+        assert step("relu", CategoricalDistribution(["relu", "silu", "prelu"]), rng) in ("silu", "prelu")
+        lr = step(0.316, FloatDistribution(0.05, 0.5, log=True), rng)
+        assert 1.19 <= max(lr / 0.316, 0.316 / lr) <= 1.61 or lr == 0.5
+        assert step(0.5, FloatDistribution(0.05, 0.5, log=True), rng) < 0.5  # at the top: down
+        width = step(18, IntDistribution(4, 32, step=2), rng)
+        assert abs(width - 18) in (2, 4) and width % 2 == 0
+        assert step(4, IntDistribution(4, 32, step=2), rng) in (6, 8)
+        shift = step(0.05, FloatDistribution(0.0, 0.1), rng)
+        assert 0.0099 <= abs(shift - 0.05) <= 0.0251 and 0.0 <= shift <= 0.1
+    assert step(True, CategoricalDistribution([True]), rng) is True  # nothing to swap with: itself
+
+
+def test_a_block_a_step_adds_copies_the_block_before_it():
+    from nas.search.neighbours import _Moved
+
+    space, _, trial = _trained("mnist_focused", load_spec(find_spec("found/b8000")))
+    blocks = trial.params["blocks_s2"]
+    spec = space.sample(_Moved({**trial.params, "blocks_s2": blocks + 1}))
+    assert spec.arch.stages[1] == (*load_spec(find_spec("found/b8000")).arch.stages[1],
+                                   load_spec(find_spec("found/b8000")).arch.stages[1][-1])
+    assert spec.arch.kinds[1][-1] == spec.arch.kinds[1][-2]
+
+
+def test_queue_neighbours_queues_each_once(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas.cost import Budgets
+    from nas.search.neighbours import queue_neighbours
+    from nas.store.record import warm_start_of
+
+    space, _, trial = _trained("mnist_focused", load_spec(find_spec("found/b4000")))
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/s.db", direction="maximize")
+    names = queue_neighbours(study, trial, space, Budgets(4000), 2, seed=5)
+    assert len(names) == 2 and all(n.startswith("trial 0, ") for n in names)
+    assert [warm_start_of(t) for t in study.get_trials(states=(TrialState.WAITING,))] == names
+    assert queue_neighbours(study, trial, space, Budgets(4000), 2, seed=5) == []  # queued already: once
+    assert len(study.trials) == 2

@@ -28,7 +28,8 @@ from nas.space import load_space
 from nas.store.storage import load_study, open_storage, output_dir, with_retry
 from nas.train import EpochResult, TrainResult
 
-TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0"]  # workers, not selection
+# workers, not selection: no finalists, and no neighbours of a new best (each test counts the trials it asked for)
+TINY_ARGS = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0", "--neighbours", "0"]
 slow = pytest.mark.slow  # worker processes, signals, PostgreSQL: every test here but the in-process ones at the end
 
 

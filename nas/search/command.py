@@ -96,10 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="when a full training becomes the study's best with room left in the budgets, queue its "
                         "widest copy within them as the next trial (every width scaled by one factor, as a warm "
                         "start's widening); a run's choice")
-    p.add_argument("--neighbours", type=non_negative_int, default=NEIGHBOURS, metavar="N",
+    p.add_argument("--neighbours", type=non_negative_int, metavar="N",
                    help="when a full training becomes the study's best, queue N of its neighbours (the same "
                         "candidate with one sampled parameter moved one step) as the next trials; 0: none "
-                        f"(default {NEIGHBOURS})")
+                        f"(default: {NEIGHBOURS} where the search has a warm start, else 0)")
     p.add_argument("--retrain", type=positive_int, metavar="K",
                    help="after the search, retrain the winner on all 60,000 training images with K seeds and "
                         "print its final-epoch test accuracy (as nas retrain; --subset trims it too)")
@@ -164,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
               hold=hold_scores(plan.trials, len(cheap), args.eta, args.promote_after), sampler=args.sampler,
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
               max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source, widen_best=args.widen_best,
-              neighbours=args.neighbours)
+              neighbours=plan.neighbours)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish

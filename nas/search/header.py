@@ -44,8 +44,8 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
         f"sampler: {describe_sampler(args.sampler)}"
         + ("; each new best with room in the budgets is followed by its widest copy (--widen-best)"
            if args.widen_best else "")
-        + (f"; each new best is followed by {args.neighbours} of its neighbours, one parameter moved one step "
-           "(--neighbours)" if args.neighbours else ""),
+        + (f"; each new best is followed by {plan.neighbours} of its neighbours, one parameter moved one step "
+           "(--neighbours)" if plan.neighbours else ""),
         header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
         *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
         *([f"space: every candidate has the architecture {fixed_arch_code(plan)}; only the training is drawn"]

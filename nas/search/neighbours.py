@@ -1,9 +1,10 @@
 """Local search around the study's best (`nas search --neighbours N`): when a full training becomes the best,
 N of its neighbours, each the same candidate with one sampled parameter moved one step, are queued as known
-designs (trained in full, never screened at a cheap rung), so the workers spend the next minutes next to the
-best instead of on random draws. A step: a choice swapped for another, a number moved by 10-25 % of its range
-(log ranges: by a factor of 1.2-1.6), a width by one or two of its steps; a block or stage the step adds
-copies the block before it. A neighbour over a budget, or one the study has, is passed over."""
+designs (never screened out at a cheap rung: each reaches the full training), so the workers spend the next
+minutes next to the best instead of on random draws. A step: a choice swapped for another, a number moved
+by 10-25 % of its range (log ranges: by a factor of 1.2-1.6), an integer (a width, a block count) by one or
+two of its steps; a block or stage the step adds copies the one before it. A neighbour over a budget, one
+the space cannot draw or one the study has is passed over."""
 
 from __future__ import annotations
 
@@ -20,15 +21,18 @@ from ..cost import Budgets, over_budget, spec_costs
 from ..space import Space
 from .warm_start import NOT_QUEUED, enqueue
 
-NEIGHBOURS = 2  # --neighbours' default: one for each of two workers, as the time-to-target runs use
+# --neighbours' default where the search starts from known designs: one for each of two workers. Without
+# a start, the first bests are weak draws, and their neighbours took the time the cheap rungs would have
+# screened better designs in (docs/results.md, 2026-12-05): none there
+NEIGHBOURS = 2
 BLOCK_PARAM = re.compile(r"(?P<kind>\w+)_s(?P<stage>\d+)(?:_b(?P<block>\d+))?")  # width_s2_b3, blocks_s2
 
 
 def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, seed: int
                ) -> list[tuple[str, dict[str, Any], dict]]:
-    """Up to `count` neighbours of `trial` as warm_starts gives designs: (name, parameters, {}), each with one
-    parameter moved (a different one each), named `trial N, lr_sgd 0.316 -> 0.25`; those within every budget
-    the space draws. The same trial and seed give the same neighbours."""
+    """Up to `count` neighbours of `trial`, as warm_starts gives designs: (name, parameters, {}), each with
+    another parameter moved one step, named `trial N, lr_sgd 0.316 -> 0.25`; only those within every budget
+    that the space can draw. The same trial and seed give the same neighbours."""
     rng = random.Random(f"{seed}/{trial.number}")
     names = sorted(trial.params)
     rng.shuffle(names)
@@ -50,6 +54,12 @@ def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, s
             continue
         found.append((f"trial {trial.number}, {name} {_short(old)} -> {_short(new)}", fit[0], {}))
     return found
+
+
+def neighbours_default(starts: list) -> int:
+    """How many neighbours follow each new best when --neighbours is not given: NEIGHBOURS where the search
+    has known designs to start from (`starts`, whether queued by this run or an earlier one), else none."""
+    return NEIGHBOURS if starts else 0
 
 
 def step(value: Any, distribution: BaseDistribution, rng: random.Random) -> Any:
@@ -114,7 +124,7 @@ class _Moved:
                   [f"{kind}_s{stage - 1}" + (f"_b{block}" if block else ""), f"{kind}_s{stage - 1}_b1"]
         for other in earlier:
             if other in self.params:
-                self.params[name] = self.params[other]  # a later block of an added stage copies this one
+                self.params[name] = self.params[other]  # the next block of an added stage copies this one
                 return self.params[name]
         raise _NoNeighbour(name)
 

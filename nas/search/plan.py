@@ -20,6 +20,7 @@ from ..fidelity import Fidelity, ladder, parse_rung
 from ..space import Space, load_space
 from ..store.storage import check_study_name, default_storage, output_dir, studies_dir
 from .finalists import MAX_SEEDS
+from .neighbours import neighbours_default
 from .warm_start import warm_starts
 
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
@@ -43,6 +44,7 @@ class Plan:
     asked_rungs: list[Fidelity] | None  # None: the default ladder (or the study's own)
     cheap: tuple[Fidelity, ...]
     starts: list
+    neighbours: int = 0  # --neighbours, or its default for this run (`neighbours_default`)
     source: DataSource = DataSource()
     data: DataInfo | None = None
 
@@ -84,8 +86,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     url = args.storage or default_storage(root, study_name, args.jobs)
     out = output_dir(root, study_name, url)
     _check_writable(out)
+    neighbours = args.neighbours if args.neighbours is not None else neighbours_default(starts)
     return Plan(space, study_name, root, url, out, device, data_dir, trials, full, val_images, asked, cheap, starts,
-                source, info)
+                neighbours, source, info)
 
 
 def default_study_name(space: str, budgets: Budgets, data: str = "") -> str:

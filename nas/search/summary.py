@@ -20,8 +20,12 @@ def summary(study: optuna.Study, top: int = 10) -> str:
     if trained := trained_per_fidelity(records):
         lines.append("trained at each fidelity (epochs x images): "
                      + ", ".join(f"{f.epochs}x{f.train_images:,}: {n}" for f, n in trained.items()))
-    if promotions := sum(r.promoted_from is not None for r in records if r.outcome == Outcome.QUEUED):
-        lines.append(f"{promotions} late promotion(s) queued, not trained yet: continuing the study trains them first")
+    queued = [r for r in records if r.outcome == Outcome.QUEUED]
+    then = "not trained yet: continuing the study trains them first"
+    if promotions := sum(r.promoted_from is not None for r in queued):
+        lines.append(f"{promotions} late promotion(s) queued, {then}")
+    if known := sum(r.warm_start is not None for r in queued):  # a warm start, a new best's neighbour or copy
+        lines.append(f"{known} known design(s) queued, {then}")
     complete = sorted((r for r in records if r.outcome == Outcome.COMPLETE), key=lambda r: -r.value)[:top]
     if not complete:
         return "\n".join(lines + ["no trial completed yet"])
