@@ -19,7 +19,7 @@ from optuna.trial import FrozenTrial
 
 from ..cost import Budgets, over_budget, spec_costs
 from ..space import Space
-from .warm_start import NOT_QUEUED, enqueue
+from .warm_start import enqueue_new
 
 # --neighbours' default where the search starts from known designs: one for each of two workers. Without
 # a start, the first bests are weak draws, and their neighbours took the time the cheap rungs would have
@@ -96,10 +96,9 @@ def step(value: Any, distribution: BaseDistribution, rng: random.Random) -> Any:
 def queue_neighbours(study: optuna.Study, trial: FrozenTrial, space: Space, budgets: Budgets, count: int,
                      seed: int, storage: optuna.storages.BaseStorage | None = None, url: str | None = None
                      ) -> list[str]:
-    """Queue `trial`'s neighbours (`neighbours`) through `enqueue`, each once however many workers queue them;
+    """Queue `trial`'s neighbours (`neighbours`), each once however many workers queue them (`enqueue_new`);
     returns the names of those queued."""
-    said = enqueue(study, neighbours(trial, space, budgets, count, seed), storage, url)
-    return [name for name in said if NOT_QUEUED not in name]
+    return enqueue_new(study, neighbours(trial, space, budgets, count, seed), storage, url)
 
 
 def _short(value: Any) -> str:

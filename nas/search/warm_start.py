@@ -192,8 +192,15 @@ def queue_widened_best(study: optuna.Study, spec: Spec, number: int, space: Spac
     fit = space.params_for(wide[0])
     if fit is None:
         return None
-    said = enqueue(study, [(f"trial {number} at widths x{wide[1]:.2f}", *fit)], storage, url)[0]
-    return None if NOT_QUEUED in said else said
+    queued = enqueue_new(study, [(f"trial {number} at widths x{wide[1]:.2f}", *fit)], storage, url)
+    return queued[0] if queued else None
+
+
+def enqueue_new(study: optuna.Study, starts: list[tuple[str, dict, dict]],
+                storage: optuna.storages.BaseStorage | None = None, url: str | None = None) -> list[str]:
+    """`enqueue`, returning what it said of the designs it queued now (not of those the study had already):
+    what follows a new best (--widen-best, --neighbours) reports."""
+    return [said for said in enqueue(study, starts, storage, url) if NOT_QUEUED not in said]
 
 
 def _queued_params(trial: FrozenTrial) -> dict[str, Any]:
