@@ -181,6 +181,23 @@ def test_a_step_swaps_a_choice_and_moves_a_number_within_its_range():
     assert step(True, CategoricalDistribution([True]), rng) is True  # nothing to swap with: itself
 
 
+def test_a_step_an_end_of_the_range_would_cut_short_goes_the_other_way():
+    import random
+
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from nas.search.neighbours import step
+
+    rng = random.Random(0)
+    for _ in range(50):
+        # the searched rotation 14.9 in 5-15 went to 15: the best trained again for a 0.1 degree change
+        rotation = step(14.9, FloatDistribution(5.0, 15.0), rng)
+        assert 14.9 - 2.51 <= rotation <= 14.9 - 0.99
+        lr = step(0.45, FloatDistribution(0.05, 0.5, log=True), rng)
+        assert 1.19 <= 0.45 / lr <= 1.61
+        assert step(30, IntDistribution(4, 32, step=2), rng) in (32, 28, 26)  # +2 fits; +4 would be cut
+
+
 def test_a_block_a_step_adds_copies_the_block_before_it():
     from nas.search.neighbours import _Moved
 
