@@ -3,8 +3,9 @@ N of its neighbours, each the same candidate with one sampled parameter moved on
 designs (never screened out at a cheap rung: each reaches the full training), so the workers spend the next
 minutes next to the best instead of on random draws. A step: a choice swapped for another, a number moved
 by 10-25 % of its range (log ranges: by a factor of 1.2-1.6), an integer (a width, a block count) by one or
-two of its steps; a block or stage the step adds copies the one before it. A neighbour over a budget, one
-the space cannot draw or one the study has is passed over."""
+two of its steps, the other way where an end of the range would cut the step short; a block or stage the
+step adds copies the one before it. A neighbour over a budget, one the space cannot draw or one the study
+has is passed over."""
 
 from __future__ import annotations
 
