@@ -85,10 +85,9 @@ def step(value: Any, distribution: BaseDistribution, rng: random.Random) -> Any:
         moved = _on_grid(min(max(raw, low), high), distribution)
         if moved != value:
             moves.append((moved, not low <= raw <= high))
-    # a move an end cuts short goes the other way where that has room: rotation 14.9 -> 15 of 5-15 would
-    # train the best again with a 1 % change, a full training for a copy
-    whole = [moved for moved, cut in moves if not cut]
-    return (whole or [moved for moved, _ in moves] or [value])[0]
+    # a move an end cuts short goes the other way where that has room (min keeps the first of equals):
+    # rotation 14.9 -> 15 of 5-15 would train the best again with a 1 % change, a full training for a copy
+    return min(moves, key=lambda move: move[1])[0] if moves else value
 
 
 def _on_grid(value: float, distribution: FloatDistribution | IntDistribution) -> Any:
