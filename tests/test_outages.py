@@ -30,9 +30,11 @@ from nas.store.record import Outcome, read_trials
 slow = pytest.mark.slow
 RETRY = "5"  # seconds: $NAS_STORAGE_RETRY_SECONDS for the commands these tests run
 # one trial at full fidelity (no cheap rungs): it records every epoch, so an outage or a full disk cuts it;
-# no neighbours queued after it (the summaries below count the trials)
+# no neighbours queued after it (the summaries below count the trials). An epoch here takes about 0.2 s:
+# 30 of them keep the trial running well past the moment a test sees its first epoch and cuts it (with 3,
+# it once ended before the database went down, and the search finished without an error)
 SEARCH = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0", "--rungs", "none",
-          "--epochs", "3", "--subset", "1024", "--trials", "1", "--seed", "0", "-q", "--neighbours", "0"]
+          "--epochs", "30", "--subset", "1024", "--trials", "1", "--seed", "0", "-q", "--neighbours", "0"]
 
 
 def start(*args: str, cwd: Path) -> subprocess.Popen:
