@@ -9,6 +9,8 @@ cores.
 
     OMP_NUM_THREADS=1 python benchmarks/recipe_seeds.py benchmarks/results/b8000_training/best.json \
         --set batch_size=32 --seeds 1000012 2000012 3000012 --out benchmarks/results/recipe_seeds.jsonl
+
+`--speed amp=bf16` changes how the trainer computes instead (nas.train.Speed, as `nas bench --speed`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from nas.bench.ablation import parse_speed  # noqa: E402
 from nas.data import load_search_data, resolve_data_dir  # noqa: E402
 from nas.device import describe  # noqa: E402
 from nas.errors import DataError  # noqa: E402
 from nas.spec import Spec, load_spec  # noqa: E402
-from nas.train import train  # noqa: E402
+from nas.train import speed_for, train  # noqa: E402
 from nas.version import provenance  # noqa: E402
 
 
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", help="a spec file (a study's best.json) or a bundled name such as found/b8000")
     parser.add_argument("--set", dest="changes", type=setting, action="append", default=[], metavar="NAME=VALUE",
                         help="a training setting to change (repeatable): batch_size=32, lr=0.1, ema=0")
+    parser.add_argument("--speed", default="", metavar="KEY=VALUE,...",
+                        help="the trainer's settings changed (nas.train.Speed), e.g. amp=bf16 (default: the CPU's own)")
     parser.add_argument("--seeds", type=int, nargs="+", required=True, help="the seeds to train")
     parser.add_argument("--epochs", type=int, default=15, help="epochs per training (default: 15)")
     parser.add_argument("--subset", type=int, help="train on only the first N training images (smoke runs)")
@@ -66,16 +71,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:  # a bad spec, setting or data folder: one line and status 2, before any training
         spec = with_training(load_spec(args.spec), dict(args.changes))
+        speed = parse_speed(args.speed, speed_for("cpu"))
         data = load_search_data(resolve_data_dir(args.data_dir), torch.device("cpu"), args.subset)
-    except (ValueError, DataError) as exc:  # SpecError is a ValueError
+    except (ValueError, DataError) as exc:  # SpecError and UsageError are ValueErrors
         print(f"recipe_seeds: {exc}", file=sys.stderr)
         return 2
     for seed in args.seeds:
         load, start = os.getloadavg()[0], time.perf_counter()
-        result = train(spec, data, epochs=args.epochs, seed=seed)
+        result = train(spec, data, epochs=args.epochs, seed=seed, speed=speed)
         row = {"date": time.strftime("%Y-%m-%d"), **provenance(), "spec": args.spec,
-               "changes": dict(args.changes), "code": spec.code, "seed": seed, "epochs": args.epochs,
-               "train_images": len(data.train), "val_images": len(data.held_out),
+               "changes": dict(args.changes), "speed": args.speed, "code": spec.code, "seed": seed,
+               "epochs": args.epochs, "train_images": len(data.train), "val_images": len(data.held_out),
                "val_acc": result.final_acc, "curve": [e.eval_acc for e in result.history],
                "seconds": round(time.perf_counter() - start, 1), "hardware": describe(torch.device("cpu")),
                "load_before": load}

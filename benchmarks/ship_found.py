@@ -146,8 +146,9 @@ def from_design(args: argparse.Namespace) -> tuple[Spec, str, dict, None]:
             runs += [json.loads(line)] if line.strip() else []
         except ValueError:
             raise UsageError(f"{args.reevaluation}: line {number} is not JSON (recipe_seeds.py's --out)") from None
-    own = {run["seed"]: run for run in runs  # the design's runs with its own recipe; a seed run twice: the last
-           if isinstance(run, dict) and run.get("code") == spec.code and not run.get("changes") and "seed" in run}
+    # the design's runs with its own recipe and the trainer's own settings; a seed run twice: the last
+    own = {run["seed"]: run for run in runs if isinstance(run, dict) and run.get("code") == spec.code
+           and not run.get("changes") and not run.get("speed") and "seed" in run}
     if not own:
         raise UsageError(f"{args.reevaluation} has no run of {spec.code} with its own recipe")
     seeds = sorted(own)

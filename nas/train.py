@@ -76,8 +76,8 @@ def speed_for(device: torch.device | str, *, compile: bool = False, bf16: bool |
 
     `bf16` says whether the device computes bfloat16 natively (default: asked of CUDA). A CPU trains
     in float32: without bf16 arithmetic, bf16 autocast was slower; with it (AMX, or Zen 4's AVX512-BF16)
-    1.1-1.3x faster, but it scored 0.04 lower on average over six pairs of 15-epoch trainings (AMX),
-    too near what separates the best designs.
+    1.1-1.3x faster, but it scored 0.06 lower on average over ten pairs of 15-epoch trainings, too
+    near what separates the best designs.
     torch.compile was slower on a CPU after 12-40 s of compiling per architecture.
     """
     device = torch.device(device)

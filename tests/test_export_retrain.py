@@ -322,13 +322,14 @@ def test_ship_found_writes_a_design_chosen_on_validation_with_the_runs_it_was_ch
     spec, metrics = load_spec(spec_file), json.loads((out / "metrics.json").read_text())
     params = metrics["params"]
 
-    def run(seed, val_acc, code=spec.code, changes=None):  # a line as recipe_seeds.py writes it
-        return json.dumps({"code": code, "changes": changes or {}, "seed": seed, "epochs": 15, "val_acc": val_acc,
-                           "train_images": 55000, "val_images": 5000, "hardware": "CPU: test, 2 cores, 1 threads"})
+    def run(seed, val_acc, code=spec.code, changes=None, speed=""):  # a line as recipe_seeds.py writes it
+        return json.dumps({"code": code, "changes": changes or {}, "speed": speed, "seed": seed, "epochs": 15,
+                           "val_acc": val_acc, "train_images": 55000, "val_images": 5000,
+                           "hardware": "CPU: test, 2 cores, 1 threads"})
     runs = tmp_path / "reevaluation.jsonl"
     runs.write_text("\n".join([run(0, 90.0), run(2, 99.3), run(0, 99.5), run(1, 99.4),  # seed 0 again: the last
                                run(0, 98.0, code="another design"),
-                               run(3, 97.0, changes={"lr": 0.5}), ""]) + "\n")
+                               run(3, 97.0, changes={"lr": 0.5}), run(4, 96.0, speed="amp=bf16"), ""]) + "\n")
     found_file = tmp_path / "found" / "b9000.json"
     design = ["--design", str(spec_file), "--space", "mnist_tiny", "--description", "a widened copy",
               "--reevaluation", str(runs), "--retrain-dir", str(out), "--command", "how it was made"]

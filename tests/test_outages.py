@@ -31,8 +31,8 @@ slow = pytest.mark.slow
 RETRY = "5"  # seconds: $NAS_STORAGE_RETRY_SECONDS for the commands these tests run
 # one trial at full fidelity (no cheap rungs): it records every epoch, so an outage or a full disk cuts it;
 # no neighbours queued after it (the summaries below count the trials). An epoch here takes about 0.2 s:
-# 30 of them keep the trial running well past the moment a test sees its first epoch and cuts it (with 3,
-# it once ended before the database went down, and the search finished without an error)
+# 30 of them keep the trial running well past the moment a test sees its first epoch and cuts it (3 could
+# end before the database went down or the disk filled, and the search then finished without the failure)
 SEARCH = ["--budget", "3000", "--space", TINY, "--device", "cpu", "--finalists", "0", "--rungs", "none",
           "--epochs", "30", "--subset", "1024", "--trials", "1", "--seed", "0", "-q", "--neighbours", "0"]
 
