@@ -8,15 +8,16 @@ No finalists: the question is how soon a good enough candidate is found, not whi
 
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
         [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...]
-        [--rungs-in images|steps] [--sampler tpe|random] [--promote-after N] [--max-macs SIZE] [--widen-best]
-        [--neighbours N]
+        [--rungs-in images|steps] [--sampler tpe|random] [--startup-trials N] [--promote-after N]
+        [--max-macs SIZE] [--widen-best] [--neighbours N]
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start, no neighbours of the best; new = the default (cheap rungs, warm
 start, neighbours of each new best); new-no-warm = the default without warm start (and so without
-neighbours). `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--promote-after`, `--max-macs`,
-`--widen-best` and `--neighbours` are given to the new variants' command (default: the command's own).
+neighbours). `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--startup-trials`, `--promote-after`,
+`--max-macs`, `--widen-best` and `--neighbours` are given to the new variants' command (default: the command's
+own).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
 complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
 timed just before (`speed_probe`: 2 epochs of results/b8000_search3/best.json, found/b8000 until 2026-12-05,
@@ -129,8 +130,8 @@ class Search(NamedTuple):
 
 
 # the settings given on to the new variants' `nas search`, in this order (unset: the command's own default)
-PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "promote_after", "max_macs", "widen_best",
-             "neighbours")
+PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "startup_trials", "promote_after", "max_macs",
+             "widen_best", "neighbours")
 
 
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
@@ -210,6 +211,8 @@ def main() -> None:
     p.add_argument("--rungs-in", choices=RUNG_UNITS,
                    help=f"what the new variants' cheap rungs count (default: the command's own, {DEFAULT_RUNG_UNIT})")
     p.add_argument("--sampler", choices=SAMPLERS, help="the new variants' sampler (default: the command's own, tpe)")
+    p.add_argument("--startup-trials", type=int, metavar="N",
+                   help="the new variants' --startup-trials: TPE's random draws first (default: the command's own, 10)")
     p.add_argument("--promote-after", type=int, metavar="N",
                    help="the new variants' --promote-after (default: the command's own, eta's 3 scores)")
     p.add_argument("--max-macs", metavar="SIZE",

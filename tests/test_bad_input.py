@@ -221,6 +221,8 @@ CASES = [  # (id, command, arguments, what the one line must say)
      "argument --rungs-in: invalid choice: 'pages'"),
     ("search-sampler-gp", "search", ["--budget", "3000", *SEARCH, "--sampler", "gp"],
      "argument --sampler: invalid choice: 'gp'"),
+    ("search-startup-random", "search", ["--budget", "3000", *SEARCH, "--sampler", "random", "--startup-trials", "5"],
+     "--startup-trials is TPE's: --sampler random has no model to start"),
     ("search-eta-1", "search", ["--budget", "3000", *SEARCH, "--eta", "1"], "--eta 1 must be > 1"),
     ("search-finalist-seeds-1000", "search", ["--budget", "3000", *SEARCH, "--finalist-seeds", "1000"],
      "--finalist-seeds 1000 is more than 100"),

@@ -48,8 +48,8 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     here = tmp_path.resolve()
     args = argparse.Namespace(budget=8000, cap_minutes=45, seed=2, device="auto", data_dir="data", jobs=2,
                               space="mnist_focused", rungs=["2x11000", "5x55000"], rungs_in="steps",
-                              sampler="random", promote_after=9, max_macs="1.2M", widen_best=True,
-                              neighbours=0)
+                              sampler="random", startup_trials=None, promote_after=9, max_macs="1.2M",
+                              widen_best=True, neighbours=0)
     command, study, storage, flags = time_to_target.search_command("new-no-warm", args, Path("out/seed2"))
     after = lambda flag: command[command.index(flag) + 1]  # noqa: E731
     assert (after("--studies-dir"), after("--data-dir")) == (str(here / "out/seed2"), str(here / "data"))
@@ -62,6 +62,10 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     args.space = "mine.yaml"
     flags = time_to_target.search_command("new", args, Path("o")).flags
     assert flags[flags.index("--space") + 1] == str(here / "mine.yaml")
+    args.sampler, args.startup_trials = "tpe", 25
+    flags = time_to_target.search_command("new", args, Path("o")).flags
+    at = flags.index("--sampler")
+    assert flags[at:at + 4] == ["--sampler", "tpe", "--startup-trials", "25"]
     old = time_to_target.search_command("old", args, Path("o"))  # the old variant: its own space, one process
     assert old.flags == ["--space", "mnist_classic", "--rungs", "none", "--no-warm-start", "--neighbours", "0"]
     assert old.storage == f"sqlite:///{here / 'o' / 'study.db'}"

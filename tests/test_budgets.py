@@ -103,6 +103,21 @@ def test_random_search_keeps_drawing_over_the_budget_where_tpe_learns_not_to(sma
     assert rejected["random"] >= 0.3 and rejected["tpe"] <= rejected["random"] / 2, rejected
 
 
+def test_tpe_models_the_study_after_its_start_up_draws(small_data):
+    """`--startup-trials N`: TPE's own proposals (the ones the budget screen sees) begin after N trials, rejected
+    ones counted; before them every draw is random and unscreened."""
+    def trainer(spec, data, *, epochs, seed, on_epoch):  # a stand-in: no training
+        raise AssertionError("every candidate is over the budget")
+
+    screened = {}
+    for startup in (2, None):  # None: the default, TPE_STARTUP_TRIALS
+        calls = []
+        sampler = make_sampler("tpe", lambda params: calls.append(params) or None, seed=0, startup=startup)
+        _search(small_data, Budgets(10), 6, trainer, sampler)
+        screened[startup] = len(calls)
+    assert screened == {2: 6 - 2, None: 0} and TPE_STARTUP_TRIALS > 6
+
+
 def _settings(**budgets) -> StudySettings:
     return StudySettings(budget=3000, space="mnist_tiny", space_file="bundled:mnist_tiny", epochs=1, **budgets)
 

@@ -453,8 +453,10 @@ def test_the_search_command_climbs_the_default_ladder_and_keeps_it(cli, tmp_path
     assert steps.returncode == 0, steps.stderr
     assert "cheap rungs in optimiser steps: images for a batch of 128" in steps.stderr
     assert "\nsampler: random search (every draw independent" in steps.stderr and "sampler: TPE" in result.stderr
-    waits = cli("search", *args, "--timeout", "1", "--study", "waits", "--promote-after", "9", cwd=tmp_path)
+    waits = cli("search", *args, "--timeout", "1", "--study", "waits", "--promote-after", "9", "--startup-trials", "4",
+                cwd=tmp_path)
     assert waits.returncode == 0 and "the best 1/3 at each cheap rung go on, once it has 9 scores" in waits.stderr
+    assert "sampler: TPE (multivariate; 4 random draws first" in waits.stderr
     refused = cli("search", *args, "--trials", "1", "--study", "in-steps", "--rungs-in", "images", cwd=tmp_path)
     assert refused.returncode == 2 and "was run with --rungs-in steps, not images" in refused.stderr
     assert len(optuna.load_study(study_name="mnist_tiny-b3000",

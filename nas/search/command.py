@@ -37,7 +37,7 @@ from .header import run_header, space_changed
 from .neighbours import NEIGHBOURS
 from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
 from .pruner import hold_scores
-from .sampler import SAMPLERS
+from .sampler import SAMPLERS, TPE_STARTUP_TRIALS
 from .signals import interruptible
 from .summary import rejection_report, summary
 from .warm_start import enqueue
@@ -80,6 +80,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", choices=SAMPLERS, default=SAMPLERS[0],
                    help="how candidates are drawn: tpe (learns from every trial, screens its proposals with the "
                         "budgets) or random (random search: the baseline); a run's choice, workers may differ")
+    p.add_argument("--startup-trials", type=non_negative_int, metavar="N",
+                   help=f"TPE's random draws (trained or rejected) before it models the study (default "
+                        f"{TPE_STARTUP_TRIALS}); a run's choice")
     p.add_argument("--finalists", type=non_negative_int, default=3,
                    help="before naming the winner, train the best N trials again with new seeds at full fidelity "
                         "(validation split only) and pick the best mean; 0: the best single run wins")
@@ -162,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
               trials=plan.trials, timeout=args.timeout, quiet=args.quiet, out=str(plan.out),
               rungs=tuple((r.epochs, r.train_images) for r in cheap), rung_unit=rung_unit, eta=args.eta,
               hold=hold_scores(plan.trials, len(cheap), args.eta, args.promote_after), sampler=args.sampler,
+              startup=args.startup_trials,
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
               max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source, widen_best=args.widen_best,
               neighbours=plan.neighbours)

@@ -41,7 +41,7 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
          f"rungs: none (every candidate at full fidelity; {median_rule(args.epochs, behind_rungs=False)})")
         + (f"; then the best {args.finalists} again with {args.finalist_seeds} new seed(s) each"
            if args.finalists else ""),
-        f"sampler: {describe_sampler(args.sampler)}"
+        f"sampler: {describe_sampler(args.sampler, args.startup_trials)}"
         + ("; each new best with room in the budgets is followed by its widest copy (--widen-best)"
            if args.widen_best else "")
         + (f"; each new best is followed by {plan.neighbours} of its neighbours, one parameter moved one step "

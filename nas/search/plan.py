@@ -77,6 +77,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     if not args.eta > 1:
         raise UsageError(f"--eta {args.eta:g} must be > 1 (the best 1/ETA of a rung are promoted)")
+    if args.startup_trials is not None and args.sampler != "tpe":
+        raise UsageError(f"--startup-trials is TPE's: --sampler {args.sampler} has no model to start")
     if args.finalist_seeds > MAX_SEEDS:
         raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
     full = Fidelity(args.epochs, train_images)

@@ -39,20 +39,23 @@ class BudgetAwareTPESampler(TPESampler):
         return params
 
 
-def make_sampler(name: str, fits: Callable[[dict[str, Any]], bool | None], seed: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, fits: Callable[[dict[str, Any]], bool | None], seed: int,
+                 startup: int | None = None) -> optuna.samplers.BaseSampler:
     """The sampler `--sampler name` names, seeded: TPE (multivariate and grouped, as the spaces' conditional
-    parameters need; a constant liar for the workers beside it) screened with `fits`, or random search."""
+    parameters need; a constant liar for the workers beside it; `startup` random draws before its model, None:
+    TPE_STARTUP_TRIALS) screened with `fits`, or random search."""
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name != "tpe":
         raise ValueError(f"unknown sampler {name!r}: one of {', '.join(SAMPLERS)}")
     return BudgetAwareTPESampler(fits, seed=seed, multivariate=True, group=True,
-                                 n_startup_trials=TPE_STARTUP_TRIALS, constant_liar=True)
+                                 n_startup_trials=TPE_STARTUP_TRIALS if startup is None else startup,
+                                 constant_liar=True)
 
 
-def describe_sampler(name: str) -> str:
+def describe_sampler(name: str, startup: int | None = None) -> str:
     """What the run header says of the sampler."""
     if name == "random":
         return "random search (every draw independent; a draw over a budget is rejected untrained)"
-    return (f"TPE (multivariate; {TPE_STARTUP_TRIALS} random draws first; proposals screened with the budget gate's "
-            "own costs)")
+    draws = TPE_STARTUP_TRIALS if startup is None else startup
+    return f"TPE (multivariate; {draws} random draws first; proposals screened with the budget gate's own costs)"

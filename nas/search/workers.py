@@ -70,6 +70,7 @@ class Job:
     eta: float = REDUCTION_FACTOR  # --eta: the best 1/eta at each cheap rung go on
     hold: int = 0  # the scores a cheap rung waits for, then it promotes late; 0: no wait (pruner.hold_scores)
     sampler: str = "tpe"  # --sampler (nas.search.sampler.make_sampler)
+    startup: int | None = None  # --startup-trials: TPE's random draws first; None: the sampler's default
     index: int = 0
     workers: int = 1
     threads: int | None = None
@@ -131,7 +132,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
     study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets),
-                                 sampler_seed(job.seed, len(study.trials), job.index))
+                                 sampler_seed(job.seed, len(study.trials), job.index), job.startup)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold,
                               median_warmup=median_first_epoch(job.epochs, behind_rungs=bool(cheap_rungs)))
