@@ -9,15 +9,15 @@ No finalists: the question is how soon a good enough candidate is found, not whi
     python benchmarks/time_to_target.py --variants old new new-no-warm [--budget 8000] [--target 99.4]
         [--cap-minutes 90] [--seed 0] [--jobs 1] [--space NAME] [--rungs EPOCHSxIMAGES ...]
         [--rungs-in images|steps] [--sampler tpe|random] [--startup-trials N] [--promote-after N]
-        [--max-macs SIZE] [--widen-best] [--neighbours N]
+        [--max-macs SIZE] [--widen-best] [--neighbours N] [--widths drawn|filled]
         [--out studies/time_to_target] [--device auto] [--data-dir ...]
 
 Variants: old = the search before this one: its space (mnist_classic), every candidate at full fidelity
 with the median pruner, no warm start, no neighbours of the best; new = the default (cheap rungs, warm
 start, neighbours of each new best); new-no-warm = the default without warm start (and so without
 neighbours). `--jobs`, `--space`, `--rungs`, `--rungs-in`, `--sampler`, `--startup-trials`, `--promote-after`,
-`--max-macs`, `--widen-best` and `--neighbours` are given to the new variants' command (default: the command's
-own).
+`--max-macs`, `--widen-best`, `--neighbours` and `--widths` are given to the new variants' command (default: the
+command's own).
 Each variant's result is appended to <out>/results.jsonl, with the trials trained at each fidelity, the best
 complete trial within the cap (its validation accuracy, number, minute and design) and the machine's speed
 timed just before (`speed_probe`: 2 epochs of results/b8000_search3/best.json, found/b8000 until 2026-12-05,
@@ -46,6 +46,7 @@ from nas.data.load import load_search_data
 from nas.data.source import resolve_data_dir
 from nas.device import cpu_model, usable_cores
 from nas.fidelity import DEFAULT_RUNG_UNIT, RUNG_UNITS
+from nas.search.objective import DRAWN, WIDTHS
 from nas.search.sampler import SAMPLERS
 from nas.spec import load_spec
 from nas.store.record import Outcome, TrialRecord, read_trials, trained_per_fidelity
@@ -131,7 +132,7 @@ class Search(NamedTuple):
 
 # the settings given on to the new variants' `nas search`, in this order (unset: the command's own default)
 PASSED_ON = ("jobs", "space", "rungs", "rungs_in", "sampler", "startup_trials", "promote_after", "max_macs",
-             "widen_best", "neighbours")
+             "widen_best", "neighbours", "widths")
 
 
 def search_command(name: str, args: argparse.Namespace, folder: Path) -> Search:
@@ -222,6 +223,9 @@ def main() -> None:
     p.add_argument("--neighbours", type=int, metavar="N",
                    help="the new variants' --neighbours: neighbours queued after each new best (default: the "
                         "command's own: 2 with a warm start, else 0)")
+    p.add_argument("--widths", choices=WIDTHS,
+                   help="the new variants' --widths: filled trains every candidate as its widest copy within the "
+                        f"budget (default: the command's own, {DRAWN})")
     p.add_argument("--out", type=Path, default=Path("studies/time_to_target"))
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir")

@@ -35,6 +35,7 @@ from ..store.winner import write_best
 from .finalists import table
 from .header import run_header, space_changed
 from .neighbours import NEIGHBOURS
+from .objective import DRAWN, WIDTHS
 from .plan import MAX_SEED, Plan, budgets_of, default_study_name, make_plan  # noqa: F401  (default_study_name: tests)
 from .pruner import hold_scores
 from .sampler import SAMPLERS, TPE_STARTUP_TRIALS
@@ -70,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"steps (the rung's images are for a batch of {STEP_BATCH}; a candidate of batch b trains "
                         f"on b/{STEP_BATCH} of them, so each takes the same optimiser steps). Default: "
                         f"{DEFAULT_RUNG_UNIT}; a study keeps what it was created with")
+    p.add_argument("--widths", choices=WIDTHS,
+                   help="what a candidate's widths are: drawn (as the sampler draws them) or filled (every width "
+                        "scaled by one factor to the widest copy within the budgets, a copy over them narrowed: "
+                        "every candidate uses its budget, the widths drawn are proportions). Default: "
+                        f"{DRAWN}; a study keeps what it was created with")
     p.add_argument("--eta", type=positive_float, default=REDUCTION_FACTOR,
                    help="promote the best 1/ETA of the candidates at each cheap rung (must be > 1)")
     p.add_argument("--promote-after", type=positive_int, metavar="N",
@@ -147,18 +153,19 @@ def check_settings(study_name: str, stored: dict, settings: StudySettings, space
             shown = lambda rungs: " ".join(f"{e}x{n}" for e, n in rungs) or "none"  # noqa: E731
             raise UsageError(f"study {study_name!r} was run with --rungs {shown(stored[key])}, not {shown(value)}: "
                              "pick another --study, or continue it with the same rungs")
-        if key == "rung_unit":
-            raise UsageError(f"study {study_name!r} was run with --rungs-in {stored[key]}, not {value}: pick "
-                             "another --study, or continue it with the same --rungs-in")
+        if key in ("rung_unit", "widths"):
+            flag = "--rungs-in" if key == "rung_unit" else "--widths"
+            raise UsageError(f"study {study_name!r} was run with {flag} {stored[key]}, not {value}: pick "
+                             f"another --study, or continue it with the same {flag}")
         raise UsageError(f"study {study_name!r} was run with {key} {stored[key]}, not {value}: "
                          "pick another --study, or continue it with the same settings")
 
 
 def run(args: argparse.Namespace) -> int:
     plan = make_plan(args)
-    study, n_before, cheap, rung_unit, started, space_before = _open_study(plan, args)
+    study, n_before, cheap, rung_unit, widths, started, space_before = _open_study(plan, args)
     if not args.quiet:
-        print(run_header(plan, args, budgets_of(args), n_before, cheap, started, space_before, rung_unit),
+        print(run_header(plan, args, budgets_of(args), n_before, cheap, started, space_before, rung_unit, widths),
               file=sys.stderr)
     job = Job(space=plan.space.path, budget=args.budget, study=plan.study_name, storage=plan.url, epochs=args.epochs,
               seed=args.seed, subset=args.subset, data_dir=str(plan.data_dir), device=plan.device.type,
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
               startup=args.startup_trials,
               finalists=args.finalists, finalist_seeds=args.finalist_seeds, max_macs=args.max_macs,
               max_ram=args.max_ram, max_flash=args.max_flash, source=plan.source, widen_best=args.widen_best,
-              neighbours=plan.neighbours)
+              neighbours=plan.neighbours, widths=widths)
     start = time.perf_counter()
     data = None
     if plan.trials == 0:  # --trials 0: straight to the finalists and the retrain a stopped run did not finish
@@ -274,10 +281,10 @@ def _write_outputs(study: optuna.Study, out: Path, report: bool, code: int) -> i
 
 
 def _open_study(plan: Plan, args: argparse.Namespace
-                ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], str, list[str], str | None]:
+                ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], str, str, list[str], str | None]:
     """Create or continue the study (refusing other settings than it was made with) and queue the warm
-    starts. Returns the study, its trial count before this run, its cheap rungs and what they count, what
-    was queued and, where --space-changed let another content of the space in, the file the study's space
+    starts. Returns the study, its trial count before this run, its cheap rungs and what they count, its
+    --widths, what was queued and, where --space-changed let another content of the space in, the file the study's space
     came from."""
     storage = open_storage(plan.url, plan.root)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -290,16 +297,19 @@ def _open_study(plan: Plan, args: argparse.Namespace
         stored["rungs"] = []  # a study made before rungs: every trial at full fidelity
     if existing is not None and "rung_unit" not in stored and existing.get_trials(deepcopy=False):
         stored["rung_unit"] = "images"  # a study made before --rungs-in: its rungs counted images
+    if existing is not None and "widths" not in stored and existing.get_trials(deepcopy=False):
+        stored["widths"] = DRAWN  # a study made before --widths: trained as drawn
     if existing is not None and "data" not in stored and existing.get_trials(deepcopy=False):
         stored["data"] = {"name": "mnist"}  # a study made before other data: MNIST
     cheap = plan.cheap
     if plan.asked_rungs is None and "rungs" in stored:  # continuing without --rungs: the study's own ladder
         cheap = tuple(Fidelity(*r) for r in stored["rungs"])
     rung_unit = args.rungs_in or stored.get("rung_unit") or DEFAULT_RUNG_UNIT  # without --rungs-in: the study's own
+    widths = args.widths or stored.get("widths") or DRAWN  # the same for --widths
     settings = StudySettings(budget=args.budget, space=plan.space.name, space_file=stored_space_file(plan.space.path),
                              epochs=args.epochs, train_images=plan.full.train_images,
                              rungs=[[r.epochs, r.train_images] for r in cheap], rung_unit=rung_unit,
-                             finalists=args.finalists,
+                             widths=widths, finalists=args.finalists,
                              finalist_seeds=args.finalist_seeds, space_hash=plan.space.content_hash,
                              max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash,
                              data=study_data(plan.source, plan.data), preprocessing=study_preprocessing(plan.data))
@@ -317,7 +327,7 @@ def _open_study(plan: Plan, args: argparse.Namespace
         raise UsageError(f"--seed {args.seed} plus the study's {n_before + plan.trials:,} trials passes {MAX_SEED} "
                          "(trial seeds are --seed + trial number): use a smaller --seed")
     write_settings(study, settings)
-    return study, n_before, cheap, rung_unit, enqueue(study, plan.starts, storage, plan.url), space_before
+    return study, n_before, cheap, rung_unit, widths, enqueue(study, plan.starts, storage, plan.url), space_before
 
 
 def _retrain_winner(args: argparse.Namespace, out: Path) -> int:

@@ -13,6 +13,7 @@ from ..fidelity import STEP_BATCH, Fidelity
 from ..progress import format_duration
 from ..store.credentials import redact
 from ..store.settings import stored_space_file
+from .objective import DRAWN, FILLED
 from .pruner import MEDIAN_STARTUP_TRIALS, hold_scores, median_first_epoch
 from .sampler import describe_sampler
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
 
 def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before: int, cheap: tuple[Fidelity, ...],
-               started: list[str], space_before: str | None = None, rung_unit: str = "images") -> str:
+               started: list[str], space_before: str | None = None, rung_unit: str = "images",
+               widths: str = DRAWN) -> str:
     """What this run will do, before it starts."""
     trials = "unlimited" if plan.trials is None else f"{plan.trials:,}"
     hold = hold_scores(plan.trials, len(cheap), args.eta, args.promote_after)
@@ -46,6 +48,8 @@ def run_header(plan: Plan, args: argparse.Namespace, budgets: Budgets, n_before:
            if args.widen_best else "")
         + (f"; each new best is followed by {plan.neighbours} of its neighbours, one parameter moved one step "
            "(--neighbours)" if plan.neighbours else ""),
+        *(["widths: every candidate filled to the budgets (--widths filled): its widths scaled by one factor to "
+           "its widest copy within them; the widths drawn are proportions"] if widths == FILLED else []),
         header(plan.data),  # the data, its shape and preprocessing, the rule, what was skipped
         *([f"space: {plan.space.rule}"] if plan.space.rule else []),  # what the data changed in the space
         *([f"space: every candidate has the architecture {fixed_arch_code(plan)}; only the training is drawn"]

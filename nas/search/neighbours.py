@@ -5,7 +5,8 @@ minutes next to the best instead of on random draws. A step: a choice swapped fo
 by 10-25 % of its range (log ranges: by a factor of 1.2-1.6), an integer (a width, a block count) by one or
 two of its steps, the other way where an end of the range would cut the step short; a block or stage the
 step adds copies the one before it. A neighbour over a budget, one the space cannot draw or one the study
-has is passed over."""
+has is passed over; in a study whose candidates fill the budgets (`--widths filled`), also one that fills to
+the design the best is (a width moved in proportion to the others: scaled back, the same model)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from optuna.trial import FrozenTrial
 
 from ..cost import Budgets, over_budget, spec_costs
 from ..space import Space
-from .warm_start import enqueue_new
+from ..spec import Spec
+from .objective import DRAWN, FILLED
+from .warm_start import can_fill, enqueue_new, filled
 
 # --neighbours' default where the search starts from known designs: one for each of two workers. Without
 # a start, the first bests are weak draws, and their neighbours took the time the cheap rungs would have
@@ -28,11 +31,15 @@ NEIGHBOURS = 2
 BLOCK_PARAM = re.compile(r"(?P<kind>\w+)_s(?P<stage>\d+)(?:_b(?P<block>\d+))?")  # width_s2_b3, blocks_s2
 
 
-def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, seed: int
+def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, seed: int, widths: str = DRAWN
                ) -> list[tuple[str, dict[str, Any], dict]]:
     """Up to `count` neighbours of `trial`, as warm_starts gives designs: (name, parameters, {}), each with
     another parameter moved one step, named `trial N, lr_sgd 0.316 -> 0.25`; only those within every budget
-    that the space can draw. The same trial and seed give the same neighbours."""
+    (`widths` "filled": that can be scaled to fit, and fill to another design than `trial`'s) that the space can
+    draw. The same trial and seed give the same neighbours."""
+    # the design the best trained (filled: scaled to the budgets); a neighbour filling to it would train it again
+    trained = (_trained(space.sample(_Moved(dict(trial.params))), space, budgets, widths)  # type: ignore[arg-type]
+               if widths == FILLED else None)
     rng = random.Random(f"{seed}/{trial.number}")
     names = sorted(trial.params)
     rng.shuffle(names)
@@ -50,10 +57,17 @@ def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, s
             continue
         fit = space.params_for(spec)  # None: the step left what the space draws (valid padding on a small map)
         if (fit is None or fit[0] == trial.params or any(fit[0] == p for _, p, _ in found)
-                or over_budget(spec_costs(spec), budgets)):
+                or (over_budget(spec_costs(spec), budgets) if widths != FILLED else not can_fill(spec, space, budgets))
+                or (trained is not None and _trained(spec, space, budgets, widths) == trained)):
             continue
         found.append((f"trial {trial.number}, {name} {_short(old)} -> {_short(new)}", fit[0], {}))
     return found
+
+
+def _trained(spec: Spec, space: Space, budgets: Budgets, widths: str) -> Spec:
+    """The spec a trial of these parameters trains (objective.make_objective's `widths`)."""
+    fill = filled(spec, space, budgets) if widths == FILLED else None
+    return spec if fill is None else fill[0]
 
 
 def neighbours_default(starts: list) -> int:
@@ -103,11 +117,11 @@ def _on_grid(value: float, distribution: FloatDistribution | IntDistribution) ->
 
 
 def queue_neighbours(study: optuna.Study, trial: FrozenTrial, space: Space, budgets: Budgets, count: int,
-                     seed: int, storage: optuna.storages.BaseStorage | None = None, url: str | None = None
-                     ) -> list[str]:
+                     seed: int, storage: optuna.storages.BaseStorage | None = None, url: str | None = None,
+                     widths: str = DRAWN) -> list[str]:
     """Queue `trial`'s neighbours (`neighbours`), each once however many workers queue them (`enqueue_new`);
     returns the names of those queued."""
-    return enqueue_new(study, neighbours(trial, space, budgets, count, seed), storage, url)
+    return enqueue_new(study, neighbours(trial, space, budgets, count, seed, widths), storage, url)
 
 
 def _short(value: Any) -> str:

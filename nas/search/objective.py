@@ -24,9 +24,10 @@ from ..progress import KEEP, Fields, StatusLine, format_duration, format_left
 from ..space import Space
 from ..store.heartbeat import beating
 from ..store.record import (Outcome, RungScore, promotion_of, record_candidate, record_costs, record_epochs,
-                            record_fidelity, record_outcome, record_overruns, record_rungs)
+                            record_fidelity, record_outcome, record_overruns, record_rungs, record_widths_factor)
 from ..store.storage import with_retry
 from ..train import EpochResult, TrainResult, train
+from .warm_start import can_fill, filled
 
 Trainer = Callable[..., TrainResult]  # nas.train.train's signature
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 # worker, the trial, its epoch, what happened to it (rejected, screened out, pruned, the new best) and the ETA
 # are always kept.
 BEST, REJECTED, FIDELITY, LOSS, PARAMS, ELAPSED, TRIALS, VAL, RUNG = range(1, 10)
+# --widths: a candidate trained as drawn, or as its widest copy within the budgets (the first is the default)
+DRAWN, FILLED = WIDTHS = ("drawn", "filled")
 
 
 @dataclass
@@ -154,7 +157,8 @@ class Progress:
 def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: int, seed: int, progress: Progress,
                    trainer: Trainer = train, in_flight: set[int] | None = None,
                    cheap_rungs: tuple[Fidelity, ...] = (), rung_unit: str = "images",
-                   promote: Callable[[int], list[int]] | None = None) -> Callable[[optuna.Trial], float]:
+                   promote: Callable[[int], list[int]] | None = None, widths: str = DRAWN
+                   ) -> Callable[[optuna.Trial], float]:
     """The objective: sample, count, gate, climb the cheap rungs, then train at full fidelity with
     `trainer` (nas.train.train's signature). The trial's value is the full training's final epoch.
 
@@ -165,6 +169,8 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
     queued with `record.promoted_as`) starts at the rung above the one its candidate was screened out at.
     `in_flight` collects the numbers of the trials this process is running (for heal()). `budget`: the
     parameter budget alone, or every budget (nas.cost.Budgets); a candidate over any is rejected untrained.
+    `widths` FILLED: every candidate is trained as its widest copy within the budgets (warm_start.filled), so the
+    widths drawn are only proportions; DRAWN: as drawn.
     """
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
     full = Fidelity(epochs, len(data.train))
@@ -193,6 +199,9 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
 
     def _evaluate(trial: optuna.Trial) -> float:
         spec = space.sample(trial)
+        if widths == FILLED and (fill := filled(spec, space, budgets)) is not None:
+            spec = fill[0]
+            record_widths_factor(trial, fill[1])
         module = build(spec)
         cost = costs(spec, module)
         params = cost.params
@@ -285,13 +294,16 @@ def _quietly(call: Callable[[], None]) -> None:
         log.debug("a best-effort storage write failed", exc_info=True)
 
 
-def budget_screen(space: Space, budget: int | Budgets) -> Callable[[dict], bool | None]:
-    """For the sampler: does this parameter set fit every budget? (None: cannot tell). Counted from the spec
-    alone (milliseconds), to the same values as the gate's (tests/test_costs.py)."""
+def budget_screen(space: Space, budget: int | Budgets, widths: str = DRAWN) -> Callable[[dict], bool | None]:
+    """For the sampler: does this parameter set fit every budget (with `widths` FILLED: can a copy of it be scaled
+    to fit)? (None: cannot tell). Counted from the spec alone (milliseconds), to the same values as the gate's
+    (tests/test_costs.py)."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
 
     def fits(params: dict) -> bool | None:
         spec = space.spec_from_params(params)
-        return None if spec is None else not over_budget(spec_costs(spec), budgets)
+        if spec is None:
+            return None
+        return can_fill(spec, space, budgets) if widths == FILLED else not over_budget(spec_costs(spec), budgets)
     return fits
 

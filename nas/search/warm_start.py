@@ -30,6 +30,8 @@ from ..spec import Spec, load_spec
 NARROWING_STEPS = tuple(p / 100 for p in range(99, 24, -1))
 # Widening a model found at a smaller budget tries 4x, 3.99x, ... 1.01x (the space's widest widths cap it sooner)
 WIDENING_STEPS = tuple(p / 100 for p in range(400, 100, -1))
+# --widths filled: every candidate at the widest of these factors (widened, as drawn, or narrowed) that fits
+FILLING_STEPS = WIDENING_STEPS + (1.0,) + NARROWING_STEPS
 # --widen-best: a copy of the study's best with fewer than this many times its parameters is that design
 # trained again (a widened copy that became the best has no room left), so it is not queued
 LEADER_GROWTH = 1.1
@@ -112,6 +114,20 @@ def widened(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, floa
     # the space's widest widths stop some widths growing, so several factors give this copy: name the smallest
     factor = min(f for f in WIDENING_STEPS if f <= wide[1] and _scaled(spec, space, f).arch == wide[0].arch)
     return wide[0], factor, wide[2]
+
+
+def filled(spec: Spec, space: Space, budget: int | Budgets) -> tuple[Spec, float, int] | None:
+    """`nas search --widths filled`: the widest copy of `spec` within `budget` at any of FILLING_STEPS (a design
+    with room widened, one over a budget narrowed, as `widened` and `narrowed` scale them), with its factor and
+    parameter count; None if even its narrowest copy is over a budget."""
+    return _widest_fit(spec, space, budget, FILLING_STEPS)
+
+
+def can_fill(spec: Spec, space: Space, budget: int | Budgets) -> bool:
+    """Whether `filled` finds a copy within `budget`: the narrowest copy fits (the sampler's screen, which
+    redraws up to 16 times per proposal, cannot afford `filled`'s tens of counts)."""
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
+    return not over_budget(spec_costs(_scaled(spec, space, FILLING_STEPS[-1])), budgets)
 
 
 def _widest_fit(spec: Spec, space: Space, budget: int | Budgets, factors: tuple[float, ...]

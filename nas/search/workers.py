@@ -41,7 +41,7 @@ from ..store.storage import local_file, open_storage, retry_seconds, storage_fai
 from ..store.winner import select_winner, write_best
 from .finalists import pending, reevaluate
 from .neighbours import queue_neighbours
-from .objective import BEST, Progress, budget_screen, make_objective
+from .objective import BEST, DRAWN, Progress, budget_screen, make_objective
 from .pruner import RungPruner, median_first_epoch, queue_late_promotions
 from .sampler import make_sampler
 from .signals import Interrupted, interruptible, on_signals
@@ -83,6 +83,7 @@ class Job:
     max_flash: int | None = None
     widen_best: bool = False  # --widen-best: each new best with room in the budgets is followed by its widest copy
     neighbours: int = 0  # --neighbours: each new best is followed by this many of its neighbours (one step away)
+    widths: str = DRAWN  # --widths: candidates trained as drawn, or filled to the budgets (objective.make_objective)
 
     @property
     def budgets(self) -> Budgets:
@@ -131,7 +132,7 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
         data = load_search_data(job.source or Path(job.data_dir), worker_device(job), job.subset)
     storage = open_storage(job.storage)
     study = with_retry(lambda: optuna.load_study(study_name=job.study, storage=storage), "opening the study")
-    study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets),
+    study.sampler = make_sampler(job.sampler, budget_screen(space, job.budgets, job.widths),
                                  sampler_seed(job.seed, len(study.trials), job.index), job.startup)
     cheap_rungs = tuple(Fidelity(*r) for r in job.rungs)
     study.pruner = RungPruner(len(cheap_rungs), job.eta, job.hold,
@@ -142,14 +143,15 @@ def _work(job: Job, data: Splits | None, label: str) -> int:
     progress.best = study_best(study)
     in_flight: set[int] = set()
     objective = make_objective(space, data, job.budgets, job.epochs, job.seed, progress, in_flight=in_flight,
-                               cheap_rungs=cheap_rungs, rung_unit=job.rung_unit, promote=promote)
+                               cheap_rungs=cheap_rungs, rung_unit=job.rung_unit, promote=promote,
+                               widths=job.widths)
 
     def follow_best(record: TrialRecord, frozen: optuna.trial.FrozenTrial) -> list[str]:
         """What a new best is followed by (--widen-best, --neighbours): the names of the designs queued."""
         wide = (queue_widened_best(study, Spec.from_dict(record.spec), record.number, space, job.budgets, storage,
                                    job.storage) if job.widen_best else None)
         near = queue_neighbours(study, frozen, space, job.budgets, job.neighbours, job.seed, storage,
-                                job.storage) if job.neighbours else []
+                                job.storage, job.widths) if job.neighbours else []
         return ([wide] if wide else []) + near
 
     after_trial = trial_ended(progress, Path(job.out), in_flight,

@@ -89,6 +89,12 @@ def record_costs(trial: optuna.Trial, costs: Costs) -> None:
     trial.set_user_attr("flash_int8", costs.flash_int8)
 
 
+def record_widths_factor(trial: optuna.Trial, factor: float) -> None:
+    """`nas search --widths filled`: the factor the drawn widths were scaled by to fill the budgets (the spec
+    record_candidate stores is the scaled copy, the trial's parameters the widths drawn)."""
+    trial.set_user_attr("widths_factor", factor)
+
+
 def record_overruns(trial: optuna.Trial, overruns: list[Overrun]) -> None:
     """The budgets a rejected candidate is over, each with its cost, the most it allowed and the excess.
     Rejected trials of studies made before have none (they were over the parameter budget)."""

@@ -26,6 +26,7 @@ class StudySettings:
     train_images: int | None = None  # None: unknown (a study made before it was recorded)
     rungs: list[list[int]] | None = None  # the cheap rungs [[epochs, images], ...]; [] = full fidelity only
     rung_unit: str | None = None  # what they count: "images" or "steps" (nas.fidelity); None: images (older studies)
+    widths: str | None = None  # --widths: "drawn" or "filled" (to the budgets); None: drawn (older studies)
     finalists: int | None = None  # how many of the best are re-evaluated with new seeds before a winner is named
     finalist_seeds: int | None = None  # ... and with how many seeds each
     space_hash: str | None = None  # Space.content_hash of what the space draws; None: not recorded (an older study)
