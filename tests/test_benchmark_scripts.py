@@ -49,14 +49,14 @@ def test_time_to_target_runs_the_search_of_its_own_checkout_with_absolute_paths(
     args = argparse.Namespace(budget=8000, cap_minutes=45, seed=2, device="auto", data_dir="data", jobs=2,
                               space="mnist_focused", rungs=["2x11000", "5x55000"], rungs_in="steps",
                               sampler="random", startup_trials=None, promote_after=9, max_macs="1.2M",
-                              widen_best=True, neighbours=0)
+                              widen_best=True, neighbours=0, widths="filled")
     command, study, storage, flags = time_to_target.search_command("new-no-warm", args, Path("out/seed2"))
     after = lambda flag: command[command.index(flag) + 1]  # noqa: E731
     assert (after("--studies-dir"), after("--data-dir")) == (str(here / "out/seed2"), str(here / "data"))
     assert storage == after("--storage") == str(here / "out/seed2/study.journal") and study == "ttt-new-no-warm"
     assert flags == ["--no-warm-start", "--jobs", "2", "--space", "mnist_focused", "--rungs", "2x11000", "5x55000",
                      "--rungs-in", "steps", "--sampler", "random", "--promote-after", "9", "--max-macs", "1.2M",
-                     "--widen-best", "--neighbours", "0"]  # a flag without a value; a 0 that is given
+                     "--widen-best", "--neighbours", "0", "--widths", "filled"]  # a flag without a value; a 0 given
     assert command[-len(flags):] == flags
     (tmp_path / "mine.yaml").write_text("name: mine\n")  # a space file named relative to here: made absolute
     args.space = "mine.yaml"

@@ -118,6 +118,41 @@ def test_tpe_models_the_study_after_its_start_up_draws(small_data):
     assert screened == {2: 6 - 2, None: 0} and TPE_STARTUP_TRIALS > 6
 
 
+def test_with_filled_widths_every_candidate_trains_as_its_widest_copy_within_the_budgets(small_data):
+    """`--widths filled`: the spec trained and stored is the drawn design scaled to fill every budget (a draw over
+    one narrowed, not rejected), with the factor; the trial's parameters stay the widths drawn; the sampler's
+    screen passes what can be scaled to fit."""
+    from nas.search.objective import FILLED
+    from nas.search.warm_start import filled
+    from nas.train import EpochResult, TrainResult
+
+    trained = []
+
+    def trainer(spec, data, *, epochs, seed, on_epoch):  # a stand-in: no training, the spec kept
+        trained.append(spec)
+        result = TrainResult(None, [EpochResult(1, 1, 1.0, 50.0, 90.0, 0.01)])
+        on_epoch(result.history[-1])
+        return result
+
+    budgets = Budgets(900, macs=200_000)
+    progress = Progress(quiet=True, trials=8, timeout=None, epochs=1)
+    objective = make_objective(TINY, small_data, budgets, epochs=1, seed=0, progress=progress, trainer=trainer,
+                               widths=FILLED)
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=8)
+    drawn = [TINY.spec_from_params(t.params) for t in study.trials]
+    assert any(costs(d).params >= 900 for d in drawn) and any(costs(d).params < 800 for d in drawn)
+    records = read_trials(study)
+    assert [r.outcome for r in records] == [Outcome.COMPLETE] * 8 and len(trained) == 8  # none rejected
+    for trial, record, spec, design in zip(study.trials, records, trained, drawn):
+        fill = filled(design, TINY, budgets)
+        assert spec == fill[0] == Spec.from_dict(record.spec) and trial.user_attrs["widths_factor"] == fill[1]
+        assert record.params == costs(spec).params < 900 and costs(spec).macs <= 200_000
+    screen = budget_screen(TINY, Budgets(900), FILLED)
+    assert all(screen(t.params) for t in study.trials) and screen({}) is None
+    assert not budget_screen(TINY, Budgets(20), FILLED)(study.trials[0].params)  # even the narrowest is over
+
+
 def _settings(**budgets) -> StudySettings:
     return StudySettings(budget=3000, space="mnist_tiny", space_file="bundled:mnist_tiny", epochs=1, **budgets)
 

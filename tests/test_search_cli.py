@@ -31,7 +31,8 @@ def test_small_search_end_to_end_then_continue(tmp_path):
     ran = lambda: [t for t in study.get_trials() if t.state != optuna.trial.TrialState.WAITING]  # noqa: E731
     assert len(ran()) == 3  # (and the neighbours of its new bests queued, not run)
     assert read_settings(study) == {"budget": 3000, "space": "mnist_tiny", "space_file": "bundled:mnist_tiny",
-                                    "epochs": 2, "train_images": 256, "rungs": [], "rung_unit": "images", "finalists": 3,
+                                    "epochs": 2, "train_images": 256, "rungs": [], "rung_unit": "images",
+                                    "widths": "drawn", "finalists": 3,
                                     "finalist_seeds": 3,
                                     "space_hash": load_space(TINY).content_hash, "data": {"name": "mnist"},
                                     "preprocessing": {**PREPROCESSING, "class_labels": list(range(10))}}
@@ -165,6 +166,40 @@ def test_widen_best_follows_a_new_best_with_its_widest_copy(tmp_path, cli):
     first, second = read_trials(study)
     assert first.warm_start == "small.json" and second.warm_start == f"trial 0 at widths x{factor:.2f}"
     assert Spec.from_dict(second.spec).arch == wide.arch and count_params(build(wide)) == params > 1.1 * 1006
+
+
+def test_filled_widths_train_the_warm_start_widened_and_a_study_keeps_them(tmp_path, cli):
+    """`--widths filled`: said in the header, stored in the study, kept when it is continued without the flag
+    and refused with the other value (one line, exit 2, nothing run); a small design is trained widened."""
+    from nas.bundled import reference_files
+    from nas.search.warm_start import filled, narrowed
+
+    space = load_space(TINY)
+    small, _, _ = narrowed(load_spec(reference_files()[-1]), space, 1200)  # 4_final at 1,006 parameters
+    (tmp_path / "small.json").write_text(json.dumps(small.to_dict()))
+    args = ["search", "--space", TINY, "--budget", "5000", "--no-warm-start", "--epochs", "1", "--subset", "64",
+            "--rungs", "none", "--finalists", "0", "--neighbours", "0"]
+    result = cli(*args, "--warm-start", "small.json", "--widths", "filled", "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "widths: every candidate filled to the budgets (--widths filled)" in result.stderr
+    report = (tmp_path / "studies" / "mnist_tiny-b5000" / "report.html").read_text()
+    assert "filled: every candidate trained as its widest copy within the budgets" in report
+    args.append("--no-report")
+    study = optuna.load_study(study_name="mnist_tiny-b5000",
+                              storage=f"sqlite:///{tmp_path}/studies/mnist_tiny-b5000.db")
+    [record] = read_trials(study)
+    wide, factor, params = filled(small, space, 5000)
+    # the design widened (its weight decay 0 trains as the space's nearest, 1e-6: `moved`, as any warm start)
+    assert Spec.from_dict(record.spec).arch == wide.arch and record.params == params > 4000 and factor > 1
+    assert record.warm_start == "small.json" and study.trials[0].user_attrs["widths_factor"] == factor
+    assert read_settings(study)["widths"] == "filled"
+    refused = cli(*args, "--widths", "drawn", "--trials", "1", cwd=tmp_path)
+    assert one_line_error(refused) and "was run with --widths filled, not drawn" in refused.stderr
+    again = cli(*args, "--trials", "1", "--sampler", "random", "-q", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    first, second = read_trials(study)  # a random draw, filled as the first was
+    drawn = space.spec_from_params(study.trials[1].params)
+    assert Spec.from_dict(second.spec) == filled(drawn, space, 5000)[0]
 
 
 def test_a_new_best_is_followed_by_its_neighbours(tmp_path, cli):

@@ -101,3 +101,7 @@ def test_a_missing_spec_or_an_architecture_over_the_budget_is_one_line(cli, tmp_
     assert "tune.yaml: arch: " in one_line_error(missing) and "nowhere.json" in missing.stderr
     over = cli("search", "--budget", "4000", "--space", write_space(tmp_path, "found/b8000"), cwd=tmp_path)
     assert "7,926" in one_line_error(over) and not (tmp_path / "studies").exists()
+    fixed = cli("search", "--budget", "9000", "--space", write_space(tmp_path, "found/b8000"), "--widths", "filled",
+                cwd=tmp_path)  # nothing drawn to scale: refused before any study is made
+    assert "--widths filled: space tune has a fixed architecture" in one_line_error(fixed)
+    assert not (tmp_path / "studies").exists()

@@ -224,3 +224,47 @@ def test_queue_neighbours_queues_each_once(tmp_path):
     assert [warm_start_of(t) for t in study.get_trials(states=(TrialState.WAITING,))] == names
     assert queue_neighbours(study, trial, space, Budgets(4000), 2, seed=5) == []  # queued already: once
     assert len(study.trials) == 2
+
+
+def test_filling_widens_a_design_with_room_and_narrows_one_over_the_budget():
+    """`--widths filled`: the widest copy within the budget, whichever side of it the design is; `can_fill`,
+    the sampler's cheap screen, agrees with it on every draw."""
+    import optuna
+
+    from nas.cost import Budgets, spec_costs
+    from nas.search.warm_start import FILLING_STEPS, can_fill, filled
+
+    space, b4000 = load_space("mnist_focused"), load_spec(find_spec("found/b4000"))  # 3,904 parameters
+    wide, factor, params = filled(b4000, space, 8000)
+    assert wide == widened(b4000, space, 8000)[0]  # the copy a warm start's widening makes
+    assert 7000 < params < 8000 and factor > 1 and wide.train == b4000.train
+    assert [len(s) for s in wide.arch.stages] == [len(s) for s in b4000.arch.stages]  # the shape is the design's
+    narrow = filled(b4000, space, 2000)
+    assert narrow[2] < 2000 and narrow[1] < 1 and narrow[0] == narrowed(b4000, space, 2000)[0]
+    assert filled(b4000, space, 100) is None and not can_fill(b4000, space, 100)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(12):
+        spec = space.sample(study.ask())
+        for budget in (2000, 8000):
+            fill = filled(spec, space, Budgets(budget))
+            assert can_fill(spec, space, budget) == (fill is not None)
+            if fill is not None:  # within the budget, at one of the factors
+                assert fill[2] == spec_costs(fill[0]).params < budget and fill[1] in FILLING_STEPS
+
+
+def test_in_a_filled_study_no_neighbour_fills_to_the_design_of_the_best():
+    """Moving one width of a filled design changes the proportions; a move that scales back to the same model
+    would train the best again, so it is passed over; every neighbour can be filled."""
+    from nas.cost import Budgets
+    from nas.search.neighbours import neighbours
+    from nas.search.objective import FILLED
+    from nas.search.warm_start import can_fill, filled
+
+    b4000 = load_spec(find_spec("found/b4000"))
+    space, _, trial = _trained("mnist_focused", b4000)
+    best = filled(space.spec_from_params(trial.params), space, 8000)[0]  # what the best trained
+    found = neighbours(trial, space, Budgets(8000), 30, seed=0, widths=FILLED)
+    assert found and len(found) < len(neighbours(trial, space, Budgets(8000), 30, seed=0))
+    for _, params, _ in found:
+        spec = space.spec_from_params(params)
+        assert can_fill(spec, space, 8000) and filled(spec, space, 8000)[0] != best

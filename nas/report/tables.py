@@ -39,6 +39,8 @@ def summary_html(name: str, settings: dict[str, Any], trials: Trials, now: datet
                             + (f", counted in optimiser steps: the images of a batch of {STEP_BATCH}"
                                if settings.get("rung_unit") == "steps" else "") + "), then the full training"
                             if settings.get("rungs") else "none (full fidelity only)"),
+            *([("widths", "filled: every candidate trained as its widest copy within the budgets (--widths "
+                          "filled); the widths drawn are proportions")] if settings.get("widths") == "filled" else []),
             ("trials", f"{len(records)}: " + ", ".join(f"{counts[k]} {k.value}" for k in Outcome))]
     spans = [(r.started, r.finished or now) for r in records if r.started]
     spans += [(f.started, f.finished) for f in trials.finalist_runs]

@@ -284,8 +284,8 @@ def _open_study(plan: Plan, args: argparse.Namespace
                 ) -> tuple[optuna.Study, int, tuple[Fidelity, ...], str, str, list[str], str | None]:
     """Create or continue the study (refusing other settings than it was made with) and queue the warm
     starts. Returns the study, its trial count before this run, its cheap rungs and what they count, its
-    --widths, what was queued and, where --space-changed let another content of the space in, the file the study's space
-    came from."""
+    --widths, what was queued and, where --space-changed let another content of the space in, the file the
+    study's space came from."""
     storage = open_storage(plan.url, plan.root)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:

@@ -21,6 +21,7 @@ from ..space import Space, load_space
 from ..store.storage import check_study_name, default_storage, output_dir, studies_dir
 from .finalists import MAX_SEEDS
 from .neighbours import neighbours_default
+from .objective import FILLED
 from .warm_start import warm_starts
 
 MAX_BUDGET = 10**9  # storages keep 64-bit integers; no CNN here comes near this
@@ -79,6 +80,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--eta {args.eta:g} must be > 1 (the best 1/ETA of a rung are promoted)")
     if args.startup_trials is not None and args.sampler != "tpe":
         raise UsageError(f"--startup-trials is TPE's: --sampler {args.sampler} has no model to start")
+    if args.widths == FILLED and space.arch is not None:
+        raise UsageError(f"--widths filled: space {space.name} has a fixed architecture (only the training is drawn): "
+                         "there are no drawn widths to scale")
     if args.finalist_seeds > MAX_SEEDS:
         raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
     full = Fidelity(args.epochs, train_images)

@@ -2,7 +2,8 @@
 at a smaller budget widened to fill this one), the hand-made references that fit the budget and the space (a
 too-large design narrowed until it fits), and any spec files the user names, enqueued as a study's first
 trials: once, however many commands start together on the study (`exclusive`), and again only while none of a
-design's trials reached a result."""
+design's trials reached a result. The scaling of a design's widths also serves `nas search --widths filled`
+(`filled`): every candidate trained as its widest copy within the budgets."""
 
 from __future__ import annotations
 
