@@ -18,11 +18,10 @@ import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial
 
-from ..cost import Budgets, over_budget, spec_costs
+from ..cost import Budgets
 from ..space import Space
-from ..spec import Spec
 from .objective import DRAWN, FILLED
-from .warm_start import can_fill, enqueue_new, filled
+from .warm_start import as_trained, enqueue_new, fits
 
 # --neighbours' default where the search starts from known designs: one for each of two workers. Without
 # a start, the first bests are weak draws, and their neighbours took the time the cheap rungs would have
@@ -38,8 +37,9 @@ def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, s
     (`widths` "filled": that can be scaled to fit, and fill to another design than `trial`'s) that the space can
     draw. The same trial and seed give the same neighbours."""
     # the design the best trained (filled: scaled to the budgets); a neighbour filling to it would train it again
-    trained = (_trained(space.sample(_Moved(dict(trial.params))), space, budgets, widths)  # type: ignore[arg-type]
-               if widths == FILLED else None)
+    fill = widths == FILLED
+    trained = (as_trained(space.sample(_Moved(dict(trial.params))), space, budgets, fill)[0]  # type: ignore[arg-type]
+               if fill else None)
     rng = random.Random(f"{seed}/{trial.number}")
     names = sorted(trial.params)
     rng.shuffle(names)
@@ -57,17 +57,11 @@ def neighbours(trial: FrozenTrial, space: Space, budgets: Budgets, count: int, s
             continue
         fit = space.params_for(spec)  # None: the step left what the space draws (valid padding on a small map)
         if (fit is None or fit[0] == trial.params or any(fit[0] == p for _, p, _ in found)
-                or (over_budget(spec_costs(spec), budgets) if widths != FILLED else not can_fill(spec, space, budgets))
-                or (trained is not None and _trained(spec, space, budgets, widths) == trained)):
+                or not fits(spec, space, budgets, fill)
+                or (trained is not None and as_trained(spec, space, budgets, fill)[0] == trained)):
             continue
         found.append((f"trial {trial.number}, {name} {_short(old)} -> {_short(new)}", fit[0], {}))
     return found
-
-
-def _trained(spec: Spec, space: Space, budgets: Budgets, widths: str) -> Spec:
-    """The spec a trial of these parameters trains (objective.make_objective's `widths`)."""
-    fill = filled(spec, space, budgets) if widths == FILLED else None
-    return spec if fill is None else fill[0]
 
 
 def neighbours_default(starts: list) -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import optuna
 
-from ..cost import Budgets, constraints, costs, over_budget, spec_costs
+from ..cost import Budgets, constraints, costs, over_budget
 from ..data import Splits
 from ..errors import StorageError
 from ..fidelity import Fidelity, rung_images
@@ -27,7 +27,7 @@ from ..store.record import (Outcome, RungScore, promotion_of, record_candidate, 
                             record_fidelity, record_outcome, record_overruns, record_rungs, record_widths_factor)
 from ..store.storage import with_retry
 from ..train import EpochResult, TrainResult, train
-from .warm_start import can_fill, filled
+from .warm_start import as_trained, fits
 
 Trainer = Callable[..., TrainResult]  # nas.train.train's signature
 log = logging.getLogger(__name__)
@@ -198,10 +198,9 @@ def make_objective(space: Space, data: Splits, budget: int | Budgets, epochs: in
             in_flight.discard(trial.number)
 
     def _evaluate(trial: optuna.Trial) -> float:
-        spec = space.sample(trial)
-        if widths == FILLED and (fill := filled(spec, space, budgets)) is not None:
-            spec = fill[0]
-            record_widths_factor(trial, fill[1])
+        spec, factor = as_trained(space.sample(trial), space, budgets, widths == FILLED)
+        if factor is not None:
+            record_widths_factor(trial, factor)
         module = build(spec)
         cost = costs(spec, module)
         params = cost.params
@@ -300,10 +299,8 @@ def budget_screen(space: Space, budget: int | Budgets, widths: str = DRAWN) -> C
     (tests/test_costs.py)."""
     budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
 
-    def fits(params: dict) -> bool | None:
+    def screen(params: dict) -> bool | None:
         spec = space.spec_from_params(params)
-        if spec is None:
-            return None
-        return can_fill(spec, space, budgets) if widths == FILLED else not over_budget(spec_costs(spec), budgets)
-    return fits
+        return None if spec is None else fits(spec, space, budgets, widths == FILLED)
+    return screen
 

@@ -131,6 +131,20 @@ def can_fill(spec: Spec, space: Space, budget: int | Budgets) -> bool:
     return not over_budget(spec_costs(_scaled(spec, space, FILLING_STEPS[-1])), budgets)
 
 
+def as_trained(spec: Spec, space: Space, budget: int | Budgets, fill: bool) -> tuple[Spec, float | None]:
+    """What a candidate drawn as `spec` trains as, and the factor its widths were scaled by: with `fill`
+    (`--widths filled`) its `filled` copy, else (or where no copy fits: the gate rejects it) `spec`, None."""
+    copy = filled(spec, space, budget) if fill else None
+    return (spec, None) if copy is None else (copy[0], copy[1])
+
+
+def fits(spec: Spec, space: Space, budget: int | Budgets, fill: bool) -> bool:
+    """Whether a candidate drawn as `spec` is trained rather than rejected: with `fill`, whether a copy of it
+    can be scaled to fit (`can_fill`), else whether it is within every budget itself."""
+    budgets = budget if isinstance(budget, Budgets) else Budgets(budget)
+    return can_fill(spec, space, budgets) if fill else not over_budget(spec_costs(spec), budgets)
+
+
 def _widest_fit(spec: Spec, space: Space, budget: int | Budgets, factors: tuple[float, ...]
                 ) -> tuple[Spec, float, int] | None:
     """The copy of `spec` at the first of `factors` (widest first) that is within every budget, with that
