@@ -100,6 +100,9 @@ def test_without_the_lock_the_same_race_queues_a_design_twice(tmp_path, monkeypa
 # ------------------------------------------------------------------ 2. a warm start counts once it reached a result
 
 
+# the test plays the workers by ask and tell; Optuna warns that the search's storage, which beats,
+# expects Study.optimize, as the workers use it
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_a_warm_start_counts_as_run_only_once_a_trial_of_it_reached_a_result(tmp_path):
     url = storage_url("sqlite", tmp_path)
     storage, study = study_in(url)
