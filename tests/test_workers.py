@@ -121,7 +121,7 @@ def test_three_machines_share_a_postgres_study(postgres, tmp_path):
     for d, (_, out, _) in zip(out_dirs, results):
         if (d / "best.json").is_file():
             written.append(json.loads((d / "best.json").read_text()))
-        else:  # its trials ended uncompleted (over budget, pruned) before any other: nothing to write yet
+        else:  # its trials ended uncompleted (over budget, pruned) before any trial completed: nothing to write
             assert "no trial completed yet" in out, out
     assert best in written  # the last to finish wrote the storage's best
     assert all(w["val_acc"] <= best["val_acc"] for w in written)
