@@ -18,7 +18,8 @@ from test_spec import CLASSIC, V1, without_wd
 SPACES = list(spaces().values())
 # the budgets each bundled space is aimed at: (low, high) parameters
 AIMED = {"mnist": (4000, 8000), "mnist_focused": (4000, 8000), "mnist_lean": (4000, 8000),
-         "mnist_classic": (4000, 8000), "mnist_small": (1000, 4000), "mnist_tiny": (500, 3000), "colour32": (10_000, 100_000)}
+         "mnist_classic": (4000, 8000), "mnist_small": (1000, 4000), "mnist_tiny": (500, 3000),
+         "colour32": (10_000, 100_000)}
 SHAPES = {"colour32": {"in_channels": 3, "input_size": 32, "num_classes": 10}}  # spaces aimed at other data than MNIST
 
 
