@@ -9,8 +9,8 @@ fixed value. `train.lr` may instead map each optimizer to its own domain. The ke
 (`arch.block`, `arch.activation`, `arch.head_width`, `train.ema`, `train.rotation`, `train.shift`,
 `train.scale`) and later (`train.flip`, `train.crop`) may be left out and then take their old value, so older
 space files draw exactly the specs (and parameter names) they drew before; such a file's `train.augment` is
-still drawn as `augment` and mapped onto the three augmentation strengths. `nas.space.load_space` turns the
-domains into a `Space`.
+still drawn as `augment` and mapped onto the three augmentation strengths. A file may `extends:` another
+space and write only the keys it changes. `nas.space.load_space` turns the domains into a `Space`.
 """
 
 from __future__ import annotations
@@ -150,14 +150,25 @@ class _PlainLoader(yaml.SafeLoader):
 
 
 
+EXTENDS_DEPTH = 8  # bases deeper than this are a mistake (or a chain built to cost time), not a design
+
+
 def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain], Spec | None, str]:
     """Read and validate a search-space file (a path, or a bundled space's name such as `mnist_tiny`): its name,
     path, domains (left-out keys at DEFAULTS), and the spec `arch:` names with that name as written (None
-    and "" where `arch` holds domains); raises SpaceError naming the file and key.
+    and "" where `arch` holds domains); raises SpaceError naming the file and key. A file that `extends:`
+    another space is that space with the file's own keys over it (`_merged`).
 
-    Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file), and YAML anchors and
-    aliases are refused, so a hostile file costs bounded time and memory."""
+    Only a regular file of at most TEXT_LIMIT bytes is read (files.read_text_file), YAML anchors and
+    aliases are refused, and bases go at most EXTENDS_DEPTH deep, so a hostile file costs bounded time and
+    memory."""
     path = find_space(str(path))
+    raw, arch_folder = _merged(path, ())
+    return _parse(raw, path, arch_folder)
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    """One space file's own top-level mapping, as written (its `extends:` not yet followed)."""
     text = read_text_file(path, "search-space file", TEXT_LIMIT, SpaceError,
                           hint=f" (bundled spaces: {', '.join(spaces())})")
     try:
@@ -168,17 +179,56 @@ def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain], Spec
         raise SpaceError(f"{path}: not a readable YAML file ({first_line(exc)})") from None
     except RecursionError:  # e.g. '[' * 100000: the YAML parser recurses once per level
         raise SpaceError(f"{path}: not a readable YAML file (nested too deeply)") from None
-    where = str(path)
     if not isinstance(raw, dict):
-        raise SpaceError(f"{where}: expected a mapping with keys 'name', 'arch' and 'train'")
-    unknown = set(raw) - {"name", "description", "arch", "train"}
+        raise SpaceError(f"{path}: expected a mapping with keys 'name', 'arch' and 'train'")
+    unknown = set(raw) - {"name", "description", "extends", "arch", "train"}
     if unknown:
-        raise SpaceError(f"{where}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
+        raise SpaceError(f"{path}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))}")
+    return raw
+
+
+def _merged(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], Path]:
+    """The file's mapping with `extends: <space>` followed: the base's `arch` and `train` keys, each replaced
+    by the file's own value for that key (a whole domain: `train.lr` too), a key set to null dropped; a
+    section that is not a mapping on both sides (`arch: <spec>`) is taken whole. The name and description
+    are the file's own. Also the folder a fixed `arch: <spec>` is looked up from: the folder of the file
+    that wrote it. The base must be a valid space by itself; its errors are prefixed with `<file>: extends:`."""
+    raw = _read_mapping(path)
+    if "extends" not in raw:
+        return raw, path.parent
+    value = raw.pop("extends")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:  # no path holds a NUL byte
+        raise SpaceError(f"{path}: extends: expected a space file or a bundled space's name, got {value!r}")
+    beside = path.parent / value
+    base = beside if beside.is_file() else find_space(value)
+    chain = (*chain, path.resolve())
+    if base.resolve() in chain:
+        raise SpaceError(f"{path}: extends: {value}: a loop ({' -> '.join(p.name for p in (*chain, base))})")
+    if len(chain) >= EXTENDS_DEPTH:
+        raise SpaceError(f"{path}: extends: more than {EXTENDS_DEPTH} spaces deep")
+    try:
+        base_raw, base_folder = _merged(base, chain)
+        _parse(base_raw, base, base_folder)
+    except SpaceError as exc:
+        raise SpaceError(f"{path}: extends: {exc}") from None
+    merged = {section: base_raw[section] for section in ("arch", "train") if section in base_raw}
+    for section in ("arch", "train"):
+        if isinstance(raw.get(section), dict) and isinstance(merged.get(section), dict):
+            merged[section] = {k: v for k, v in {**merged[section], **raw[section]}.items() if v is not None}
+        elif section in raw:
+            merged[section] = raw[section]
+    merged.update({key: raw[key] for key in ("name", "description") if key in raw})
+    return merged, path.parent if isinstance(raw.get("arch"), str) else base_folder
+
+
+def _parse(raw: dict[str, Any], path: Path, arch_folder: Path) -> tuple[str, str, dict[str, Domain], Spec | None, str]:
+    """read_space_file's result from a file's (merged) mapping; errors name `path`."""
+    where = str(path)
     name = raw.get("name", path.stem)
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise SpaceError(f"{where}: name: expected letters, digits, '-' or '_', got {name!r}")
     domains: dict[str, Domain] = {}
-    fixed = fixed_spec(raw["arch"], path) if isinstance(raw.get("arch"), str) else None
+    fixed = fixed_spec(raw["arch"], arch_folder, where) if isinstance(raw.get("arch"), str) else None
     for section in ("train",) if fixed else ("arch", "train"):
         block = raw.get(section)
         if not isinstance(block, dict):
@@ -214,11 +264,11 @@ def read_space_file(path: str | Path) -> tuple[str, str, dict[str, Domain], Spec
     return name, str(path), {**defaults, **domains}, fixed, raw["arch"] if fixed else ""
 
 
-def fixed_spec(value: str, space_path: Path) -> Spec:
-    """The spec a space file's `arch: <spec>` names: a path from the space file's folder where one is there,
-    else as load_spec finds it (a path from the working directory, or a bundled spec)."""
-    beside = space_path.parent / value
+def fixed_spec(value: str, folder: Path, where: str) -> Spec:
+    """The spec a space file's `arch: <spec>` names: a path from `folder` (the space file's) where one is
+    there, else as load_spec finds it (a path from the working directory, or a bundled spec)."""
+    beside = folder / value
     try:
         return load_spec(beside if beside.is_file() else value)
     except SpecError as exc:
-        raise SpaceError(f"{space_path}: arch: {exc}") from None
+        raise SpaceError(f"{where}: arch: {exc}") from None

@@ -65,6 +65,9 @@ def stored(shared_copy):
     (root / "deep.yaml").write_text("[" * 100_000)
     (root / "deep.json").write_text("[" * 100_000)
     (root / "broken.yaml").write_text("arch: [1, 2\n")
+    (root / "loop.yaml").write_text("extends: loop2.yaml\ntrain:\n  batch_size: 64\n")
+    (root / "loop2.yaml").write_text("extends: loop.yaml\n")
+    (root / "on-broken.yaml").write_text("extends: broken.yaml\n")
     (root / "afile.txt").write_text("precious\n")
     (root / "nomnist").mkdir()  # a data dir without MNIST
     torch.save({"model": torch.zeros(3)}, root / "foreign.pt")
@@ -184,6 +187,10 @@ CASES = [  # (id, command, arguments, what the one line must say)
      "deep.yaml: not a readable YAML file (nested too deeply)"),
     ("search-space-malformed", "search", ["--budget", "3000", *SEARCH, "--space", "broken.yaml"],
      "broken.yaml: not a readable YAML file"),
+    ("search-space-extends-a-loop", "search", ["--budget", "3000", *SEARCH, "--space", "loop.yaml"],
+     "loop.yaml: extends: loop2.yaml: extends: loop.yaml: a loop (loop.yaml -> loop2.yaml -> loop.yaml)"),
+    ("search-space-extends-a-broken-space", "search", ["--budget", "3000", *SEARCH, "--space", "on-broken.yaml"],
+     "on-broken.yaml: extends: broken.yaml: not a readable YAML file"),
     ("search-space-missing", "search", ["--budget", "3000", *SEARCH, "--space", "nowhere.yaml"],
      "no such search-space file"),
     ("search-download-no-network", "search", ["--budget", "3000", *SEARCH, "--data-dir", "nomnist", "--download"],

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from nas import build, count_params
-from nas.bundled import DEFAULT_SPACE, canonical_space_name, reference_files, spaces
+from nas.bundled import DEFAULT_SPACE, canonical_space_name, reference_files, spaces, spec_files
 from nas.store.record import StudySettings, read_settings, write_settings
 from nas.space import SpaceError, load_space
 from nas.spec import RANGES, Spec, SpecError, load_spec
@@ -274,3 +274,63 @@ def test_keys_left_out_take_version_1_values(tmp_path):
 def test_missing_space_file(tmp_path):
     with pytest.raises(SpaceError, match="no such search-space file"):
         load_space(tmp_path / "none.yaml")
+
+
+def test_a_space_extends_another_and_replaces_only_the_keys_it_writes(tmp_path):
+    (tmp_path / "own.yaml").write_text("extends: mnist\narch:\n  head: [gap_conv, gap_linear]\n  head_width: null\n"
+                                       "train:\n  lr: {low: 0.1, high: 0.3}\n  batch_size: 64\n")
+    own, base = load_space(tmp_path / "own.yaml"), load_space("mnist")
+    assert own.name == "own"  # a name is never inherited: the file's stem, as for any file without one
+    changed = {"arch.head": ("gap_conv", "gap_linear"), "train.batch_size": (64,)}
+    assert {k: v for k, v in own.domains.items() if k in changed} == changed
+    assert "arch.head_width" not in own.domains  # null drops the base's key
+    # train.lr is one key: the file's one range replaces the base's range per optimizer
+    assert own.domains["train.lr"].low == 0.1 and not [k for k in own.domains if k.startswith("train.lr.")]
+    untouched = set(base.domains) - set(changed) - {"arch.head_width", "train.lr.sgd", "train.lr.adamw"}
+    assert {k: own.domains[k] for k in untouched} == {k: base.domains[k] for k in untouched}
+    spec = next(_draws(own, 1))[1]
+    assert spec.train.batch_size == 64 and 0.1 <= spec.train.lr <= 0.3
+
+
+def test_the_bundled_lean_space_is_the_focused_one_with_two_priors_narrowed():
+    lean, focused = load_space("mnist_lean"), load_space("mnist_focused")
+    assert "extends: mnist_focused" in spaces()["mnist_lean"].read_text()
+    differ = {k for k in focused.domains if lean.domains[k] != focused.domains[k]}
+    assert differ == {"arch.dropout", "train.lr.sgd"} and set(lean.domains) == set(focused.domains)
+    # what the studies made with each stored (the file was written out in full before it extended)
+    assert lean.content_hash == "de2c962cf0599854ae9c43d89bb25aa85850ff079ac1d2bcbcaa2fc56727b644"
+    assert focused.content_hash == "db7ad9fa0f272400ae29a4cb545ede520bcac62d80a71640c9ec7222f575dccd"
+
+
+def test_a_chain_of_bases_resolves_from_each_files_folder(tmp_path):
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "tune.yaml").write_text("arch: b8000.json\ntrain:\n  optimizer: sgd\n"
+                                                  "  lr: {low: 0.1, high: 0.2}\n  schedule: onecycle\n"
+                                                  "  batch_size: 128\n  label_smoothing: 0.0\n  weight_decay: 0.0\n")
+    (tmp_path / "bases" / "b8000.json").write_text(spec_files()["found/b8000"].read_text())
+    (tmp_path / "middle.yaml").write_text("extends: bases/tune.yaml\ntrain:\n  batch_size: [64, 128]\n")
+    (tmp_path / "top.yaml").write_text("extends: middle.yaml\nname: top\ntrain:\n  weight_decay: 1.0e-5\n")
+    top = load_space(tmp_path / "top.yaml")  # the spec beside the base, not beside top.yaml
+    assert top.arch == load_spec("found/b8000").arch and top.name == "top"
+    assert (top.domains["train.batch_size"], top.domains["train.weight_decay"]) == ((64, 128), (1e-5,))
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "extends: a.yaml\n"}, r"a.yaml: extends: a.yaml: a loop \(a.yaml -> a.yaml\)"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: c.yaml\n", "c.yaml": "extends: b.yaml\n"},
+     r"a.yaml: extends: .*b.yaml: extends: .*c.yaml: extends: b.yaml: a loop \(a.yaml -> b.yaml -> c.yaml -> b.yaml\)"),
+    ({"a.yaml": "extends: nowhere.yaml\n"}, r"a.yaml: extends: nowhere.yaml: no such search-space file"),
+    ({"a.yaml": "extends: [mnist]\n"}, r"a.yaml: extends: expected a space file or a bundled space's name, got \['mnist'\]"),
+    ({"a.yaml": 'extends: "mnist\\0"\n'}, r"a.yaml: extends: expected a space file .*, got 'mnist\\x00'"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: mnist\narch:\n  width: {low: 4}\n"},
+     r"a.yaml: extends: .*b.yaml: arch.width: expected"),  # a base must be a space by itself
+    ({"a.yaml": "extends: mnist\ntrain:\n  momentum: 0.9\n"}, r"a.yaml: train.momentum: unknown key"),
+    ({"a.yaml": "extends: mnist\ntrain:\n  augment: 0.5\n"}, r"a.yaml: train.augment .* exclude each other"),
+    ({f"{i}.yaml": f"extends: {i + 1}.yaml\n" for i in range(12)}, r"0.yaml: extends: .*7.yaml: extends: more than 8"),
+])
+def test_a_bad_extends_names_the_file_and_the_chain(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(tmp_path / next(iter(files)))
+    assert len(str(info.value).splitlines()) == 1
