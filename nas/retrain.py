@@ -21,13 +21,13 @@ from typing import Any
 import torch
 
 from .bundled import find_spec, in_package
-from .checkpoint import EXPORT_FILE, ONNX_FILE, export_models, save_checkpoint
+from .checkpoint import EXPORT_FILE, ONNX_FILE, checkpoint_data, export_models, load_checkpoint, save_checkpoint
 from .cli import add_device_args, add_device_budget_args, positive_int, run_command
 from .cost import Budgets, Costs, check_buildable, costs, over_budget
-from .data import (BUILTIN, DataSource, check_fits, data_info, describe_data, header, load_train_test, source_from_args,
-                   source_of)
+from .data import (BUILTIN, DataInfo, DataSource, check_fits, data_info, describe_data, header, load_train_test,
+                   source_from_args, source_of)
 from .device import describe, resolve_device
-from .errors import DataError, ExportCheckError, UsageError
+from .errors import CheckpointError, DataError, ExportCheckError, UsageError
 from .files import write_json
 from .model import build
 from .progress import format_duration, time_left
@@ -38,6 +38,7 @@ from .train import EpochResult, train
 from .version import provenance
 
 METRICS_FILE = "metrics.json"
+ROW_KEYS = ("seed", "test_acc", "int8_test_acc", "int8_weight_bits", "train_loss", "train_acc", "seconds_per_epoch")
 CHECK_BATCH = 256  # test images the exported models are checked on
 
 
@@ -54,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=positive_int, help="refuse a spec with this many parameters or more")
     add_device_budget_args(p, "a spec above is refused before any training")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a stopped run in --out: keep each seed whose checkpoint was trained as this run "
+                        "trains it (the same spec, epochs, images and data) and train the others; a checkpoint "
+                        "trained otherwise is refused (with --overwrite: trained again)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     add_device_args(p)
 
@@ -80,6 +85,39 @@ def chance_warning(mean: float, classes: int, epochs: int, subset: int | None) -
             "(optimizer, learning rate, schedule)")
 
 
+def kept_seeds(out: Path, spec: Spec, epochs: int, seeds: int, data, info: DataInfo, replace: bool
+               ) -> dict[int, tuple[dict[str, Any], torch.nn.Module]]:
+    """--resume: the seeds of a stopped run in `out` to keep, by seed: seedK.pt (K < seeds) with its row of results
+    and its model, where it was trained as this run trains seed K (the same spec, epochs, training and test
+    images, data: the training this run would give seed K). A checkpoint trained otherwise or unreadable raises
+    UsageError before any training, or with `replace` is trained again."""
+    kept = {}
+    for k in range(seeds):
+        path = out / f"seed{k}.pt"
+        if not path.is_file():
+            continue
+        try:
+            payload, trained, model = load_checkpoint(path)
+            trained_on, _ = checkpoint_data(payload, path)
+        except CheckpointError as exc:
+            why = str(exc)
+        else:
+            metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else {}
+            differs = ["another spec"] if trained != spec else []
+            differs += [f"{what} {metrics.get(key)!r}, not {value!r}" for what, key, value in (
+                ("epochs", "epochs", epochs), ("training images", "train_images", len(data.train)),
+                ("test images", "test_images", len(data.held_out))) if metrics.get(key) != value]
+            if (trained_on.identity, trained_on.preprocessing()) != (info.identity, info.preprocessing()):
+                differs.append(f"data {describe_data(trained_on.identity)}")
+            if not differs and all(key in metrics for key in ROW_KEYS):
+                kept[k] = ({key: metrics[key] for key in ROW_KEYS}, model)
+                continue
+            why = f"{path} was trained otherwise ({'; '.join(differs) or 'its results are missing'})"
+        if not replace:
+            raise UsageError(f"--resume: {why}: pass --overwrite too to train it again, or another --out")
+    return kept
+
+
 def check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse, before any training, an --out that cannot be written or would lose earlier results."""
     if out.exists() and not out.is_dir():
@@ -88,7 +126,7 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         earlier = sorted(p.name for p in out.iterdir() if p.name == METRICS_FILE or p.suffix in (".pt", ".onnx", ".pt2"))
         if earlier:
             raise UsageError(f"{out} already holds results ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}): "
-                             "pass --overwrite or another --out")
+                             "pass --overwrite, --resume (to continue a stopped run) or another --out")
     parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
         raise UsageError(f"--out {out}: {parent} is not writable")
@@ -140,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     return retrain(spec_path, out, epochs=args.epochs,
                    seeds=args.seeds, subset=args.subset, budget=args.budget, max_macs=args.max_macs,
                    max_ram=args.max_ram, max_flash=args.max_flash, overwrite=args.overwrite,
-                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
+                   resume=args.resume, quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
                    data=source_from_args(args) if args.data else None)
 
 
@@ -160,14 +198,16 @@ def _recorded_data(spec_path: Path, data_dir: str | None, download: bool) -> Dat
 
 def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, subset: int | None = None,
             budget: int | None = None, max_macs: int | None = None, max_ram: int | None = None,
-            max_flash: int | None = None, overwrite: bool = False, quiet: bool = False, device: str = "auto",
-            data_dir: str | None = None, download: bool = False, data: DataSource | None = None) -> int:
+            max_flash: int | None = None, overwrite: bool = False, resume: bool = False, quiet: bool = False,
+            device: str = "auto", data_dir: str | None = None, download: bool = False,
+            data: DataSource | None = None) -> int:
     """Train the spec in `spec_path` with seeds 0..seeds-1 into `out` (checkpoints, metrics.json, the
     best seed's ONNX and torch.export files) and print its final-epoch test accuracy. Returns the exit
     status: 0, or 1 when a seed diverged or an export failed its check; bad input raises UsageError
     (or SpecError, DataError) before anything is written, a spec over `budget` (parameters: it needs fewer) or over
     `max_macs`, `max_ram` or `max_flash` (at int8, bytes) too. `data`: the images (None: what the spec file says it
-    was found on, else MNIST in `data_dir`)."""
+    was found on, else MNIST in `data_dir`). `resume`: keep the seeds a stopped run in `out` trained (kept_seeds),
+    refusing one trained otherwise unless `overwrite`."""
     spec = load_spec(spec_path)  # a missing, malformed or unbuildable spec stops here, before anything is written
     source = data or _recorded_data(spec_path, data_dir, download)
     info = data_info(source)
@@ -176,14 +216,15 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
     model = build(spec)
     cost = costs(spec, model)
     refuse_over_budget(cost, str(spec_path), budget, max_macs, max_ram, max_flash)
-    check_out_dir(out, overwrite)
+    check_out_dir(out, overwrite or resume)
     where = resolve_device(device)
     data = load_train_test(source, where, subset, download)  # once, for all seeds
+    kept = kept_seeds(out, spec, epochs, seeds, data, info, replace=overwrite) if resume and out.is_dir() else {}
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _retrain(spec, spec_path, cost, data, out, describe(where), epochs=epochs, seeds=seeds,
-                        quiet=quiet, subset=subset, info=info, source=source)
+                        quiet=quiet, subset=subset, info=info, source=source, kept=kept)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -201,7 +242,8 @@ def refuse_over_budget(cost: Costs, where: str, budget: int | None, max_macs: in
 
 
 def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: str, *, epochs: int,
-             seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None) -> int:
+             seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None,
+             kept: dict[int, tuple[dict[str, Any], torch.nn.Module]] | None = None) -> int:
     params, macs = cost.params, cost.macs
     if not quiet and info is not None and not info.is_mnist:
         print(header(info), file=sys.stderr)
@@ -209,13 +251,23 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
               f"{seeds} seed(s) x {epochs} epochs on {where}", file=sys.stderr)
 
-    progress = Progress(quiet, seeds, epochs)
+    kept = kept or {}
+    progress = Progress(quiet, seeds - len(kept), epochs)
     rows: list[dict[str, Any]] = []
     best_model, best_acc = None, -1.0
     check_batch = data.held_out.x[:CHECK_BATCH].cpu()
     calibration = calibration_images(data.train.x)  # training images only: never the test set
     start = time.perf_counter()
     for k in range(seeds):
+        if k in kept:  # a stopped run's seed, trained as this one would: its results and model as they were
+            row, model = kept[k]
+            rows.append(row)
+            if not quiet:
+                print(f"seed {k} ({k + 1}/{seeds}): kept from seed{k}.pt, test acc {row['test_acc']:.2f}%",
+                      file=sys.stderr, flush=True)
+            if row["test_acc"] > best_acc:
+                best_model, best_acc, best_seed = model, row["test_acc"], k
+            continue
         try:
             result = train(spec, data, epochs=epochs, seed=k, on_epoch=lambda r, k=k: progress.epoch(k, seeds, r))
         except FloatingPointError as exc:
@@ -263,6 +315,7 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
         "int8_test_acc": int8_accs, "int8": int8_stats, "int8_onnx_bytes": checks.pop("int8_onnx_bytes"),
         "train_images": len(data.train), "test_images": len(data.held_out),
         "per_seed": rows, "device": where, "wall_seconds": round(wall, 1),
+        **({"kept_seeds": sorted(kept)} if kept else {}),  # from a stopped run: wall_seconds is this run's only
         "exported": {"onnx": ONNX_FILE, "int8_onnx": INT8_ONNX_FILE, "torch_export": EXPORT_FILE, "seed": best_seed,
                      **checks},
         **provenance(), "torch": torch.__version__,

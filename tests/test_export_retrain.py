@@ -144,6 +144,34 @@ def test_retrain_writes_checkpoints_and_metrics(retrained):
     assert "seed 1 (2/2) epoch 1/1 loss" in result.stderr and "train acc" in result.stderr and "left" in result.stderr
 
 
+def test_a_stopped_retrain_resumes_keeping_the_seeds_it_finished(retrained, cli, tmp_path):
+    spec_file, out, _ = retrained
+    first = json.loads((out / "metrics.json").read_text())
+    stopped = tmp_path / "stopped"  # what a retrain stopped during seed 1 leaves: seed0.pt only
+    stopped.mkdir()
+    (stopped / "seed0.pt").write_bytes((out / "seed0.pt").read_bytes())
+    before = tree_hashes(tmp_path)
+    args = [str(spec_file), "--out", str(stopped), "--subset", "256", "--seeds", "2", "--device", "cpu"]
+    assert "already holds results (seed0.pt): pass --overwrite, --resume" in one_line_error(
+        cli("retrain", *args, "--epochs", "1", cwd=tmp_path))
+    # a seed trained otherwise (here: for 1 epoch, not 2) is refused before any training, nothing written
+    assert one_line_error(cli("retrain", *args, "--epochs", "2", "--resume", cwd=tmp_path)).endswith(
+        "seed0.pt was trained otherwise (epochs 1, not 2): pass --overwrite too to train it again, or another --out\n")
+    assert tree_hashes(tmp_path) == before
+
+    result = cli("retrain", *args, "--epochs", "1", "--resume", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "seed 0 (1/2): kept from seed0.pt" in result.stderr and "seed 1 (2/2) epoch 1/1" in result.stderr
+    assert "seed 0 (1/2) epoch" not in result.stderr
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    assert metrics["kept_seeds"] == [0] and (stopped / "seed0.pt").read_bytes() == (out / "seed0.pt").read_bytes()
+    # seed 0's results as the stopped run measured them (its time too); seed 1 trained as an unstopped run trains it
+    assert metrics["per_seed"][0] == first["per_seed"][0]
+    untimed = [{k: v for k, v in run["per_seed"][1].items() if k != "seconds_per_epoch"} for run in (metrics, first)]
+    assert untimed[0] == untimed[1] and metrics["test_acc"] == first["test_acc"]
+    assert {"model.onnx", "model.int8.onnx", "model.pt2", "seed1.pt"} <= {p.name for p in stopped.iterdir()}
+
+
 def _best_model(out):
     metrics = json.loads((out / "metrics.json").read_text())
     ckpt = torch.load(out / f"seed{metrics['best_seed']}.pt", weights_only=True)

@@ -188,14 +188,16 @@ def test_a_signal_during_the_winners_retrain_stops_it_cleanly_and_trials_0_finis
     target = out_dir / f"trial{json.loads((out_dir / 'best.json').read_text())['trial']}_retrain"
     assert (target / "seed0.pt").is_file() and not (target / "metrics.json").exists()
     before = [(t.number, t.state, t.value) for t in load_study("mnist_tiny-b3000", None, tmp_path / "studies").trials]
+    seed0 = (target / "seed0.pt").read_bytes()
 
     code, out, err = finish(start(*args[2:], "--trials", "0", cwd=tmp_path))
     assert code == 0, err
-    assert "did not finish: started again" in out
+    assert "did not finish: continued" in out and "seed 0 (1/2): kept from seed0.pt" in err
     assert [(t.number, t.state, t.value)
             for t in load_study("mnist_tiny-b3000", None, tmp_path / "studies").trials] == before
     metrics = json.loads((target / "metrics.json").read_text())
-    assert metrics["seeds"] == [0, 1] and len(metrics["test_acc"]) == 2
+    assert metrics["seeds"] == [0, 1] and len(metrics["test_acc"]) == 2 and metrics["kept_seeds"] == [0]
+    assert (target / "seed0.pt").read_bytes() == seed0  # the finished seed is not trained again
 
 
 @slow

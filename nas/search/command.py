@@ -342,12 +342,13 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
     if (target / METRICS_FILE).is_file():  # this winner was retrained by an earlier run: keep its results
         print(f"the winner was retrained before: {target / METRICS_FILE}")
         return 0
-    # checkpoints without metrics: a retrain of ours that was stopped; its seeds are trained again from the first
+    # checkpoints without metrics: a retrain of ours that was stopped; the seeds it finished as this run trains
+    # them are kept, the others trained again
     unfinished = target.is_dir() and any(target.iterdir())
     print(f"retraining the winner, {args.retrain} seed(s) x {args.epochs} epochs, into {target}"
-          + (" (an earlier retrain there did not finish: started again)" if unfinished else ""), flush=True)
+          + (" (an earlier retrain there did not finish: continued)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
                    max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash, overwrite=unfinished,
-                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, data=source_from_args(args))
+                   resume=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir, data=source_from_args(args))
 
 
