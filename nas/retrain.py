@@ -125,7 +125,8 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
     if out.is_dir() and not overwrite:
         earlier = sorted(p.name for p in out.iterdir() if p.name == METRICS_FILE or p.suffix in (".pt", ".onnx", ".pt2"))
         if earlier:
-            raise UsageError(f"{out} already holds results ({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}): "
+            listed = ", ".join(earlier[:3]) + (", ..." if len(earlier) > 3 else "")
+            raise UsageError(f"{out} already holds results ({listed}): "
                              "pass --overwrite, --resume (to continue a stopped run) or another --out")
     parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
     if not os.access(parent, os.W_OK):
@@ -177,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_out(spec_path, studies_dir(args.studies_dir))
     return retrain(spec_path, out, epochs=args.epochs,
                    seeds=args.seeds, subset=args.subset, budget=args.budget, max_macs=args.max_macs,
-                   max_ram=args.max_ram, max_flash=args.max_flash, overwrite=args.overwrite,
-                   resume=args.resume, quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
+                   max_ram=args.max_ram, max_flash=args.max_flash, overwrite=args.overwrite, resume=args.resume,
+                   quiet=args.quiet, device=args.device, data_dir=args.data_dir, download=args.download,
                    data=source_from_args(args) if args.data else None)
 
 

@@ -320,7 +320,8 @@ def test_a_chain_of_bases_resolves_from_each_files_folder(tmp_path):
     ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: c.yaml\n", "c.yaml": "extends: b.yaml\n"},
      r"a.yaml: extends: .*b.yaml: extends: .*c.yaml: extends: b.yaml: a loop \(a.yaml -> b.yaml -> c.yaml -> b.yaml\)"),
     ({"a.yaml": "extends: nowhere.yaml\n"}, r"a.yaml: extends: nowhere.yaml: no such search-space file"),
-    ({"a.yaml": "extends: [mnist]\n"}, r"a.yaml: extends: expected a space file or a bundled space's name, got \['mnist'\]"),
+    ({"a.yaml": "extends: [mnist]\n"},
+     r"a.yaml: extends: expected a space file or a bundled space's name, got \['mnist'\]"),
     ({"a.yaml": 'extends: "mnist\\0"\n'}, r"a.yaml: extends: expected a space file .*, got 'mnist\\x00'"),
     ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: mnist\narch:\n  width: {low: 4}\n"},
      r"a.yaml: extends: .*b.yaml: arch.width: expected"),  # a base must be a space by itself
