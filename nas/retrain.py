@@ -333,7 +333,7 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
     print(f"test accuracy, final epoch of {epochs}, {len(accs)} seed(s), {len(data.train):,} training images: "
           f"{stats['mean']:.2f} ± {stats['std']:.2f} %, min {stats['min']:.2f} %; "
           f"int8 {int8_stats['mean']:.2f} ± {int8_stats['std']:.2f} %, min {int8_stats['min']:.2f} % "
-          f"(drop {int8_stats['drop']:.2f} points)")
+          f"(drop {round(int8_stats['drop'], 2) + 0.0:.2f} points)")  # + 0.0: -0.004 is a drop of 0.00, not -0.00
     if any(r["int8_weight_bits"] == 7 for r in rows):
         print(SEVEN_BIT_WEIGHTS)
     print(f"wall time {format_duration(wall)} ({wall:.0f} s) on {where}")
