@@ -349,6 +349,7 @@ def _retrain_winner(args: argparse.Namespace, out: Path) -> int:
           + (" (an earlier retrain there did not finish: continued)" if unfinished else ""), flush=True)
     return retrain(best, target, epochs=args.epochs, seeds=args.retrain, subset=args.subset, budget=args.budget,
                    max_macs=args.max_macs, max_ram=args.max_ram, max_flash=args.max_flash, overwrite=unfinished,
-                   resume=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir, data=source_from_args(args))
+                   resume=unfinished, quiet=args.quiet, device=args.device, data_dir=args.data_dir,
+                   data=source_from_args(args))
 
 
