@@ -225,7 +225,7 @@ def retrain(spec_path: Path, out: Path, *, epochs: int = 15, seeds: int = 5, sub
     out.mkdir(parents=True, exist_ok=True)
     try:
         return _retrain(spec, spec_path, cost, data, out, describe(where), epochs=epochs, seeds=seeds,
-                        quiet=quiet, subset=subset, info=info, source=source, kept=kept)
+                        quiet=quiet, subset=subset, info=info, source=source, kept=kept, overwrite=overwrite)
     finally:  # interrupted, failed or diverged before any result: leave no empty folder
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
@@ -244,7 +244,7 @@ def refuse_over_budget(cost: Costs, where: str, budget: int | None, max_macs: in
 
 def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: str, *, epochs: int,
              seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None,
-             kept: dict[int, tuple[dict[str, Any], torch.nn.Module]] | None = None) -> int:
+             kept: dict[int, tuple[dict[str, Any], torch.nn.Module]] | None = None, overwrite: bool = False) -> int:
     params, macs = cost.params, cost.macs
     if not quiet and info is not None and not info.is_mnist:
         print(header(info), file=sys.stderr)
@@ -323,7 +323,7 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
         **({} if info is None or info.is_mnist else info.record()),
     }
     write_json(metrics, out / METRICS_FILE)
-    for stale in out.glob("seed*.pt"):  # left by an earlier run (--overwrite) with more seeds
+    for stale in out.glob("seed*.pt") if overwrite else ():  # an earlier run's with more seeds; --resume keeps them
         if stale.stem[4:].isdigit() and int(stale.stem[4:]) >= seeds:
             stale.unlink()
 

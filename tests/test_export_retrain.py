@@ -150,9 +150,10 @@ def test_a_stopped_retrain_resumes_keeping_the_seeds_it_finished(retrained, cli,
     stopped = tmp_path / "stopped"  # what a retrain stopped during seed 1 leaves: seed0.pt only
     stopped.mkdir()
     (stopped / "seed0.pt").write_bytes((out / "seed0.pt").read_bytes())
+    (stopped / "seed2.pt").write_bytes(b"a seed this run does not train")  # kept as it is, never read
     before = tree_hashes(tmp_path)
     args = [str(spec_file), "--out", str(stopped), "--subset", "256", "--seeds", "2", "--device", "cpu"]
-    assert "already holds results (seed0.pt): pass --overwrite, --resume" in one_line_error(
+    assert "already holds results (seed0.pt, seed2.pt): pass --overwrite, --resume" in one_line_error(
         cli("retrain", *args, "--epochs", "1", cwd=tmp_path))
     # a seed trained otherwise (here: for 1 epoch, not 2) is refused before any training, nothing written
     assert one_line_error(cli("retrain", *args, "--epochs", "2", "--resume", cwd=tmp_path)).endswith(
@@ -170,6 +171,7 @@ def test_a_stopped_retrain_resumes_keeping_the_seeds_it_finished(retrained, cli,
     untimed = [{k: v for k, v in run["per_seed"][1].items() if k != "seconds_per_epoch"} for run in (metrics, first)]
     assert untimed[0] == untimed[1] and metrics["test_acc"] == first["test_acc"]
     assert {"model.onnx", "model.int8.onnx", "model.pt2", "seed1.pt"} <= {p.name for p in stopped.iterdir()}
+    assert (stopped / "seed2.pt").read_bytes() == b"a seed this run does not train"  # only --overwrite drops it
 
 
 def _best_model(out):
