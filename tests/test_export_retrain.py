@@ -173,6 +173,14 @@ def test_a_stopped_retrain_resumes_keeping_the_seeds_it_finished(retrained, cli,
     assert {"model.onnx", "model.int8.onnx", "model.pt2", "seed1.pt"} <= {p.name for p in stopped.iterdir()}
     assert (stopped / "seed2.pt").read_bytes() == b"a seed this run does not train"  # only --overwrite drops it
 
+    # with --overwrite too, checkpoints beyond --seeds go; a run whose every seed is kept trains nothing
+    one = [str(spec_file), "--out", str(stopped), "--subset", "256", "--seeds", "1", "--epochs", "1", "--device", "cpu"]
+    result = cli("retrain", *one, "--resume", "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "seed 0 (1/1): kept from seed0.pt" in result.stderr and " epoch " not in result.stderr
+    assert sorted(p.name for p in stopped.glob("seed*.pt")) == ["seed0.pt"]
+    assert json.loads((stopped / "metrics.json").read_text())["test_acc"] == first["test_acc"][:1]
+
 
 def _best_model(out):
     metrics = json.loads((out / "metrics.json").read_text())
