@@ -244,7 +244,7 @@ def refuse_over_budget(cost: Costs, where: str, budget: int | None, max_macs: in
 
 def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: str, *, epochs: int,
              seeds: int, quiet: bool, subset: int | None = None, info=None, source: DataSource | None = None,
-             kept: dict[int, tuple[dict[str, Any], torch.nn.Module]] | None = None, overwrite: bool = False) -> int:
+             kept: dict[int, tuple[dict[str, Any], torch.nn.Module]], overwrite: bool) -> int:
     params, macs = cost.params, cost.macs
     if not quiet and info is not None and not info.is_mnist:
         print(header(info), file=sys.stderr)
@@ -252,7 +252,6 @@ def _retrain(spec: Spec, spec_path: Path, cost: Costs, data, out: Path, where: s
         print(f"retraining {spec.code}: {params:,} params, {macs:,} MACs, {len(data.train):,} training images, "
               f"{seeds} seed(s) x {epochs} epochs on {where}", file=sys.stderr)
 
-    kept = kept or {}
     progress = Progress(quiet, seeds - len(kept), epochs)
     rows: list[dict[str, Any]] = []
     best_model, best_acc = None, -1.0
