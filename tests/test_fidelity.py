@@ -25,7 +25,7 @@ from nas.search.finalists import pending, reevaluate, seeds_of
 from nas.fidelity import Fidelity
 from nas.store.record import (Outcome, StudySettings, promotion_of, queued_as, read_reevaluations, read_trials,
                               record_reevaluation, rung_attr, write_settings)
-from nas.store.winner import select_winner, write_best
+from nas.store.winner import select_winner, winner_lead, write_best
 from nas.search.objective import Progress, make_objective
 from nas.space import load_space
 from nas.train import EpochResult, TrainResult
@@ -397,6 +397,44 @@ def test_finalists_are_ranked_by_the_mean_of_new_seeds(tmp_path):
     calls.clear()  # a resumed selection trains only what is missing: nothing here
     reevaluate(study, data, epochs=FULL.epochs, base_seed=0, count=3, seeds=2, quiet=True, trainer=trainer)
     assert calls == [] and len(read_reevaluations(study)) == 3
+
+
+def test_the_winners_lead_is_weighed_against_the_noise_of_the_two_means():
+    study = _complete_study([99.0, 99.5, 97.0, 99.3])  # finalists: trials 1, 3, 0 (2 seeds each, as set)
+    assert winner_lead(study) is None  # no winner named before the finalists have their seeds
+    runs = {1: [98.8, 98.9], 3: [99.3, 99.1], 0: [99.1, 99.4]}  # means 98.85, 99.20, 99.25
+    for trial, accs in runs.items():
+        for j, acc in enumerate(accs):
+            record_reevaluation(study, trial, seeds_of(trial, 0, 2)[j], acc)
+    lead = winner_lead(study)
+    assert select_winner(study)[0].number == 0 and (lead.runner_up, lead.seeds) == (3, 2)
+    assert lead.points == pytest.approx(0.05) and lead.standard_error == pytest.approx((0.045 / 2 + 0.02 / 2) ** 0.5)
+    assert not lead.settled  # 0.28 standard errors
+    assert lead.sentence() == ("The winner's mean leads trial 3's by 0.05 points, 0.3 standard errors: their order is "
+                               "not settled. The same command with --trials 0 --finalist-seeds 4 trains 2 more seed(s) "
+                               "of each finalist.")
+    more = {0: [99.6, 99.5], 3: [99.1, 99.0], 1: [98.9, 98.9]}  # two more seeds of each, as --finalist-seeds 4 adds
+    for trial, accs in more.items():
+        for j, acc in enumerate(accs, 2):
+            record_reevaluation(study, trial, seeds_of(trial, 0, 4)[j], acc)
+    lead = winner_lead(study)  # 99.400 against 99.125, standard error 0.125: 2.2 of them
+    assert (lead.runner_up, lead.seeds) == (3, 4) and lead.points == pytest.approx(0.275) and lead.settled
+    assert lead.standard_error == pytest.approx(0.125)
+    assert lead.sentence() == (f"The winner's mean leads trial 3's by {lead.points:.2f} points, 2.2 standard errors: "
+                               "more seeds would seldom reverse it.")
+
+
+def test_a_lead_over_one_seed_each_says_its_noise_is_unknown():
+    study = _complete_study([99.0, 99.5, 97.0, 99.3])
+    write_settings(study, StudySettings(budget=BUDGET, space="mnist_tiny", space_file=TINY, epochs=FULL.epochs,
+                                        train_images=FULL.train_images, rungs=[], finalists=2, finalist_seeds=1))
+    record_reevaluation(study, 1, seeds_of(1, 0, 1)[0], 99.4)
+    assert winner_lead(study) is None  # trial 3 has no seed yet
+    record_reevaluation(study, 3, seeds_of(3, 0, 1)[0], 99.1)
+    lead = winner_lead(study)
+    assert (lead.runner_up, lead.standard_error, lead.settled) == (3, None, False)
+    assert "by 0.30 points, with one seed, a mean's noise is unknown: their order is not settled. " \
+           "The same command with --trials 0 --finalist-seeds 2 trains 1 more seed(s)" in lead.sentence()
 
 
 def test_workers_splitting_the_finalists_train_each_seed_once():

@@ -22,7 +22,7 @@ from nas.cost import spec_costs
 from nas.spec import Spec
 from nas.store.record import (Outcome, StudySettings, read_finalist_runs, read_reevaluations, read_settings,
                               read_trials, record_reevaluation, write_settings)
-from nas.store.winner import best_record, finalists, select_winner
+from nas.store.winner import best_record, finalists, select_winner, winner_lead
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,9 @@ def test_the_finalists_table_shows_every_seed_and_marks_the_winner(searched):
             assert f'<td title="seed {seed}">{acc:.2f}</td>' in row
         assert f"<td>{runs.mean:.2f} ± {runs.std:.2f}</td><td>{min(runs.val_accs.values()):.2f}</td>" in row
         assert (row.startswith(' class="winner"') and "<td>winner</td>" in row) == (r.number == winner.number)
+    lead = winner_lead(study)  # below the table: whether the winner's lead is more than the seeds' noise
+    assert lead.runner_up == sorted(top, key=lambda r: -again[r.number].mean)[1].number
+    assert html.escape(lead.sentence()) in page[page.index('<table class="finalists">'):]
     assert json.loads((searched / "studies" / SHARED_STUDY / "best.json").read_text())["trial"] == winner.number
 
 

@@ -10,8 +10,8 @@ from nas.cost import Budgets
 from nas.data import PREPROCESSING
 from nas.space import load_space
 from nas.spec import Spec, load_spec, save_spec
-from nas.store.record import Outcome, read_settings, read_trials
-from nas.store.winner import best_record, select_winner
+from nas.store.record import Outcome, read_reevaluations, read_settings, read_trials
+from nas.store.winner import best_record, select_winner, winner_lead
 
 SMALL = ["--budget", "3000", "--space", TINY, "--trials", "3", "--epochs", "2", "--subset", "256", "--device", "cpu"]
 
@@ -300,6 +300,14 @@ def test_trials_0_only_finishes_the_finalists_and_the_retrain_of_a_stopped_run(t
     winner, reevaluation = select_winner(study)
     best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
     assert best["trial"] == winner.number and len(best["reevaluation"]["seeds"]) == 2
+    assert winner_lead(study).sentence() in rest.stdout  # the finalists' table says how far the winner leads
     metrics = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / f"trial{winner.number}_retrain"
                           / "metrics.json").read_text())
     assert metrics["spec"] == best["spec"] and metrics["seeds"] == [0]
+    # the command that line gives: more seeds of each finalist, the winner named again from all of them
+    more = cli("search", "--budget", "3000", "--space", TINY, "--trials", "0", "--epochs", "1", "--subset", "128",
+               "--no-report", "--finalists", "2", "--finalist-seeds", "4", "-q", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr
+    assert [len(a.val_accs) for a in read_reevaluations(study).values()] == [4, 4]
+    best = json.loads((tmp_path / "studies" / "mnist_tiny-b3000" / "best.json").read_text())
+    assert best["trial"] == select_winner(study)[0].number and len(best["reevaluation"]["seeds"]) == 4

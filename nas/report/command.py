@@ -25,7 +25,7 @@ from ..errors import DiskFull, UsageError, disk_full, first_line
 from ..files import check_replaceable, write_text
 from ..store.settings import StudySettings, read_settings
 from ..store.storage import load_study, output_dir, studies_dir
-from ..store.winner import select_winner
+from ..store.winner import select_winner, winner_lead
 
 
 # ---------------------------------------------------------------- the page
@@ -67,7 +67,7 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None, best
     now = now or datetime.datetime.now()
     settings = read_settings(study)
     trials = Trials.read(study)
-    winner = select_winner(study, trials.records)
+    winner, lead = select_winner(study, trials.records), winner_lead(study, trials.records)
     parts, plotly_js = [], plotlyjs.INCLUDE
     limits = {key: settings.get(key) for key in StudySettings.DEVICE_BUDGETS}
     for s in sections(trials, settings.get("budget"), now, limits) if trials.records else []:
@@ -85,7 +85,7 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None, best
     return PAGE.format(title=html.escape(f"Search report: {study.study_name}"), made=f"{now:%Y-%m-%d %H:%M}",
                        next=next_html(study.study_name, winner, best, storage),
                        summary=summary_html(study.study_name, settings, trials, now, winner),
-                       finalists=finalists_html(trials, settings, winner),
+                       finalists=finalists_html(trials, settings, winner, lead),
                        top=top_table_html(trials),
                        sections="\n".join(parts))
 

@@ -16,7 +16,7 @@ from ..fidelity import STEP_BATCH
 from ..progress import format_duration
 from ..store.record import Outcome, Reevaluation, TrialRecord
 from ..store.settings import data_of
-from ..store.winner import finalists
+from ..store.winner import Lead, finalists
 
 TOP_TRIALS = 10
 
@@ -133,9 +133,9 @@ def top_table_html(trials: Trials, top: int = TOP_TRIALS) -> str:
 
 
 def finalists_html(trials: Trials, settings: dict[str, Any],
-                   winner: tuple[TrialRecord, Reevaluation | None] | None) -> str:
+                   winner: tuple[TrialRecord, Reevaluation | None] | None, lead: Lead | None = None) -> str:
     """The finalists: each one's validation accuracy with every new seed, their mean ± std and min, the
-    winner marked."""
+    winner marked, and whether its lead over the next is more than the seeds' noise."""
     count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
     if not count:
         return "<p>Finalists off (<code>--finalists 0</code>): the best single run is the winner.</p>"
@@ -160,8 +160,9 @@ def finalists_html(trials: Trials, settings: dict[str, Any],
                     f"{stats}<td>{'winner' if won else ''}</td><td><code>{html.escape(r.code or '?')}</code></td></tr>")
     head = "".join(f"<th>seed {k}</th>" for k in range(1, columns + 1))
     done, wanted = sum(len(a.val_accs) for a in again.values()), len(top) * seeds
-    note = "" if named else (f'<p class="notice">{done} of {wanted} finalist trainings done: the winner is named '
-                             "once every finalist has all its seeds; until then it is the best single run.</p>")
+    note = (f'<p class="notice">{done} of {wanted} finalist trainings done: the winner is named once every '
+            "finalist has all its seeds; until then it is the best single run.</p>" if not named else
+            f'<p class="{"caption" if lead.settled else "notice"}">{html.escape(lead.sentence())}</p>' if lead else "")
     return (f'<p class="caption">The top {len(top)} complete trials by their search run, each trained again at '
             f"full fidelity with {seeds} new seed(s) on the same split (validation accuracy, %; hover a value for "
             "its seed). The best mean wins: one run's score is partly luck.</p>"

@@ -25,11 +25,10 @@ from ..spec import Spec
 from ..store.heartbeat import HOST
 from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.storage import with_retry
-from ..store.winner import finalists, select_winner
+from ..store.winner import finalists, select_winner, winner_lead
 from ..train import train
 
 SEED_STRIDE = 1_000_000  # re-evaluation seed j of trial n: --seed + (j + 1) * stride + n, apart from search seeds
-MAX_SEEDS = 100
 
 
 def seeds_of(trial: int, base_seed: int, seeds: int) -> list[int]:
@@ -89,4 +88,7 @@ def table(study: optuna.Study, count: int) -> str:
                  f"{len(again.val_accs):>5}") if again else f"{'-':>25} {'-':>7} {0:>5}"
         mark = " <- winner" if winner and winner[1] is not None and winner[0].number == r.number else ""
         lines.append(f"{r.number:>6} {r.params or 0:>7,} {r.value:>9.2f}% {stats}{mark}")
+    lead = winner_lead(study, records)
+    if lead is not None:
+        lines.append(lead.sentence())
     return "\n".join(lines)

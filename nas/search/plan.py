@@ -19,7 +19,7 @@ from ..errors import UsageError
 from ..fidelity import Fidelity, ladder, parse_rung
 from ..space import Space, load_space
 from ..store.storage import check_study_name, default_storage, output_dir, studies_dir
-from .finalists import MAX_SEEDS
+from ..store.winner import MAX_FINALIST_SEEDS
 from .neighbours import neighbours_default
 from .objective import FILLED
 from .warm_start import warm_starts
@@ -83,8 +83,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if args.widths == FILLED and space.arch is not None:
         raise UsageError(f"--widths filled: space {space.name} has a fixed architecture (only the training is drawn): "
                          "there are no drawn widths to scale")
-    if args.finalist_seeds > MAX_SEEDS:
-        raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_SEEDS}")
+    if args.finalist_seeds > MAX_FINALIST_SEEDS:
+        raise UsageError(f"--finalist-seeds {args.finalist_seeds} is more than {MAX_FINALIST_SEEDS}")
     full = Fidelity(args.epochs, train_images)
     asked = None if args.rungs is None else [] if args.rungs == ["none"] else [parse_rung(t) for t in args.rungs]
     cheap = ladder(full, asked)[:-1]

@@ -4,6 +4,8 @@ and the record that best.json and exported spec files hold."""
 from __future__ import annotations
 
 import fcntl
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from ..spec import Spec
 from ..version import provenance
 from .record import Outcome, Reevaluation, TrialRecord, read_reevaluations, read_trials
 from .settings import StudySettings, data_of, read_settings
+
+MAX_FINALIST_SEEDS = 100  # --finalist-seeds at most
 
 
 def finalists(records: list[TrialRecord], count: int) -> list[TrialRecord]:
@@ -28,6 +32,14 @@ def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
     """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
     finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
     with no re-evaluation. None: no trial completed. `records`: the study's trials, if already read."""
+    ranked = _ranked(study, records)
+    return None if ranked is None else ranked[0]
+
+
+def _ranked(study: optuna.Study, records: list[TrialRecord] | None
+            ) -> list[tuple[TrialRecord, Reevaluation | None]] | None:
+    """The finalists by mean over their new seeds, best first, once every one has them all; else the best
+    single run alone, with no re-evaluation. None: no trial completed."""
     settings = read_settings(study)
     count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
     top = finalists(read_trials(study) if records is None else records, max(1, count))
@@ -37,8 +49,50 @@ def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
     if count and seeds and all(len(reevaluated.get(r.number, Reevaluation(r.number, {})).val_accs) >= seeds
                                for r in top):
         ranked = sorted(top, key=lambda r: (-reevaluated[r.number].mean, r.number))
-        return ranked[0], reevaluated[ranked[0].number]
-    return top[0], None
+        return [(r, reevaluated[r.number]) for r in ranked]
+    return [(top[0], None)]
+
+
+@dataclass(frozen=True)
+class Lead:
+    """How far the winner's mean is ahead of the next finalist's, against the noise of the two means.
+
+    A design's seed-to-seed spread (about ±0.1 % on MNIST) is often as large as the gaps between
+    finalists, so a mean over 3 seeds can rank them by luck; this says whether it did."""
+
+    runner_up: int  # its trial number
+    points: float  # the winner's mean minus the runner-up's
+    standard_error: float | None  # of that difference, sqrt(s1²/n1 + s2²/n2); None: a mean of one seed
+    seeds: int  # the fewest seeds either mean has
+
+    @property
+    def settled(self) -> bool:
+        """Two standard errors apart: more seeds would seldom reverse the order."""
+        return bool(self.standard_error) and self.points > 2 * self.standard_error
+
+    def sentence(self) -> str:
+        head = f"The winner's mean leads trial {self.runner_up}'s by {self.points:.2f} points"
+        errors = f"{self.points / self.standard_error:.1f} standard errors" if self.standard_error else ""
+        if self.settled:
+            return f"{head}, {errors}: more seeds would seldom reverse it."
+        noise = ("with one seed, a mean's noise is unknown" if self.standard_error is None else
+                 "their seeds did not vary, so their noise is unmeasured" if self.standard_error == 0 else errors)
+        more = min(2 * self.seeds, MAX_FINALIST_SEEDS)
+        if more == self.seeds:
+            return f"{head}, {noise}: their order is not settled."
+        return (f"{head}, {noise}: their order is not settled. The same command with --trials 0 --finalist-seeds "
+                f"{more} trains {more - self.seeds} more seed(s) of each finalist.")
+
+
+def winner_lead(study: optuna.Study, records: list[TrialRecord] | None = None) -> Lead | None:
+    """The named winner's lead over the next finalist; None until a winner is named among two or more."""
+    ranked = _ranked(study, records)
+    if ranked is None or len(ranked) < 2:
+        return None
+    (_, first), (runner_up, second) = ranked[0], ranked[1]
+    seeds = min(len(first.val_accs), len(second.val_accs))
+    error = None if seeds < 2 else math.sqrt(sum(a.std ** 2 / len(a.val_accs) for a in (first, second)))
+    return Lead(runner_up.number, first.mean - second.mean, error, seeds)
 
 
 def best_record(record: TrialRecord, study: optuna.Study, reevaluation: Reevaluation | None = None) -> dict[str, Any]:
