@@ -47,7 +47,7 @@ def test_a_missing_name_lists_the_bundled_ones(tmp_path, cli):
 
 
 def test_warm_start_by_bundled_name(tmp_path, cli):
-    space = load_space(spaces()["mnist_small"])
+    space = load_space(spaces()["mnist"])
     names = [name for name, _, _ in warm_starts(space, 5000, ["found/b4000", "found/b2000.json"], references=False)]
     assert names == ["found/b4000", "found/b2000.json"]
     result = cli("search", "--warm-start", "found/b4000", "--budget", "5000", "--space", "mnist", "--trials", "0",

@@ -234,27 +234,27 @@ def test_a_new_best_is_followed_by_its_neighbours(tmp_path, cli):
 
 @pytest.mark.slow  # over 3 s on 2 cores (see pyproject.toml)
 def test_a_search_under_a_tight_budget_starts_from_the_narrowed_reference(tmp_path, cli):
-    args = ("search", "--space", "mnist_small", "--budget", "4000", "--trials", "3", "--epochs", "1", "--subset", "64",
+    args = ("search", "--space", "mnist", "--budget", "4000", "--trials", "3", "--epochs", "1", "--subset", "64",
             "--no-report", "--finalists", "0", "--neighbours", "0")
     result = cli(*args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     # the model found at this budget, the one found at 2,000 widened to fill it, the hand-made design narrowed to fit
-    assert ("warm start: found/b4000; found/b2000 at widths x2.38; 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06"
+    assert ("warm start: found/b4000; found/b2000 at widths x1.54; 4_final at widths x0.68 (weight_decay 0.0 -> 1e-06"
             in result.stderr)
-    study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
+    study = optuna.load_study(study_name="mnist-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-b4000.db")
     found, wide, record = read_trials(study)
     assert found.warm_start == "found/b4000" and found.params == 3904
-    assert wide.warm_start == "found/b2000 at widths x2.38" and 1867 < wide.params == 3877 < 4000
+    assert wide.warm_start == "found/b2000 at widths x1.54" and 1842 < wide.params == 3758 < 4000
     assert record.warm_start == "4_final at widths x0.68" and record.params == 3764
     assert record.code.startswith("v c4-12 T4 c12-12-12 gapc bn d.05 | sgd .05 oc b128")
     # continued: the designs ran, so they are not queued again, and the header says so
     again = cli(*args[:6], "1", *args[7:], cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "warm start: found/b4000 (run before: not queued again); found/b2000 at widths x2.38 (run before: not " \
+    assert "warm start: found/b4000 (run before: not queued again); found/b2000 at widths x1.54 (run before: not " \
            "queued again); 4_final at widths x0.68 (weight_decay 0.0 -> " \
            "1e-06: the nearest the space draws; run before: not queued again)" in again.stderr
-    study = optuna.load_study(study_name="mnist_small-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist_small-b4000.db")
-    assert [r.warm_start for r in read_trials(study)] == ["found/b4000", "found/b2000 at widths x2.38",
+    study = optuna.load_study(study_name="mnist-b4000", storage=f"sqlite:///{tmp_path}/studies/mnist-b4000.db")
+    assert [r.warm_start for r in read_trials(study)] == ["found/b4000", "found/b2000 at widths x1.54",
                                                           "4_final at widths x0.68", None]
 
 

@@ -146,14 +146,14 @@ def test_recipe_seeds_trains_the_changed_recipe_as_the_trainer_does(small_data, 
     recipe_seeds = importlib.util.module_from_spec(found)
     found.loader.exec_module(recipe_seeds)
     out = tmp_path / "seeds.jsonl"
-    args = ["found/b2000", "--set", "batch_size=64", "--set", "ema=0", "--seeds", "3", "4", "--epochs", "1",
+    args = ["found/b2000", "--set", "batch_size=128", "--set", "ema=0.99", "--seeds", "3", "4", "--epochs", "1",
             "--subset", "512", "--data-dir", str(data_dir), "--out", str(out)]
     assert recipe_seeds.main(args) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     found_b2000 = load_spec("found/b2000")
-    changed = dataclasses.replace(found_b2000, train=dataclasses.replace(found_b2000.train, batch_size=64, ema=0.0))
-    assert [r["seed"] for r in rows] == [3, 4] and rows[0]["code"] == changed.code and "b64" in changed.code
-    assert rows[0]["changes"] == {"batch_size": 64, "ema": 0}
+    changed = dataclasses.replace(found_b2000, train=dataclasses.replace(found_b2000.train, batch_size=128, ema=0.99))
+    assert [r["seed"] for r in rows] == [3, 4] and rows[0]["code"] == changed.code and "b128" in changed.code
+    assert found_b2000.train.batch_size == 64 and rows[0]["changes"] == {"batch_size": 128, "ema": 0.99}
     assert [r["val_acc"] for r in rows] == [train(changed, small_data, epochs=1, seed=s).final_acc for s in (3, 4)]
     capsys.readouterr()
     assert recipe_seeds.main(["found/b2000", "--set", "batch=64", "--seeds", "0", "--data-dir", str(data_dir)]) == 2
