@@ -143,9 +143,11 @@ def test_the_check_fails_on_a_graph_that_is_not_the_file(exported, small_data, t
     session = onnxruntime.InferenceSession(str(tmp_path / INT8_ONNX_FILE), providers=["CPUExecutionProvider"])
     scale = next(i for i in proto.graph.initializer if i.name.endswith("_scale") and not i.dims
                  and not i.name.startswith("images"))
-    scale.float_data[:] = [scale.float_data[0] * 3] if scale.float_data else scale.float_data
+    # a third of the step clips most of that activation's calibrated range (a coarser step, x3, can stay within
+    # the check's bound)
+    scale.float_data[:] = [scale.float_data[0] / 3] if scale.float_data else scale.float_data
     if not scale.float_data:  # stored as raw bytes
-        value = onnx.numpy_helper.to_array(scale) * 3
+        value = onnx.numpy_helper.to_array(scale) / 3
         scale.CopyFrom(onnx.numpy_helper.from_array(value, scale.name))
     with pytest.raises(ExportCheckError, match="differs from the fake-quantised model"):
         check_int8(session, FakeQuant(proto), small_data.held_out.x[:256])
