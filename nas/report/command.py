@@ -25,7 +25,7 @@ from ..errors import DiskFull, UsageError, disk_full, first_line
 from ..files import check_replaceable, write_text
 from ..store.settings import StudySettings, read_settings
 from ..store.storage import load_study, output_dir, studies_dir
-from ..store.winner import select_winner, winner_lead
+from ..store.winner import lead_of, ranked_finalists
 
 
 # ---------------------------------------------------------------- the page
@@ -67,7 +67,8 @@ def build_report(study: optuna.Study, now: datetime.datetime | None = None, best
     now = now or datetime.datetime.now()
     settings = read_settings(study)
     trials = Trials.read(study)
-    winner, lead = select_winner(study, trials.records), winner_lead(study, trials.records)
+    ranked = ranked_finalists(study, trials.records)  # one read: the winner marked and its lead agree
+    winner, lead = None if ranked is None else ranked[0], lead_of(ranked)
     parts, plotly_js = [], plotlyjs.INCLUDE
     limits = {key: settings.get(key) for key in StudySettings.DEVICE_BUDGETS}
     for s in sections(trials, settings.get("budget"), now, limits) if trials.records else []:

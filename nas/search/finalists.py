@@ -25,7 +25,7 @@ from ..spec import Spec
 from ..store.heartbeat import HOST
 from ..store.record import Reevaluation, TrialRecord, read_reevaluations, read_trials, record_reevaluation
 from ..store.storage import with_retry
-from ..store.winner import finalists, select_winner, winner_lead
+from ..store.winner import finalists, lead_of, ranked_finalists
 from ..train import train
 
 SEED_STRIDE = 1_000_000  # re-evaluation seed j of trial n: --seed + (j + 1) * stride + n, apart from search seeds
@@ -79,7 +79,8 @@ def table(study: optuna.Study, count: int) -> str:
     if not top:
         return ""
     done = read_reevaluations(study)
-    winner = select_winner(study, records)
+    ranked = ranked_finalists(study, records)  # one read: the winner and its lead agree
+    winner = None if ranked is None else ranked[0]
     lines = [f"finalists (top {len(top)} by their search run; new seeds at full fidelity, validation split):",
              f"{'trial':>6} {'params':>7} {'search val':>10} {'re-evaluated: mean ± std':>25} {'min':>7} {'seeds':>5}"]
     for r in top:
@@ -88,7 +89,7 @@ def table(study: optuna.Study, count: int) -> str:
                  f"{len(again.val_accs):>5}") if again else f"{'-':>25} {'-':>7} {0:>5}"
         mark = " <- winner" if winner and winner[1] is not None and winner[0].number == r.number else ""
         lines.append(f"{r.number:>6} {r.params or 0:>7,} {r.value:>9.2f}% {stats}{mark}")
-    lead = winner_lead(study, records)
+    lead = lead_of(ranked)
     if lead is not None:
         lines.append(lead.sentence())
     return "\n".join(lines)

@@ -32,14 +32,15 @@ def select_winner(study: optuna.Study, records: list[TrialRecord] | None = None
     """The study's winner: among the finalists, the best mean over their re-evaluation seeds once every
     finalist has them all; until then (or with finalists off) the best single final-epoch accuracy,
     with no re-evaluation. None: no trial completed. `records`: the study's trials, if already read."""
-    ranked = _ranked(study, records)
+    ranked = ranked_finalists(study, records)
     return None if ranked is None else ranked[0]
 
 
-def _ranked(study: optuna.Study, records: list[TrialRecord] | None
-            ) -> list[tuple[TrialRecord, Reevaluation | None]] | None:
+def ranked_finalists(study: optuna.Study, records: list[TrialRecord] | None = None
+                     ) -> list[tuple[TrialRecord, Reevaluation | None]] | None:
     """The finalists by mean over their new seeds, best first, once every one has them all; else the best
-    single run alone, with no re-evaluation. None: no trial completed."""
+    single run alone, with no re-evaluation. None: no trial completed. The first is `select_winner`'s; read
+    once, it gives the winner and its `lead_of` from the same state."""
     settings = read_settings(study)
     count, seeds = settings.get("finalists") or 0, settings.get("finalist_seeds") or 0
     top = finalists(read_trials(study) if records is None else records, max(1, count))
@@ -86,7 +87,11 @@ class Lead:
 
 def winner_lead(study: optuna.Study, records: list[TrialRecord] | None = None) -> Lead | None:
     """The named winner's lead over the next finalist; None until a winner is named among two or more."""
-    ranked = _ranked(study, records)
+    return lead_of(ranked_finalists(study, records))
+
+
+def lead_of(ranked: list[tuple[TrialRecord, Reevaluation | None]] | None) -> Lead | None:
+    """`winner_lead` of a ranking already read (`ranked_finalists`)."""
     if ranked is None or len(ranked) < 2:
         return None
     (_, first), (runner_up, second) = ranked[0], ranked[1]
